@@ -1,0 +1,107 @@
+"""Scores a trained run under its protocol: clustering and retrieval on held-out images."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from latentsearch.data import DataSplits, load_data
+from latentsearch.embedding import embed_images
+from latentsearch.metrics import kmeans_scores, pixel_baseline, retrieval_scores
+from latentsearch.protocols import ProtocolSplits, make_splits
+from latentsearch.training import Run
+
+# The study's published numbers (CIFAR-10, its own protocol, clustering its training images).
+PUBLISHED = {
+    "vanilla": {"nmi": 0.074, "ri": 0.811},
+    "hint": {"nmi": 0.433, "ri": 0.876},
+}
+
+
+def score_embeddings(
+    splits: ProtocolSplits,
+    cluster_emb: np.ndarray,
+    query_emb: np.ndarray,
+    database_emb: np.ndarray,
+    *,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Clustering and retrieval metrics for one representation.
+
+    Args:
+        splits: The protocol's image sets (labels are read from them).
+        cluster_emb: Shape: (N_cluster, D).
+        query_emb: Shape: (N_query, D).
+        database_emb: Shape: (N_database, D).
+        seed: KMeans seed.
+    """
+    if not splits.cluster.has_labels:
+        raise ValueError("these images have no labels: clustering and retrieval cannot be scored")
+    scores, _ = kmeans_scores(cluster_emb, splits.cluster.labels, seed=seed)
+    scores.update(
+        retrieval_scores(
+            query_emb,
+            splits.query.labels,
+            database_emb,
+            splits.database.labels,
+            same_set=splits.same_set,
+        )
+    )
+    return scores
+
+
+def evaluate_run(
+    run: Run,
+    *,
+    data: DataSplits | None = None,
+    baseline: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Embeds the protocol's evaluation images with ``run`` and scores them.
+
+    Args:
+        run: A trained run.
+        data: The run's data if already loaded (else loaded from its config).
+        baseline: Also score raw pixels on the same images, under ``baseline``.
+        progress: Progress bars on a terminal.
+
+    Returns:
+        Metric name -> value, plus ``protocol``, ``data``, counts, and timings.
+    """
+    cfg = run.config
+    if data is None:
+        data = load_data(
+            cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=progress
+        )
+    splits = make_splits(data, cfg.protocol)
+    t0 = time.perf_counter()
+
+    def emb(pixels: np.ndarray) -> np.ndarray:
+        return embed_images(run.model, pixels, progress=progress)
+
+    cluster = emb(splits.cluster.pixels)
+    query = cluster if splits.query is splits.cluster else emb(splits.query.pixels)
+    database = cluster if splits.database is splits.cluster else emb(splits.database.pixels)
+    embed_seconds = time.perf_counter() - t0
+    result: dict[str, Any] = {
+        "protocol": cfg.protocol,
+        "data": data.name,
+        "model": cfg.model,
+        "label_fraction": cfg.label_fraction,
+        "epochs": run.epoch,
+        "n_cluster": len(splits.cluster),
+        "n_query": len(splits.query),
+        "n_database": len(splits.database),
+        "embed_seconds": embed_seconds,
+    }
+    result.update(score_embeddings(splits, cluster, query, database))
+    if baseline:
+        result["baseline"] = score_embeddings(
+            splits,
+            pixel_baseline(np.asarray(splits.cluster.pixels)),
+            pixel_baseline(np.asarray(splits.query.pixels)),
+            pixel_baseline(np.asarray(splits.database.pixels)),
+        )
+    return result

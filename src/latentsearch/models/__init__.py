@@ -1,0 +1,41 @@
+"""Model registry: a name arriving as a string becomes an ``EmbeddingModel``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from latentsearch.models.base import EmbeddingModel, ModelOutput
+from latentsearch.models.conv_ae import ConvAutoencoder
+from latentsearch.models.seed_ae import SeedAutoencoder
+
+MODELS: dict[str, Callable[..., EmbeddingModel]] = {
+    "seed-ae": SeedAutoencoder,
+    "conv-ae": ConvAutoencoder,
+}
+
+
+def create_model(name: str, **kwargs: Any) -> EmbeddingModel:
+    """Builds a registered model.
+
+    Args:
+        name: A key of ``MODELS``.
+        **kwargs: The model's constructor arguments (``in_channels``, ``image_size``,
+            ``num_classes``, ...).
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**kwargs)
+
+
+__all__ = [
+    "MODELS",
+    "ConvAutoencoder",
+    "EmbeddingModel",
+    "ModelOutput",
+    "SeedAutoencoder",
+    "create_model",
+]

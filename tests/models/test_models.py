@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from latentsearch.models import MODELS, create_model
+from latentsearch.models.layers import UpsampleConv2d
+from latentsearch.models.seed_ae import SeedAutoencoder
+
+SHAPES = [(3, 32), (1, 28), (1, 8), (3, 64)]
+
+
+def _trainable(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def test_seed_ae_has_the_studys_parameter_count() -> None:
+    assert _trainable(SeedAutoencoder(in_channels=3, image_size=32)) == 317_187
+    # The hint head is GAP -> Dense(10): 128 * 10 + 10 more.
+    assert _trainable(SeedAutoencoder(in_channels=3, image_size=32, num_classes=10)) == 318_477
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize(("channels", "size"), SHAPES)
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_every_model_shapes_backward_and_finite(
+    name: str, channels: int, size: int, num_classes: int
+) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=channels, image_size=size, num_classes=num_classes)
+    x = torch.rand(4, channels, size, size)
+    out = model(x)
+    assert out.embedding.shape == (4, model.embedding_dim)
+    assert out.reconstruction is not None
+    assert out.reconstruction.shape == x.shape
+    assert float(out.reconstruction.min()) >= 0.0 and float(out.reconstruction.max()) <= 1.0
+    if num_classes:
+        assert out.logits is not None and out.logits.shape == (4, num_classes)
+    else:
+        assert out.logits is None
+    loss = ((out.reconstruction - x) ** 2).mean() + out.embedding.pow(2).mean()
+    if out.logits is not None:
+        loss = loss + out.logits.logsumexp(dim=1).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.embed(x), model(x).embedding, atol=1e-5)
+
+
+def test_unknown_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("resnet-9000")
+
+
+def test_seed_ae_rejects_sizes_its_pooling_cannot_invert() -> None:
+    with pytest.raises(ValueError, match="divisible by 4"):
+        SeedAutoencoder(image_size=30)
+
+
+@pytest.mark.parametrize(("h", "w"), [(8, 8), (5, 7), (1, 1)])
+def test_upsample_conv_equals_upsample_then_conv(h: int, w: int) -> None:
+    torch.manual_seed(0)
+    fused = UpsampleConv2d(6, 5)
+    nn.init.normal_(fused.bias)
+    ref = nn.Conv2d(6, 5, 3, padding=1)
+    ref.load_state_dict({"weight": fused.weight.detach(), "bias": fused.bias.detach()})
+    x = torch.randn(3, 6, h, w, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y = fused(x)
+    y_ref = ref(nn.functional.interpolate(x_ref, scale_factor=2, mode="nearest"))
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fused.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fused.bias.grad, ref.bias.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_seed_ae_embedding_is_the_pooled_retrieval_conv() -> None:
+    torch.manual_seed(0)
+    model = SeedAutoencoder().eval()
+    x = torch.rand(2, 3, 32, 32)
+    expected = model.retrieval(model.encoder(x)).mean(dim=(2, 3))
+    torch.testing.assert_close(model.embed(x), expected)
