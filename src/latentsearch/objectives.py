@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from latentsearch.augment import AugmentConfig, augment
 from latentsearch.models.base import EmbeddingModel
 
 
@@ -85,8 +86,83 @@ class ReconstructionObjective:
         return loss, parts
 
 
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's normalised-temperature cross-entropy (Chen et al., 2020).
+
+    Each of the 2B views must pick out its partner among the other 2B - 1 views by cosine
+    similarity.
+
+    Args:
+        z1: Projections of the first views. Shape: (B, P).
+        z2: Projections of the second views. Shape: (B, P).
+        temperature: Softmax temperature.
+
+    Returns:
+        The mean loss over all 2B views (a scalar).
+    """
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))  # a view is not its own positive
+    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+class ContrastiveObjective:
+    """SimCLR: two augmented views per image, NT-Xent on the projections, plus the hint.
+
+    The hint (cross-entropy on labelled images) reads the embedding of both views, which acts
+    as a consistency constraint too: both views of a labelled image must name its class.
+
+    Args:
+        hint_weight: Weight of the cross-entropy on labelled images.
+        temperature: NT-Xent temperature (SimCLR on CIFAR-10: 0.5).
+        augment: Augmentation strengths (default ``AugmentConfig()``).
+    """
+
+    def __init__(
+        self,
+        hint_weight: float = 1.0,
+        temperature: float = 0.5,
+        augment: AugmentConfig | dict[str, Any] | None = None,
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.hint_weight = hint_weight
+        self.temperature = temperature
+        if isinstance(augment, dict):
+            augment = AugmentConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+            )
+        self.augment = augment or AugmentConfig()
+
+    def __call__(
+        self, model: EmbeddingModel, batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        b = batch.images.shape[0]
+        views = torch.cat(
+            [augment(batch.images, self.augment), augment(batch.images, self.augment)]
+        )
+        out = model(views)
+        if out.projection is None:
+            raise ValueError(
+                f"{type(model).__name__} has no projection head: the contrastive objective "
+                "needs a model such as resnet-s"
+            )
+        contrast = nt_xent(out.projection[:b], out.projection[b:], self.temperature)
+        parts = {"nt_xent": float(contrast.detach())}
+        loss = contrast
+        ce = hint_loss(out.logits, torch.cat([batch.labels, batch.labels]))
+        if ce is not None:
+            loss = loss + self.hint_weight * ce
+            parts["hint_ce"] = float(ce.detach())
+        parts["loss"] = float(loss.detach())
+        return loss, parts
+
+
 OBJECTIVES: dict[str, Callable[..., Any]] = {
     "reconstruction": ReconstructionObjective,
+    "contrastive": ContrastiveObjective,
 }
 
 

@@ -40,9 +40,7 @@ class ImageData:
             raise DataError(f"pixels must be uint8, got {self.pixels.dtype}")
         n = len(self.pixels)
         if len(self.labels) != n or len(self.ids) != n:
-            raise DataError(
-                f"{n} images but {len(self.labels)} labels and {len(self.ids)} ids"
-            )
+            raise DataError(f"{n} images but {len(self.labels)} labels and {len(self.ids)} ids")
         if self.paths is not None and len(self.paths) != n:
             raise DataError(f"{n} images but {len(self.paths)} paths")
         self.labels = np.asarray(self.labels, dtype=np.int64)

@@ -7,11 +7,13 @@ from typing import Any
 
 from latentsearch.models.base import EmbeddingModel, ModelOutput
 from latentsearch.models.conv_ae import ConvAutoencoder
+from latentsearch.models.resnet import SmallResNet
 from latentsearch.models.seed_ae import SeedAutoencoder
 
 MODELS: dict[str, Callable[..., EmbeddingModel]] = {
     "seed-ae": SeedAutoencoder,
     "conv-ae": ConvAutoencoder,
+    "resnet-s": SmallResNet,
 }
 
 
@@ -37,5 +39,6 @@ __all__ = [
     "EmbeddingModel",
     "ModelOutput",
     "SeedAutoencoder",
+    "SmallResNet",
     "create_model",
 ]

@@ -1,0 +1,197 @@
+"""The image-folder source: layouts, bad files, and the memory-mapped decode cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentsearch.data import DataError, load_data, load_image_folder
+from latentsearch.data import folder as folder_module
+
+
+def _load(root: Path, cache: Path, size: int = 16):
+    return load_image_folder(root, image_size=size, cache_dir=cache)
+
+
+def test_train_test_class_layout(split_folder: Path, tmp_path: Path) -> None:
+    splits = _load(split_folder, tmp_path / "cache")
+    train, test = splits.train, splits.test
+    assert test is not None
+    assert splits.name == "split"
+    # The class only test/ has still appears in train's class names: the union, sorted.
+    assert train.class_names == test.class_names == ["bird", "cat", "dog"]
+    assert train.ids == [
+        "train/cat/a.png",
+        "train/cat/b.jpg",
+        "train/cat/sub/c.png",
+        "train/dog/d.png",
+    ]
+    assert train.labels.tolist() == [1, 1, 1, 2]
+    assert test.ids == ["test/bird/f.png", "test/cat/g.png"]
+    assert test.labels.tolist() == [0, 1]
+    assert train.pixels.shape == (4, 16, 16, 3) and train.pixels.dtype == np.uint8
+    assert test.pixels.shape == (2, 16, 16, 3)
+    assert train.paths == [str(split_folder.resolve() / i) for i in train.ids]
+    assert all(os.path.isabs(p) for p in train.paths)
+
+
+def test_pixels_are_decoded_correctly(split_folder: Path, tmp_path: Path) -> None:
+    train = _load(split_folder, tmp_path / "cache").train
+    px = np.asarray(train.pixels).astype(int)
+    assert (px[0] == [255, 0, 0]).all()  # PNG
+    assert np.abs(px[1] - [0, 255, 0]).max() <= 3  # JPEG
+    assert (px[2] == 128).all()  # grey -> RGB
+    assert (px[3][:, 3:-3] == [0, 255, 0]).all()  # non-square: centre crop is the green third
+
+
+def test_bad_files_are_skipped_and_listed(split_folder: Path, tmp_path: Path) -> None:
+    train = _load(split_folder, tmp_path / "cache").train
+    root = split_folder.resolve()
+    skipped = dict(train.skipped)
+    assert set(skipped) == {str(root / "train/dog/e.jpg"), str(root / "train/dog/notes.txt")}
+    assert "corrupt or truncated" in skipped[str(root / "train/dog/e.jpg")]
+    assert "not an image" in skipped[str(root / "train/dog/notes.txt")]
+    # Hidden files are neither loaded nor reported.
+    assert not any(".DS_Store" in p for p in skipped)
+
+
+def test_class_only_layout(tmp_path: Path, files) -> None:
+    root = tmp_path / "classes"
+    files.png(root / "zebra/1.png", (0, 0, 0))
+    files.png(root / "ant/2.png", (255, 255, 255))
+    files.jpeg(root / "ant/deeper/3.jpg", (10, 10, 10))
+    files.text(root / "README.txt")
+    splits = _load(root, tmp_path / "cache")
+    assert splits.test is None
+    assert splits.train.class_names == ["ant", "zebra"]
+    assert splits.train.ids == ["ant/2.png", "ant/deeper/3.jpg", "zebra/1.png"]
+    assert splits.train.labels.tolist() == [0, 0, 1]
+    # A file beside the class folders is reported, not silently dropped.
+    assert [p for p, _ in splits.train.skipped] == [str(root.resolve() / "README.txt")]
+
+
+def test_flat_layout_is_unlabelled(tmp_path: Path, files) -> None:
+    root = tmp_path / "flat"
+    files.png(root / "b.png", (1, 2, 3))
+    files.jpeg(root / "a.jpg", (200, 100, 50))
+    files.corrupt_jpeg(root / "c.jpg")
+    splits = load_data(str(root), cache_dir=tmp_path / "cache")
+    train = splits.train
+    assert splits.test is None
+    assert train.class_names == []
+    assert train.labels.tolist() == [-1, -1]
+    assert not train.has_labels
+    assert train.ids == ["a.jpg", "b.png"]
+    assert train.pixels.shape == (2, 32, 32, 3)  # the default image_size
+    assert len(train.skipped) == 1
+
+
+def test_empty_folder_and_no_readable_image(tmp_path: Path, files) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        _load(tmp_path / "empty", tmp_path / "cache")
+    files.text(tmp_path / "junk/a.txt")
+    files.corrupt_jpeg(tmp_path / "junk/b.jpg")
+    with pytest.raises(DataError, match="no readable image"):
+        _load(tmp_path / "junk", tmp_path / "cache")
+    with pytest.raises(DataError, match="does not exist"):
+        _load(tmp_path / "missing", tmp_path / "cache")
+
+
+def test_test_folder_without_train_folder(tmp_path: Path, files) -> None:
+    files.png(tmp_path / "odd/test/cat/a.png", (0, 0, 0))
+    with pytest.raises(DataError, match="no train/"):
+        _load(tmp_path / "odd", tmp_path / "cache")
+
+
+def test_cache_is_memory_mapped_and_reused_without_decoding(
+    split_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    first = _load(split_folder, cache)
+    assert isinstance(first.train.pixels, np.memmap)
+    assert not first.train.pixels.flags.writeable
+
+    def must_not_decode(path: str, image_size: int) -> np.ndarray:
+        raise AssertionError(f"decoded {path} although the cache is valid")
+
+    monkeypatch.setattr(folder_module, "_decode_file", must_not_decode)
+    second = _load(split_folder, cache)
+    np.testing.assert_array_equal(first.train.pixels, second.train.pixels)
+    assert second.train.ids == first.train.ids
+    assert second.train.skipped == first.train.skipped
+    assert second.test is not None and first.test is not None
+    assert second.test.class_names == first.test.class_names
+    entries = list((cache / "folders").iterdir())
+    assert len(entries) == 1 and not entries[0].name.startswith(".")
+
+
+def test_changed_file_invalidates_the_cache(
+    split_folder: Path, tmp_path: Path, files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    _load(split_folder, cache)
+    files.png(split_folder / "train/cat/a.png", (0, 0, 255))  # new content (and mtime)
+    st = os.stat(split_folder / "train/cat/a.png")
+    os.utime(split_folder / "train/cat/a.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    decoded: list[str] = []
+    real = folder_module._decode_file
+
+    def counting(path: str, image_size: int) -> np.ndarray:
+        decoded.append(path)
+        return real(path, image_size)
+
+    monkeypatch.setattr(folder_module, "_decode_file", counting)
+    again = _load(split_folder, cache)
+    assert decoded  # decoded afresh
+    assert (np.asarray(again.train.pixels[0]) == [0, 0, 255]).all()
+    # The stale cache of the same folder and size was removed.
+    assert len(list((cache / "folders").iterdir())) == 1
+    # A different image_size is a different cache, kept side by side.
+    _load(split_folder, cache, size=8)
+    assert len(list((cache / "folders").iterdir())) == 2
+
+
+def test_interrupted_decode_leaves_no_cache(
+    split_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    calls = 0
+    real = folder_module._decode_file
+
+    def interrupted(path: str, image_size: int) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return real(path, image_size)
+
+    monkeypatch.setattr(folder_module, "_decode_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _load(split_folder, cache)
+    assert list((cache / "folders").iterdir()) == []
+    monkeypatch.setattr(folder_module, "_decode_file", real)
+    assert len(_load(split_folder, cache).train) == 4
+
+
+def test_default_cache_dir_comes_from_the_environment(
+    tmp_path: Path, files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files.png(tmp_path / "imgs/x/a.png", (5, 5, 5))
+    monkeypatch.setenv("LATENTSEARCH_CACHE", str(tmp_path / "env-cache"))
+    load_data(str(tmp_path / "imgs"), image_size=8)
+    assert len(list((tmp_path / "env-cache" / "folders").iterdir())) == 1
+
+
+def test_damaged_cache_is_rebuilt(split_folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _load(split_folder, cache)
+    (entry,) = (cache / "folders").iterdir()
+    (entry / "manifest.json").write_text("{not json")
+    assert len(_load(split_folder, cache).train) == 4
+    (entry / "train.npy").unlink()
+    assert len(_load(split_folder, cache).train) == 4

@@ -1,0 +1,138 @@
+"""read_image: one file or upload decoded exactly like the folder source, safely."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latentsearch.data import DataError, read_image
+from latentsearch.data.images import resize_pixels
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _claimed_size_png(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims ``width`` x ``height``: a decompression bomb's header."""
+    data = bytearray(_png_bytes(Image.new("RGB", (1, 1))))
+    # Signature (8 bytes), then the IHDR chunk: length (4), b"IHDR" (4), width, height, ...
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_png_path_bytes_and_file_object_agree(tmp_path: Path, files) -> None:
+    path = files.png(tmp_path / "red.png", (255, 0, 0), size=(20, 20))
+    from_path = read_image(path, 8)
+    from_bytes = read_image(path.read_bytes(), 8)
+    with open(path, "rb") as f:
+        from_file = read_image(f, 8)
+    assert from_path.shape == (8, 8, 3) and from_path.dtype == np.uint8
+    np.testing.assert_array_equal(from_path, from_bytes)
+    np.testing.assert_array_equal(from_path, from_file)
+    assert (from_path == [255, 0, 0]).all()
+
+
+def test_grey_becomes_rgb_or_stays_grey(tmp_path: Path, files) -> None:
+    path = files.grey(tmp_path / "g.png", 77)
+    rgb = read_image(path, 16)
+    assert rgb.shape == (16, 16, 3) and (rgb == 77).all()
+    grey = read_image(path, 16, channels=1)
+    assert grey.shape == (16, 16, 1) and (grey == 77).all()
+
+
+def test_jpeg_downscale(tmp_path: Path, files) -> None:
+    path = files.jpeg(tmp_path / "big.jpg", (0, 200, 0), size=(400, 300))
+    out = read_image(path, 24)
+    assert out.shape == (24, 24, 3)
+    assert np.abs(out.astype(int) - [0, 200, 0]).max() <= 3
+
+
+def test_non_square_keeps_the_centred_square(tmp_path: Path, files) -> None:
+    out = read_image(files.non_square(tmp_path / "wide.png"), 12)
+    assert out.shape == (12, 12, 3)
+    # The centre third of the 90x30 image is pure green.
+    assert (out[:, 2:-2] == [0, 255, 0]).all()
+    assert out[:, :, 1].mean() > 240
+
+
+def test_transparent_pixels_become_white() -> None:
+    img = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    out = read_image(_png_bytes(img), 10)
+    assert (out == 255).all()
+
+
+def test_exif_orientation_is_applied() -> None:
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20] = [255, 0, 0]  # left half red
+    arr[:, 20:] = [0, 0, 255]  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display": left becomes top
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95, exif=exif)
+    out = read_image(buf.getvalue(), 20).astype(int)
+    assert out[0, :, 0].mean() > 200 and out[0, :, 2].mean() < 50  # top row red
+    assert out[-1, :, 2].mean() > 200 and out[-1, :, 0].mean() < 50  # bottom row blue
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"hello, I am text", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"\xff\xd8\xff\xe0garbage"],
+    ids=["empty", "text", "bad-png", "bad-jpeg"],
+)
+def test_garbage_bytes_raise_data_error(payload: bytes) -> None:
+    with pytest.raises(DataError):
+        read_image(payload, 16)
+
+
+def test_truncated_jpeg_raises_data_error(tmp_path: Path, files) -> None:
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        read_image(files.corrupt_jpeg(tmp_path / "c.jpg"), 16)
+
+
+@pytest.mark.parametrize("side", [8_000, 100_000])
+def test_decompression_bomb_is_refused_before_decoding(side: int) -> None:
+    # 8,000² passes Pillow's own limit but not the default max_pixels; 100,000² fails both.
+    with pytest.raises(DataError, match="too large"):
+        read_image(_claimed_size_png(side, side), 16)
+
+
+def test_max_pixels_argument() -> None:
+    data = _png_bytes(Image.new("RGB", (40, 30)))
+    assert read_image(data, 8, max_pixels=1200).shape == (8, 8, 3)
+    with pytest.raises(DataError, match="max_pixels=1,199"):
+        read_image(data, 8, max_pixels=1199)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_size": 0}, "image_size"),
+        ({"image_size": 8, "channels": 2}, "channels"),
+        ({"image_size": 8, "max_pixels": 0}, "max_pixels"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        read_image(_png_bytes(Image.new("RGB", (4, 4))), **kwargs)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_image(tmp_path / "nope.png", 8)
+
+
+def test_resize_pixels_grey_and_identity() -> None:
+    pixels = np.full((3, 8, 8, 1), 200, dtype=np.uint8)
+    assert resize_pixels(pixels, 8) is pixels
+    out = resize_pixels(pixels, 16)
+    assert out.shape == (3, 16, 16, 1) and (out == 200).all()

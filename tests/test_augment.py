@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentsearch.augment import AugmentConfig, augment, color_jitter, random_resized_crop
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_views_keep_shape_range_and_layout(channels: int) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(16, channels, 12, 12)
+    y = augment(x)
+    assert y.shape == x.shape
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert torch.isfinite(y).all()
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.allclose(y, x)  # something changed
+
+
+def test_views_are_reproducible_from_the_seed() -> None:
+    x = torch.rand(8, 3, 16, 16)
+    torch.manual_seed(5)
+    a = augment(x)
+    torch.manual_seed(5)
+    b = augment(x)
+    torch.manual_seed(6)
+    c = augment(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_full_crop_without_flip_is_the_identity() -> None:
+    x = torch.rand(4, 3, 8, 8)
+    y = random_resized_crop(x, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
+    torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+
+
+def test_always_flipping_mirrors_the_image() -> None:
+    x = torch.rand(4, 1, 6, 6)
+    torch.manual_seed(0)
+    # With a full crop, a flip is the only change; about half the images get one.
+    y = random_resized_crop(x, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True)
+    flipped = [torch.allclose(y[i], x[i].flip(-1), atol=1e-5) for i in range(4)]
+    same = [torch.allclose(y[i], x[i], atol=1e-5) for i in range(4)]
+    assert all(f or s for f, s in zip(flipped, same, strict=True))
+
+
+def test_jitter_with_probability_zero_changes_nothing() -> None:
+    x = torch.rand(4, 3, 8, 8)
+    torch.testing.assert_close(color_jitter(x, AugmentConfig(jitter_p=0.0)), x)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from latentsearch.models import create_model
+from latentsearch.objectives import (
+    Batch,
+    ContrastiveObjective,
+    ReconstructionObjective,
+    create_objective,
+    hint_loss,
+    nt_xent,
+)
+
+
+def test_nt_xent_matches_a_hand_computation() -> None:
+    # Two images, orthogonal projections; each view's partner is its identical twin.
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = z1.clone()
+    t = 0.5
+    # For view 0: sims to others (excluding self) = [0 (img 1), 1 (twin), 0 (img 1's twin)].
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * math.exp(0)))
+    torch.testing.assert_close(nt_xent(z1, z2, t), torch.tensor(expected))
+
+
+def test_hint_loss_uses_only_labelled_images() -> None:
+    logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [9.0, -9.0]])
+    labels = torch.tensor([0, 1, -1])
+    expected = torch.nn.functional.cross_entropy(logits[:2], labels[:2])
+    torch.testing.assert_close(hint_loss(logits, labels), expected)
+    assert hint_loss(logits, torch.tensor([-1, -1, -1])) is None
+    assert hint_loss(None, labels) is None
+
+
+@pytest.mark.parametrize(
+    ("model_name", "objective"),
+    [("seed-ae", "reconstruction"), ("conv-ae", "reconstruction"), ("resnet-s", "contrastive")],
+)
+def test_objectives_decrease_their_loss_without_nans(model_name: str, objective: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(model_name, in_channels=3, image_size=16, num_classes=3)
+    obj = create_objective(objective, hint_weight=1.0)
+    x = torch.rand(16, 3, 16, 16)
+    batch = Batch(images=x, labels=torch.tensor([0, 1, 2, -1] * 4))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        torch.manual_seed(1)  # same augmentations every step: a fixed problem to fit
+        loss, parts = obj(model, batch)
+        assert "hint_ce" in parts and math.isfinite(parts["loss"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_contrastive_objective_is_deterministic_for_a_seed() -> None:
+    model = create_model("resnet-s", in_channels=1, image_size=8).eval()
+    batch = Batch(images=torch.rand(6, 1, 8, 8), labels=torch.full((6,), -1))
+    obj = ContrastiveObjective()
+    torch.manual_seed(3)
+    a, _ = obj(model, batch)
+    torch.manual_seed(3)
+    b, _ = obj(model, batch)
+    assert float(a) == float(b)
+
+
+def test_mismatched_model_and_objective_are_explained() -> None:
+    batch = Batch(images=torch.rand(4, 3, 8, 8), labels=torch.full((4,), -1))
+    with pytest.raises(ValueError, match="no decoder"):
+        ReconstructionObjective()(create_model("resnet-s", image_size=8), batch)
+    with pytest.raises(ValueError, match="no projection head"):
+        ContrastiveObjective()(create_model("seed-ae", image_size=8), batch)
+    with pytest.raises(ValueError, match="unknown objective"):
+        create_objective("telepathy")
