@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,3 +78,26 @@ def test_mismatched_model_and_objective_are_explained() -> None:
         ContrastiveObjective()(create_model("seed-ae", image_size=8), batch)
     with pytest.raises(ValueError, match="unknown objective"):
         create_objective("telepathy")
+
+
+def test_a_short_contrastive_run_on_digits_beats_raw_pixels(tmp_path: Path) -> None:
+    from latentsearch.evaluation import evaluate_run
+    from latentsearch.training import TrainConfig, train
+
+    config = TrainConfig(
+        data="digits",
+        model="resnet-s",
+        objective="contrastive",
+        # Mirrored digits are other symbols, and 8x8 images cannot lose much to a crop.
+        objective_kwargs={"augment": {"flip": False, "crop_scale": [0.5, 1.0]}},
+        epochs=20,
+        batch_size=128,
+        lr=2e-3,
+        weight_decay=1e-4,
+        cosine_schedule=True,
+    )
+    run = train(config, tmp_path / "run", progress=False)
+    result = evaluate_run(run, baseline=True)
+    # Measured on this setup: NMI 0.731 vs 0.710 for raw pixels, mAP@R 0.597 vs 0.539.
+    assert result["nmi"] > result["baseline"]["nmi"]
+    assert result["map_at_r"] > result["baseline"]["map_at_r"] + 0.03

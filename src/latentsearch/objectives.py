@@ -131,9 +131,11 @@ class ContrastiveObjective:
         self.hint_weight = hint_weight
         self.temperature = temperature
         if isinstance(augment, dict):
-            augment = AugmentConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
-            )
+            # From a JSON config: lists back to the tuples the dataclass declares.
+            fields: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()
+            }
+            augment = AugmentConfig(**fields)
         self.augment = augment or AugmentConfig()
 
     def __call__(

@@ -246,9 +246,14 @@ def train(
         if not ckpts:
             raise RunError(f"--resume: no checkpoint in {out}/checkpoints to resume from")
         saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
-        if dataclasses.replace(saved, epochs=config.epochs) != config:
+        # Where it runs and for how long may change; what it learns may not.
+        comparable = dataclasses.replace(
+            saved, epochs=config.epochs, threads=config.threads, device=config.device
+        )
+        if comparable != config:
             raise RunError(
-                f"--resume: {out} was trained with another config; only --epochs may change"
+                f"--resume: {out} was trained with another config; only --epochs, --threads "
+                "and --device may change"
             )
         state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
         start_epoch = int(state["epoch"])
@@ -281,7 +286,7 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(config, fit, num_classes).to(device)
     if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     objective = create_objective(
         config.objective, hint_weight=config.hint_weight, **config.objective_kwargs
     )

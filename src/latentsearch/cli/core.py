@@ -14,7 +14,10 @@ from latentsearch.cli.common import METRIC_COLUMNS, print_table
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from latentsearch.models import MODELS
     from latentsearch.objectives import OBJECTIVES
+    from latentsearch.presets import PRESETS, preset_help
 
+    # Defaults are None so that a --preset can fill what the command line leaves unset; the
+    # help shows TrainConfig's own defaults.
     p.add_argument(
         "--data",
         default="digits",
@@ -25,8 +28,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="folder holding a named source's files (e.g. cifar-10-python.tar.gz)",
     )
-    p.add_argument("--model", default="seed-ae", choices=sorted(MODELS))
-    p.add_argument("--objective", default="reconstruction", choices=sorted(OBJECTIVES))
+    p.add_argument("--preset", default=None, choices=list(PRESETS), help=preset_help())
+    p.add_argument("--model", default=None, choices=sorted(MODELS), help="default: seed-ae")
+    p.add_argument(
+        "--objective", default=None, choices=sorted(OBJECTIVES), help="default: reconstruction"
+    )
     p.add_argument(
         "--protocol",
         default="heldout",
@@ -36,15 +42,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--label-fraction",
         type=float,
-        default=0.0,
-        help="share of training labels for the hint head (0: none, 1: all)",
+        default=None,
+        help="share of training labels for the hint head (default 0: none; 1: all)",
     )
     p.add_argument(
-        "--hint-weight", type=float, default=1.0, help="weight of the hint cross-entropy"
+        "--hint-weight", type=float, default=None, help="weight of the hint cross-entropy (1)"
     )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=None, help="default: 10")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32")
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-3")
     p.add_argument(
         "--image-size",
         type=int,
@@ -56,24 +62,26 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
+_OVERRIDABLE = ["model", "objective", "label_fraction", "hint_weight", "epochs", "batch_size", "lr"]
+
+
 def _config_from_args(args: argparse.Namespace) -> Any:
+    from latentsearch.presets import resolve_preset
     from latentsearch.training import TrainConfig
 
+    settings: dict[str, Any] = resolve_preset(args.preset)
+    for name in _OVERRIDABLE:
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
     return TrainConfig(
         data=args.data,
         data_dir=args.data_dir,
         protocol=args.protocol,
-        model=args.model,
         image_size=args.image_size,
-        objective=args.objective,
-        label_fraction=args.label_fraction,
-        hint_weight=args.hint_weight,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
         seed=args.seed,
         device=args.device,
         threads=args.threads,
+        **settings,
     )
 
 
@@ -95,10 +103,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     run = train(config, args.out, resume=args.resume, progress=True, log=_log_epoch)
     print(f"run saved to {run.path}")
-    if not args.no_evaluate:
-        result = evaluate_run(run, progress=True)
-        (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        print_table([result], METRIC_COLUMNS)
+    if args.no_evaluate and not args.report:
+        return 0
+    result = evaluate_run(run, baseline=args.report, progress=True)
+    (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_table([result], METRIC_COLUMNS)
+    if args.report:
+        from latentsearch.report import build_report
+
+        html = build_report(run, run.path / "report", evaluation=result, progress=True)
+        print(f"report: {html}")
     return 0
 
 
@@ -161,10 +175,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from latentsearch.demo import run_demo
 
-    rows = run_demo(Path(args.out), log=print)
+    rows, report = run_demo(Path(args.out), log=lambda line: print(line, flush=True))
     print()
     print_table(rows, ["representation", "nmi", "ari", "acc", "precision_at_10", "map_at_r"])
     print(f"\nruns are in {args.out}")
+    print(f"report of the best run: {report}")
     return 0
 
 
@@ -180,6 +195,9 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluation at the end")
+    p.add_argument(
+        "--report", action="store_true", help="write an HTML report to RUN/report at the end"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

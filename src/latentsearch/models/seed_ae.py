@@ -74,7 +74,8 @@ class SeedAutoencoder(EmbeddingModel):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear, UpsampleConv2d)):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         """Encodes, decodes and classifies.

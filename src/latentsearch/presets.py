@@ -1,0 +1,77 @@
+"""Named training configurations, so a user need not know the hyper-parameters.
+
+Each preset is a set of ``TrainConfig`` overrides plus what it measured on this project's
+benchmarks (``measured``), shown by ``latentsearch train --help``. Options given on the command
+line override the preset's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration.
+
+    Attributes:
+        summary: One line on what it is for.
+        overrides: ``TrainConfig`` fields it sets.
+        measured: What it reached, where and how long it took (or that it is not yet measured).
+    """
+
+    summary: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    measured: str = "not yet measured"
+
+
+_STUDY = {
+    "model": "seed-ae",
+    "objective": "reconstruction",
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 1e-3,
+}
+_SIMCLR = {
+    "model": "resnet-s",
+    "objective": "contrastive",
+    "epochs": 30,
+    "batch_size": 256,
+    "lr": 2e-3,
+    "weight_decay": 1e-4,
+    "cosine_schedule": True,
+}
+
+PRESETS: dict[str, Preset] = {
+    "study-vanilla": Preset("the study's autoencoder, no labels", {**_STUDY}),
+    "study-hint": Preset(
+        "the study's autoencoder with its hint head on every label",
+        {**_STUDY, "label_fraction": 1.0},
+    ),
+    "simclr": Preset("SimCLR on a small ResNet, no labels", {**_SIMCLR}),
+    "simclr-hint10": Preset(
+        "SimCLR + hint on 10% of the labels", {**_SIMCLR, "label_fraction": 0.1}
+    ),
+    "simclr-hint": Preset("SimCLR + hint on every label", {**_SIMCLR, "label_fraction": 1.0}),
+}
+
+
+def preset_help() -> str:
+    """The presets and their measured results, for ``--help``."""
+    lines = [f"{name}: {p.summary} [{p.measured}]" for name, p in PRESETS.items()]
+    # argparse formats help with %, so a literal percent sign must be doubled.
+    return "; ".join(lines).replace("%", "%%")
+
+
+def resolve_preset(name: str | None) -> dict[str, Any]:
+    """The overrides of a preset (none for ``None``).
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    if name is None:
+        return {}
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return dict(PRESETS[name].overrides)
