@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,12 +53,40 @@ def score_embeddings(
     return scores
 
 
+@dataclass
+class SplitEmbeddings:
+    """A run's embeddings of a protocol's evaluation sets, each distinct set embedded once.
+
+    Attributes:
+        cluster: Shape: (N_cluster, D).
+        query: Shape: (N_query, D) (the same array as ``cluster`` when the sets coincide).
+        database: Shape: (N_database, D).
+    """
+
+    cluster: np.ndarray
+    query: np.ndarray
+    database: np.ndarray
+
+
+def embed_splits(run: Run, splits: ProtocolSplits, *, progress: bool = False) -> SplitEmbeddings:
+    """Embeds the cluster, query and database sets of a protocol with ``run``'s model."""
+
+    def emb(pixels: np.ndarray) -> np.ndarray:
+        return embed_images(run.model, pixels, progress=progress)
+
+    cluster = emb(splits.cluster.pixels)
+    query = cluster if splits.query is splits.cluster else emb(splits.query.pixels)
+    database = cluster if splits.database is splits.cluster else emb(splits.database.pixels)
+    return SplitEmbeddings(cluster=cluster, query=query, database=database)
+
+
 def evaluate_run(
     run: Run,
     *,
     data: DataSplits | None = None,
     baseline: bool = False,
     progress: bool = False,
+    embeddings: SplitEmbeddings | None = None,
 ) -> dict[str, Any]:
     """Embeds the protocol's evaluation images with ``run`` and scores them.
 
@@ -66,6 +95,7 @@ def evaluate_run(
         data: The run's data if already loaded (else loaded from its config).
         baseline: Also score raw pixels on the same images, under ``baseline``.
         progress: Progress bars on a terminal.
+        embeddings: ``embed_splits(run, make_splits(data, protocol))`` if already computed.
 
     Returns:
         Metric name -> value, plus ``protocol``, ``data``, counts, and timings.
@@ -77,13 +107,7 @@ def evaluate_run(
         )
     splits = make_splits(data, cfg.protocol)
     t0 = time.perf_counter()
-
-    def emb(pixels: np.ndarray) -> np.ndarray:
-        return embed_images(run.model, pixels, progress=progress)
-
-    cluster = emb(splits.cluster.pixels)
-    query = cluster if splits.query is splits.cluster else emb(splits.query.pixels)
-    database = cluster if splits.database is splits.cluster else emb(splits.database.pixels)
+    emb = embeddings or embed_splits(run, splits, progress=progress)
     embed_seconds = time.perf_counter() - t0
     result: dict[str, Any] = {
         "protocol": cfg.protocol,
@@ -96,7 +120,7 @@ def evaluate_run(
         "n_database": len(splits.database),
         "embed_seconds": embed_seconds,
     }
-    result.update(score_embeddings(splits, cluster, query, database))
+    result.update(score_embeddings(splits, emb.cluster, emb.query, emb.database))
     if baseline:
         result["baseline"] = score_embeddings(
             splits,

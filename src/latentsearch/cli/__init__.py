@@ -10,12 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from latentsearch.cli import core
+from latentsearch.cli import core, index, report, serve
 from latentsearch.cli.common import CLIError
 from latentsearch.data import DataError
 
 EXIT_USAGE = 2
-COMMAND_MODULES = [core]
+COMMAND_MODULES = [core, index, report, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -98,21 +98,32 @@ def _log_epoch(record: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from latentsearch.evaluation import evaluate_run
+    from latentsearch.report.tracking import make_tracker
     from latentsearch.training import train
 
     config = _config_from_args(args)
-    run = train(config, args.out, resume=args.resume, progress=True, log=_log_epoch)
-    print(f"run saved to {run.path}")
-    if args.no_evaluate and not args.report:
-        return 0
-    result = evaluate_run(run, baseline=args.report, progress=True)
-    (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    print_table([result], METRIC_COLUMNS)
-    if args.report:
-        from latentsearch.report import build_report
+    tracker = make_tracker(args.wandb, args.out, config)
 
-        html = build_report(run, run.path / "report", evaluation=result, progress=True)
-        print(f"report: {html}")
+    def log(record: dict[str, Any]) -> None:
+        _log_epoch(record)
+        tracker.log_epoch(record)
+
+    try:
+        run = train(config, args.out, resume=args.resume, progress=True, log=log)
+        print(f"run saved to {run.path}")
+        if args.no_evaluate and not args.report:
+            return 0
+        result = evaluate_run(run, baseline=args.report, progress=True)
+        (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        print_table([result], METRIC_COLUMNS)
+        if args.report:
+            from latentsearch.report import build_report
+
+            html = build_report(run, run.path / "report", evaluation=result, progress=True)
+            tracker.log_report(html.parent)
+            print(f"report: {html}")
+    finally:
+        tracker.finish()
     return 0
 
 
@@ -197,6 +208,12 @@ def register(sub: Any) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluation at the end")
     p.add_argument(
         "--report", action="store_true", help="write an HTML report to RUN/report at the end"
+    )
+    p.add_argument(
+        "--wandb",
+        action="store_true",
+        help="log config, epochs and report pictures to Weights & Biases (needs wandb; "
+        "WANDB_MODE=offline works without a network)",
     )
     p.set_defaults(func=cmd_train)
 

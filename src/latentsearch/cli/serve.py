@@ -1,0 +1,105 @@
+"""The ``serve`` command: the search page and its JSON API over a saved index."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from typing import Any
+
+from latentsearch.cli.common import CLIError
+
+MIB = 1024 * 1024
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from latentsearch.server import create_app
+    from latentsearch.server.running import ServerError, bind, serve, url_of
+
+    if args.max_upload_mb <= 0:
+        raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    app = create_app(
+        args.index,
+        args.run,
+        max_upload_bytes=int(args.max_upload_mb * MIB),
+        max_pixels=args.max_pixels,
+        max_k=args.max_k,
+    )
+    try:
+        sock = bind(args.host, args.port)
+    except ServerError as e:
+        raise CLIError(str(e)) from None
+    service = app.state.service
+    print(
+        f"serving {len(service.index):,} images of {args.index} (run {service.run.path}) "
+        f"at {url_of(sock)}/  (API docs: {url_of(sock)}/docs; Ctrl+C stops)",
+        flush=True,
+    )
+    if not _is_loopback(args.host):
+        print(
+            f"note: listening on {args.host}, not only this machine; the server has no "
+            "authentication: anyone who can reach it can search and view the indexed images",
+            flush=True,
+        )
+    serve(app, sock, log_level=args.log_level)
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Adds the ``serve`` command to the ``latentsearch`` sub-parsers."""
+    from latentsearch.server import DEFAULT_MAX_K, DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a web page and a JSON API to search an index by image",
+        description="Load an index and its run once, then serve the search page at / and the "
+        "JSON API (POST /search, GET /items/{id}, ...; docs at /docs).",
+    )
+    p.add_argument("index", help="index folder from `latentsearch index`")
+    p.add_argument("--run", default=None, help="run folder (default: the one that built INDEX)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="default: 8000; 0 picks a free one")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_BYTES / MIB,
+        help=f"largest upload in MiB (default: {DEFAULT_MAX_UPLOAD_BYTES / MIB:g})",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest width x height of an upload (default: {DEFAULT_MAX_PIXELS:,})",
+    )
+    p.add_argument(
+        "--max-k",
+        type=int,
+        default=DEFAULT_MAX_K,
+        help=f"most neighbours per request (default: {DEFAULT_MAX_K})",
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (default: info, one line per request)",
+    )
+    p.set_defaults(func=cmd_serve)

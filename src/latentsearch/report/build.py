@@ -1,0 +1,492 @@
+"""``build_report``: a trained run as a folder holding ``index.html``, its PNGs and ``report.json``.
+
+The HTML is a view of ``report.json``: every number it shows is read from the same dict, and the
+metrics are ``evaluate_run``'s, computed once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import latentsearch
+from latentsearch.data import DataSplits, ImageData, load_data
+from latentsearch.embedding import to_tensor
+from latentsearch.evaluation import (
+    PUBLISHED,
+    SplitEmbeddings,
+    embed_splits,
+    evaluate_run,
+    score_embeddings,
+)
+from latentsearch.metrics import kmeans_scores, nearest_neighbors, pixel_baseline
+from latentsearch.progress import show_progress
+from latentsearch.protocols import ProtocolSplits, make_splits
+from latentsearch.report import figures
+from latentsearch.report.analysis import (
+    matched_contingency,
+    per_class_precision,
+    stratified_sample,
+)
+from latentsearch.report.html import render_html
+from latentsearch.report.projection import (
+    MIN_POINTS,
+    tsne_2d,
+    tsne_backend,
+    umap_2d,
+    umap_available,
+)
+from latentsearch.training import Run, machine_description
+
+REPORT_FORMAT = "latentsearch-report/1"
+N_RECONSTRUCTIONS = 12  # images in the originals-versus-reconstructions strip
+PRECISION_K = 10  # the per-class bars show precision at this cut-off, as evaluate_run does
+# Every picture a report may hold: those a new report does not draw are removed, so neither the
+# folder nor a tracker that uploads its PNGs shows a stale one.
+PICTURES = (
+    "training_curves.png",
+    "map_tsne.png",
+    "map_umap.png",
+    "reconstructions.png",
+    "retrieval.png",
+    "precision_per_class.png",
+    "contingency.png",
+)
+
+
+def published_scores(run: Run) -> dict[str, Any] | None:
+    """The study's numbers for a run of its protocol (vanilla without labels, else hint).
+
+    Returns:
+        ``{"variant": "vanilla" | "hint", "nmi": float, "ri": float}``, or None when the run's
+        protocol is not ``seed`` (the study published nothing comparable).
+    """
+    if run.config.protocol != "seed":
+        return None
+    variant = "vanilla" if run.config.label_fraction == 0 else "hint"
+    return {"variant": variant, **PUBLISHED[variant]}
+
+
+def _reconstruct(run: Run, pixels: np.ndarray) -> np.ndarray | None:
+    """The model's reconstructions as uint8 images, or None for an encoder-only model.
+
+    Shape: (N, H, W, C) -> (N, H, W, C).
+    """
+    model = run.model
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(to_tensor(pixels, device)).reconstruction
+    finally:
+        model.train(was_training)
+    if out is None:
+        return None
+    images = out.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1)
+    return np.ascontiguousarray(images.cpu().numpy())
+
+
+def _neighbours(
+    query: np.ndarray, database: np.ndarray, k: int, *, same_set: bool, query_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest database items of each query, the query itself left out when ``same_set``.
+
+    Shapes: (Q, D), (N, D) -> distances and indices (Q, k).
+    """
+    if not same_set:
+        return nearest_neighbors(query, database, k)
+    dist, idx = nearest_neighbors(query, database, min(k + 1, len(database)))
+    keep = idx != query_index[:, None]
+    # Each row drops its own index (if found) and keeps the first k of the rest.
+    rows = [np.flatnonzero(row)[:k] for row in keep]
+    return (
+        np.stack([d[r] for d, r in zip(dist, rows, strict=True)]),
+        np.stack([i[r] for i, r in zip(idx, rows, strict=True)]),
+    )
+
+
+def _class_name(names: list[str], label: int) -> str:
+    return names[label] if 0 <= label < len(names) else "unlabelled"
+
+
+def _dates(run: Run) -> dict[str, str | None]:
+    now = dt.datetime.now().astimezone()
+    ckpts = sorted((run.path / "checkpoints").glob("*.pt"))
+    trained = None
+    if ckpts:
+        stamp = max(p.stat().st_mtime for p in ckpts)
+        trained = dt.datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")
+    return {"report": now.isoformat(timespec="seconds"), "trained": trained}
+
+
+def _data_summary(data: DataSplits, splits: ProtocolSplits) -> dict[str, Any]:
+    h, w, c = splits.cluster.image_shape
+    sets = {"fit": splits.fit, "val": splits.val, "cluster": splits.cluster}
+    sets.update({"query": splits.query, "database": splits.database})
+    return {
+        "name": data.name,
+        "source": splits.cluster.source,
+        "image_shape": [h, w, c],
+        "class_names": list(splits.cluster.class_names),
+        "counts": {k: (0 if v is None else len(v)) for k, v in sets.items()},
+        "same_set": splits.same_set,
+    }
+
+
+def build_report(
+    run: Run,
+    out_dir: str | Path,
+    *,
+    data: DataSplits | None = None,
+    evaluation: dict[str, Any] | None = None,
+    max_points: int = 2000,
+    n_queries: int = 8,
+    k: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+) -> Path:
+    """Writes a self-contained report of a trained run: ``index.html``, PNGs, ``report.json``.
+
+    The report opens from disk in any browser (no external CSS, scripts or fonts). It shows
+    the run's clustering and retrieval metrics beside raw pixels on the same images (and the
+    study's published NMI / RI for the ``seed`` protocol), training curves, a 2-D map of the
+    cluster-set embeddings, reconstructions (autoencoders), retrieval grids, a cluster-versus-
+    class contingency map, precision@10 per class, and the run's config, data, machine, time
+    and date.
+
+    Args:
+        run: A trained run (see ``latentsearch.training.load_run``).
+        out_dir: Folder to write into (created; an earlier report's files are replaced).
+        data: The run's data if already loaded (else loaded from its config).
+        evaluation: ``evaluate_run(run, data=data, baseline=True)`` of this very run and data
+            if already computed (e.g. by ``train``), so it is not computed again; the pixel
+            baseline is added when it lacks one.
+        max_points: Most cluster-set images on the 2-D map (a seeded stratified sample).
+        n_queries: Query rows of the retrieval grid.
+        k: Neighbours per query in the retrieval grid.
+        seed: Seeds every sample and the 2-D map.
+        progress: Progress bars on a terminal.
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        ValueError: For non-positive sizes, or a run whose data cannot be loaded or embedded.
+    """
+    for name, value in (("max_points", max_points), ("n_queries", n_queries), ("k", k)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in PICTURES:
+        (out / name).unlink(missing_ok=True)
+    cfg = run.config
+    bar = tqdm(total=6, desc="report", unit="step", disable=not show_progress(progress))
+
+    def step(desc: str) -> None:
+        bar.set_postfix_str(desc)
+
+    try:
+        step("data")
+        if data is None:
+            data = load_data(
+                cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=progress
+            )
+        splits = make_splits(data, cfg.protocol)
+        labelled = splits.cluster.has_labels and splits.query.has_labels
+        bar.update()
+
+        step("embed")
+        emb = embed_splits(run, splits, progress=progress)
+        bar.update()
+
+        step("evaluate")
+        if labelled:
+            evaluation = _with_baseline(
+                evaluation
+                or evaluate_run(run, data=data, baseline=True, progress=progress, embeddings=emb),
+                splits,
+            )
+        else:
+            evaluation = None
+        bar.update()
+
+        figs: list[dict[str, str]] = []
+        extras: dict[str, Any] = {}
+        _curves(run, out, figs)
+        step("2-D map")
+        extras["map"] = _maps(splits.cluster, emb.cluster, out, figs, max_points, seed)
+        bar.update()
+
+        step("figures")
+        _reconstructions(run, splits.cluster, out, figs, seed)
+        _retrieval(
+            splits, emb, out, figs, extras, evaluation=evaluation, n_queries=n_queries, k=k,
+            seed=seed,
+        )  # fmt: skip
+        if evaluation is not None:
+            _contingency(splits.cluster, emb.cluster, evaluation, out, figs, extras)
+        bar.update()
+
+        step("html")
+        report = {
+            "format": REPORT_FORMAT,
+            "title": f"{run.path.name}: {cfg.model} on {data.name} ({cfg.protocol})",
+            "run": str(run.path),
+            "latentsearch_version": latentsearch.__version__,
+            "dates": _dates(run),
+            "metrics": evaluation,
+            "published": published_scores(run),
+            "config": cfg.to_dict(),
+            "epochs": run.epoch,
+            "train_seconds": float(sum(float(r.get("seconds", 0.0)) for r in run.history)),
+            "machine": machine_description(),
+            "data": _data_summary(data, splits),
+            "settings": {"max_points": max_points, "n_queries": n_queries, "k": k, "seed": seed},
+            "figures": figs,
+            **extras,
+        }
+        (out / "report.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+        index = out / "index.html"
+        index.write_text(render_html(report), encoding="utf-8")
+        bar.update()
+    finally:
+        bar.close()
+    return index
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and infinities become null, so report.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _with_baseline(evaluation: dict[str, Any], splits: ProtocolSplits) -> dict[str, Any]:
+    if "baseline" in evaluation:
+        return evaluation
+    # The same scoring evaluate_run(baseline=True) applies, on the same images.
+    baseline = score_embeddings(
+        splits,
+        pixel_baseline(np.asarray(splits.cluster.pixels)),
+        pixel_baseline(np.asarray(splits.query.pixels)),
+        pixel_baseline(np.asarray(splits.database.pixels)),
+    )
+    return {**evaluation, "baseline": baseline}
+
+
+def _figure(figs: list[dict[str, str]], path: Path, title: str, caption: str) -> None:
+    figs.append({"file": path.name, "title": title, "caption": caption})
+
+
+def _curves(run: Run, out: Path, figs: list[dict[str, str]]) -> None:
+    if not run.history:
+        return
+    path = figures.training_curves(run.history, out / "training_curves.png")
+    _figure(
+        figs,
+        path,
+        "Training curves",
+        "Each loss component per epoch, on the fit set (train) and on the held-back "
+        "validation images. Train values are averaged over each epoch's steps.",
+    )
+
+
+def _maps(
+    cluster: ImageData,
+    embeddings: np.ndarray,
+    out: Path,
+    figs: list[dict[str, str]],
+    max_points: int,
+    seed: int,
+) -> dict[str, Any] | None:
+    sample = stratified_sample(cluster.labels, max_points, seed=seed)
+    if len(sample) < MIN_POINTS:
+        return None
+    x, labels = embeddings[sample], cluster.labels[sample]
+    backend = tsne_backend()
+    methods: list[tuple[str, str, Callable[[], np.ndarray]]] = [
+        ("tsne", f"t-SNE ({backend})", lambda: tsne_2d(x, seed=seed, backend=backend))
+    ]
+    if umap_available():
+        methods.append(("umap", "UMAP (umap-learn)", lambda: umap_2d(x, seed=seed)))
+    for key, name, project in methods:
+        path = figures.embedding_map(
+            project(),
+            labels,
+            cluster.class_names,
+            out / f"map_{key}.png",
+            title=f"{name} of {len(sample)} cluster-set embeddings",
+        )
+        _figure(
+            figs,
+            path,
+            f"2-D map: {name}",
+            (
+                f"The embeddings of all {len(cluster)} cluster-set images"
+                if len(sample) == len(cluster)
+                else f"The embeddings of {len(sample)} of the {len(cluster)} cluster-set images "
+                f"(a stratified sample, seed {seed})"
+            )
+            + (
+                ", coloured by their true class. Classes that form separate islands are easy "
+                "to cluster and retrieve; distances between islands mean little."
+                if cluster.has_labels
+                else ". Without labels, look for islands: groups the model keeps apart."
+            ),
+        )
+    return {"points": len(sample), "tsne_backend": backend, "umap": umap_available()}
+
+
+def _reconstructions(
+    run: Run, cluster: ImageData, out: Path, figs: list[dict[str, str]], seed: int
+) -> None:
+    sample = stratified_sample(cluster.labels, N_RECONSTRUCTIONS, seed=seed)
+    originals = np.asarray(cluster.pixels[sample])
+    decoded = _reconstruct(run, originals)
+    if decoded is None:
+        return
+    names = [cluster.class_names[c] if c >= 0 else "" for c in cluster.labels[sample]]
+    path = figures.reconstruction_pairs(
+        originals, decoded, out / "reconstructions.png", titles=names
+    )
+    _figure(
+        figs,
+        path,
+        "Reconstructions",
+        f"{len(sample)} cluster-set images (top) and the autoencoder's reconstructions of "
+        "them (bottom).",
+    )
+
+
+def _retrieval(
+    splits: ProtocolSplits,
+    emb: SplitEmbeddings,
+    out: Path,
+    figs: list[dict[str, str]],
+    extras: dict[str, Any],
+    *,
+    evaluation: dict[str, Any] | None,
+    n_queries: int,
+    k: int,
+    seed: int,
+) -> None:
+    query, database = splits.query, splits.database
+    available = len(database) - int(splits.same_set)
+    depth = min(max(k, PRECISION_K), available)
+    if depth < 1:
+        return
+    labelled = evaluation is not None
+    # One search serves both the per-class precision (every query) and the grid (a sample).
+    all_queries = np.arange(len(query))
+    dist, idx = _neighbours(
+        emb.query, emb.database, depth, same_set=splits.same_set, query_index=all_queries
+    )
+    names = query.class_names or database.class_names
+    rows = stratified_sample(query.labels, n_queries, seed=seed)
+    rows = rows[np.argsort(query.labels[rows], kind="stable")]  # rows in class order
+    shown = min(k, depth)
+    grid_idx, grid_dist = idx[rows, :shown], dist[rows, :shown]
+    q_labels = query.labels[rows]
+    nb_labels = database.labels[grid_idx]
+    path = figures.retrieval_grid(
+        np.asarray(query.pixels[rows]),
+        np.asarray(database.pixels[grid_idx.ravel()]).reshape(
+            len(rows), shown, *database.image_shape
+        ),
+        out / "retrieval.png",
+        query_titles=[_class_name(names, int(c)) if labelled else "" for c in q_labels],
+        neighbor_titles=[
+            [
+                (f"{_class_name(names, int(c))}\n" if labelled else "") + f"d²={d:.3g}"
+                for c, d in zip(lab_row, d_row, strict=True)
+            ]
+            for lab_row, d_row in zip(nb_labels, grid_dist, strict=True)
+        ],
+        correct=(nb_labels == q_labels[:, None]) if labelled else None,
+    )
+    _figure(
+        figs,
+        path,
+        "Retrieval examples",
+        f"{len(rows)} query images (a seeded sample across classes, framed in blue) and their "
+        f"{shown} nearest database images by squared Euclidean distance d², nearest first"
+        + (": green frame, same class as the query; red, another class." if labelled else "."),
+    )
+    if evaluation is None:
+        return
+    precision, counts = per_class_precision(
+        query.labels,
+        database.labels[idx[:, :PRECISION_K]],
+        database.labels,
+        k=PRECISION_K,
+        same_set=splits.same_set,
+        n_classes=len(names),
+    )
+    overall = float(evaluation["precision_at_10"])
+    path = figures.per_class_bars(
+        names, precision, overall, out / "precision_per_class.png", metric="precision@10"
+    )
+    _figure(
+        figs,
+        path,
+        "Precision@10 per class",
+        "Share of each query's 10 nearest database images that have its class, averaged "
+        "over the queries of each class; the dashed line is the value over all queries "
+        "(the table's precision@10).",
+    )
+    extras["precision_at_10_per_class"] = {
+        name: {"precision": float(p), "queries": int(c)}
+        for name, p, c in zip(names, precision, counts, strict=True)
+    }
+
+
+def _contingency(
+    cluster: ImageData,
+    embeddings: np.ndarray,
+    evaluation: dict[str, Any],
+    out: Path,
+    figs: list[dict[str, str]],
+    extras: dict[str, Any],
+) -> None:
+    known = cluster.labels >= 0
+    # The very clustering evaluate_run scores: same embeddings, same KMeans seed.
+    scores, assignments = kmeans_scores(embeddings, cluster.labels, seed=0)
+    counts, order = matched_contingency(
+        cluster.labels[known], assignments, n_classes=len(cluster.class_names)
+    )
+    path = figures.contingency_heatmap(
+        counts,
+        cluster.class_names,
+        [int(c) for c in order],
+        out / "contingency.png",
+        title=f"KMeans clusters against classes (NMI {scores['nmi']:.3f}, "
+        f"accuracy {scores['acc']:.3f})",
+    )
+    _figure(
+        figs,
+        path,
+        "Clusters against classes",
+        f"How the {int(known.sum())} cluster-set images fall into KMeans clusters. Each cluster "
+        "is matched to one class (Hungarian matching, as the accuracy metric does) and the "
+        "columns are ordered so matched pairs lie on the diagonal; cells give image counts, "
+        "shaded by the share of the class. Off-diagonal mass shows which classes are merged.",
+    )
+    extras["contingency"] = {
+        "counts": counts.tolist(),
+        "cluster_order": order.tolist(),
+        "matches_evaluation": bool(abs(scores["nmi"] - float(evaluation["nmi"])) < 1e-9),
+    }
