@@ -17,7 +17,10 @@ def to_tensor(pixels: np.ndarray, device: torch.device | None = None) -> torch.T
     Returns:
         Shape: (B, C, H, W), float32.
     """
-    t = torch.from_numpy(np.ascontiguousarray(pixels))
+    arr = np.ascontiguousarray(pixels)
+    if not arr.flags.writeable:  # a read-only memory map: torch wants writable memory
+        arr = arr.copy()
+    t = torch.from_numpy(arr)
     if device is not None:
         t = t.to(device, non_blocking=True)
     # Permuting NHWC storage gives an NCHW view with channels-last strides, which is the

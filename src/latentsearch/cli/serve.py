@@ -20,18 +20,29 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _set_threads(n: int) -> None:
+    """Threads each request may use in torch and FAISS.
+
+    One by default: a query is one small image, which more threads do not speed up, while
+    concurrent requests already keep the cores busy. On a shared 2-core machine two OpenMP
+    threads per request made a search 30x slower (spinning threads waiting for a core).
+    """
+    import faiss
+    import torch
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from latentsearch.server import create_app
+    from latentsearch.server.app import create_app
     from latentsearch.server.running import ServerError, bind, serve, url_of
 
     if args.max_upload_mb <= 0:
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CLIError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise CLIError(f"--threads must be at least 1, got {args.threads}")
+    _set_threads(args.threads)
     app = create_app(
         args.index,
         args.run,
@@ -61,7 +72,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Adds the ``serve`` command to the ``latentsearch`` sub-parsers."""
-    from latentsearch.server import DEFAULT_MAX_K, DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+    from latentsearch.server.limits import (
+        DEFAULT_MAX_K,
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_MAX_UPLOAD_BYTES,
+    )
 
     p = sub.add_parser(
         "serve",
@@ -95,7 +110,13 @@ def register(sub: Any) -> None:
         default=DEFAULT_MAX_K,
         help=f"most neighbours per request (default: {DEFAULT_MAX_K})",
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads per request for torch and FAISS (default: 1; requests run in "
+        "parallel, and one small query image gains nothing from more)",
+    )
     p.add_argument(
         "--log-level",
         default="info",

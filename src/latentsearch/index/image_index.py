@@ -1,0 +1,647 @@
+"""A persisted, searchable index of image embeddings made with one trained run.
+
+>>> index = ImageIndex.build(run, all_images(load_data("digits", image_size=8)))
+>>> index.save("digits.index")
+>>> ImageIndex.load("digits.index").search_images(run, pixels, k=5)[0][0].id
+'digits/train/17'
+
+An index folder holds ``index.faiss`` (the FAISS structure), ``embeddings.npy`` (float32
+``(N, D)``, kept so updates re-embed only new files and so duplicates can be found) and
+``manifest.json``: the format version, the run's fingerprint, the metric, the index kind and
+its settings, the measured recall, where the images came from, the class names and one entry
+per item (id, path, label, SHA-256 of the file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from latentsearch.data import DataSplits, ImageData
+from latentsearch.embedding import embed_images
+from latentsearch.index import backends, storage
+from latentsearch.index.duplicates import duplicate_groups
+from latentsearch.index.errors import (
+    FingerprintMismatch,
+    ImageIndexError,
+    IndexFormatError,
+    UnknownItem,
+)
+
+if TYPE_CHECKING:
+    from latentsearch.training import Run
+
+INDEX_FORMAT = "latentsearch-index/1"
+"""Written to every manifest; ``load`` refuses any other value."""
+
+INDEX_FILE = "index.faiss"
+EMBEDDINGS_FILE = "embeddings.npy"
+MANIFEST_FILE = "manifest.json"
+
+FINGERPRINT_KEYS = ("model", "weights_sha256", "image_size", "in_channels", "embedding_dim")
+"""What identifies the run that built an index."""
+
+_FINGERPRINT_WORDS = {
+    "model": "model",
+    "weights_sha256": "weights",
+    "image_size": "image size",
+    "in_channels": "input channels",
+    "embedding_dim": "embedding size",
+}
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class IndexItem:
+    """One indexed image.
+
+    Attributes:
+        id: Stable identifier from the data source (a folder's path relative to its root).
+        path: Absolute file path, None for array sources (digits, CIFAR-10 batches).
+        label: Class index, -1 when unknown.
+        sha256: SHA-256 of the file's bytes, None for array sources.
+    """
+
+    id: str
+    path: str | None
+    label: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """One search result.
+
+    Attributes:
+        rank: 1 for the nearest.
+        position: Index into ``ImageIndex.items``.
+        id: The item's id.
+        path: The item's file, None for array sources.
+        label: The item's class index, -1 when unknown.
+        class_name: The class's name, None when unknown.
+        distance: Squared Euclidean distance between the embeddings.
+    """
+
+    rank: int
+    position: int
+    id: str
+    path: str | None
+    label: int
+    class_name: str | None
+    distance: float
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    """What an update did, as lists of ids.
+
+    Attributes:
+        added: New ids, embedded.
+        changed: Known ids whose file content changed (or cannot be compared), re-embedded.
+        removed: Ids that are gone, dropped.
+        unchanged: Ids whose file content is the same, stored embedding reused.
+    """
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def embedded(self) -> int:
+        """How many images were embedded."""
+        return len(self.added) + len(self.changed)
+
+
+def all_images(splits: DataSplits) -> ImageData:
+    """Every image of a data source: train, then test where the source has one.
+
+    Unlike ``ImageData.concatenate``, the skipped files of both splits are kept.
+    """
+    if splits.test is None:
+        return splits.train
+    both = ImageData.concatenate([splits.train, splits.test])
+    return replace(
+        both,
+        source=f"{splits.name} (train + test)",
+        skipped=[*splits.train.skipped, *splits.test.skipped],
+    )
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """SHA-256 of a file's bytes, None when it cannot be read (it is then re-embedded later)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _items_of(data: ImageData) -> list[IndexItem]:
+    labels = data.labels.tolist()
+    if data.paths is None:
+        items = [IndexItem(i, None, int(y), None) for i, y in zip(data.ids, labels, strict=True)]
+    else:
+        items = [
+            IndexItem(i, p, int(y), file_sha256(p))
+            for i, p, y in zip(data.ids, data.paths, labels, strict=True)
+        ]
+    seen: set[str] = set()
+    for it in items:
+        if it.id in seen:
+            raise ImageIndexError(f"image ids must be unique; {it.id!r} appears more than once")
+        seen.add(it.id)
+    return items
+
+
+def _check_images(run: Run, data: ImageData) -> None:
+    s, c = run.model.image_size, run.model.in_channels
+    h, w, ch = data.image_shape
+    if (h, w, ch) != (s, s, c):
+        hint = f"load them with image_size={s}" if ch == c else "they need the run's channels"
+        raise ImageIndexError(
+            f"the images are {h}×{w}×{ch} but run {run.path} takes {s}×{s}×{c}: {hint}"
+        )
+    if len(data) == 0:
+        raise ImageIndexError(f"nothing to index: {data.source or 'the data'} holds no images")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ImageIndex:
+    """Embeddings of a set of images, searchable by squared Euclidean distance.
+
+    Build one with :meth:`build` or read one with :meth:`load`; the constructor is internal.
+    Searching is safe from several threads at once; :meth:`update` is not.
+    """
+
+    def __init__(
+        self,
+        *,
+        embeddings: np.ndarray,
+        items: Sequence[IndexItem],
+        meta: dict[str, Any],
+        built: backends.BuiltIndex,
+    ) -> None:
+        self._embeddings = embeddings
+        self._items = tuple(items)
+        self._positions = {it.id: p for p, it in enumerate(self._items)}
+        self._meta = meta
+        self._built = built
+
+    # ------------------------------------------------------------------------ building
+    @classmethod
+    def build(
+        cls,
+        run: Run,
+        data: ImageData,
+        *,
+        index_type: str = "auto",
+        progress: bool = False,
+        data_spec: str | None = None,
+    ) -> ImageIndex:
+        """Embeds every image of ``data`` with ``run``'s model and indexes the embeddings.
+
+        Args:
+            run: A trained run (``latentsearch.training.load_run``).
+            data: The images, decoded at the run's image size and channels
+                (``all_images(load_data(spec, image_size=run.model.image_size))``).
+            index_type: ``auto`` (exact up to ``EXACT_MAX_ITEMS`` items, else approximate),
+                ``flat`` (exact), ``hnsw`` or ``ivf`` (approximate, recall measured).
+            progress: Show a progress bar while embedding, on a terminal.
+            data_spec: How to load the images again (a ``load_data`` spec), kept in the
+                manifest so tools can show images of sources that have no files.
+
+        Returns:
+            The index, not yet saved.
+
+        Raises:
+            ImageIndexError: For images of the wrong size, no images, duplicate ids, or an
+                unknown ``index_type``.
+        """
+        backends.resolve_index_type(index_type, len(data))
+        _check_images(run, data)
+        items = _items_of(data)
+        embeddings = embed_images(run.model, data.pixels, progress=progress)
+        built = backends.build_index(embeddings, index_type)
+        meta: dict[str, Any] = {
+            "format": INDEX_FORMAT,
+            "created": _now(),
+            "updated": None,
+            "fingerprint": {k: run.fingerprint[k] for k in FINGERPRINT_KEYS},
+            "metric": backends.METRIC,
+            "index_type": built.index_type,
+            "index_type_requested": index_type,
+            "index_params": built.params,
+            "recall_at_10": built.recall_at_10,
+            "run": str(Path(run.path).resolve()),
+            "source": data.source,
+            "data": data_spec,
+            "class_names": list(data.class_names),
+        }
+        return cls(embeddings=embeddings, items=items, meta=meta, built=built)
+
+    def update(
+        self,
+        run: Run,
+        data: ImageData,
+        *,
+        progress: bool = False,
+        data_spec: str | None = None,
+    ) -> UpdateReport:
+        """Brings the index in line with ``data``: embeds new and changed files only.
+
+        Items are matched by id; a file whose content (SHA-256) is unchanged keeps its stored
+        embedding. Items without a content hash (array sources) cannot be compared and are
+        re-embedded. The FAISS index is rebuilt afterwards (same requested kind), in place.
+
+        Args:
+            run: The run that built the index.
+            data: The images as they are now (see :meth:`build`).
+            progress: Show a progress bar while embedding, on a terminal.
+            data_spec: New value for the manifest's ``data`` (None keeps the old one).
+
+        Returns:
+            Which ids were added, changed, removed and left unchanged.
+
+        Raises:
+            FingerprintMismatch: When ``run`` is not the run that built the index.
+            ImageIndexError: For images of the wrong size, no images or duplicate ids.
+        """
+        self.check_compatible(run)
+        _check_images(run, data)
+        items = _items_of(data)
+        report = UpdateReport()
+        reuse = np.full(len(items), -1, dtype=np.int64)
+        for p, item in enumerate(items):
+            old = self._positions.get(item.id)
+            if old is None:
+                report.added.append(item.id)
+            elif item.sha256 is not None and item.sha256 == self._items[old].sha256:
+                report.unchanged.append(item.id)
+                reuse[p] = old
+            else:
+                report.changed.append(item.id)
+        new_ids = {it.id for it in items}
+        report.removed.extend(it.id for it in self._items if it.id not in new_ids)
+
+        kept = reuse >= 0
+        embeddings = np.empty((len(items), self.embedding_dim), dtype=np.float32)
+        embeddings[kept] = self._embeddings[reuse[kept]]
+        todo = np.flatnonzero(~kept)
+        if todo.size:
+            embeddings[todo] = embed_images(run.model, data.pixels[todo], progress=progress)
+        if report.embedded or report.removed or not np.array_equal(reuse, np.arange(len(items))):
+            self._built = backends.build_index(embeddings, self._meta["index_type_requested"])
+        self._embeddings = embeddings
+        self._items = tuple(items)
+        self._positions = {it.id: p for p, it in enumerate(self._items)}
+        self._meta.update(
+            updated=_now(),
+            index_type=self._built.index_type,
+            index_params=self._built.params,
+            recall_at_10=self._built.recall_at_10,
+            source=data.source,
+            class_names=list(data.class_names),
+        )
+        if data_spec is not None:
+            self._meta["data"] = data_spec
+        return report
+
+    # ------------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Writes the index folder atomically: on any failure the previous one stays intact.
+
+        Args:
+            path: The index folder; an existing index there is replaced.
+
+        Returns:
+            The folder.
+
+        Raises:
+            IndexFormatError: When ``path`` exists and is not an index folder (it is never
+                overwritten then).
+            OSError: When the files cannot be written.
+        """
+        import faiss
+
+        path = Path(path)
+        if path.exists() and not (
+            path.is_dir() and ((path / MANIFEST_FILE).is_file() or not any(path.iterdir()))
+        ):
+            raise IndexFormatError(
+                f"{path} exists and is not an index folder: refusing to overwrite it; "
+                "choose another path"
+            )
+        manifest = json.dumps(self.manifest, indent=1, ensure_ascii=False).encode("utf-8")
+        io: Any = faiss  # the callback writer is missing from faiss's type stubs
+
+        def write_index(f: IO[bytes]) -> None:
+            faiss.write_index(self._built.index, io.PyCallbackIOWriter(f.write))
+
+        def write_manifest(f: IO[bytes]) -> None:
+            f.write(manifest)
+
+        def write_embeddings(f: IO[bytes]) -> None:
+            np.save(f, self._embeddings, allow_pickle=False)
+
+        storage.write_folder(
+            path,
+            {
+                INDEX_FILE: write_index,
+                EMBEDDINGS_FILE: write_embeddings,
+                MANIFEST_FILE: write_manifest,
+            },
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ImageIndex:
+        """Reads an index folder written by :meth:`save`.
+
+        Raises:
+            IndexFormatError: When the folder is missing, incomplete, corrupt, or of another
+                format version.
+        """
+        import faiss
+
+        io: Any = faiss  # the callback reader is missing from faiss's type stubs
+        path = Path(path)
+        if not path.is_dir():
+            raise IndexFormatError(
+                f"no index at {path}: build one with `latentsearch index RUN IMAGES --out {path}`"
+            )
+        names = [MANIFEST_FILE, EMBEDDINGS_FILE, INDEX_FILE]
+        for attempt in range(2):
+            try:
+                with storage.open_members(path, names) as files:
+                    manifest = json.loads(files[MANIFEST_FILE].read().decode("utf-8"))
+                    embeddings = np.load(files[EMBEDDINGS_FILE], allow_pickle=False)
+                    index = faiss.read_index(io.PyCallbackIOReader(files[INDEX_FILE].read))
+                break
+            except FileNotFoundError as e:
+                # A concurrent save may have swapped the folder while we opened it: retry once.
+                if attempt == 0 and path.is_dir():
+                    continue
+                name = Path(e.filename or "?").name
+                raise IndexFormatError(
+                    f"{path} is not a complete index folder: {name} is missing"
+                ) from None
+            except (OSError, ValueError, RuntimeError, UnicodeDecodeError) as e:
+                raise IndexFormatError(f"{path} holds a corrupt index: {e}") from None
+        return cls._from_parts(path, manifest, embeddings, index)
+
+    @classmethod
+    def _from_parts(
+        cls, path: Path, manifest: Any, embeddings: np.ndarray, index: Any
+    ) -> ImageIndex:
+        if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else None
+            raise IndexFormatError(
+                f"{path}/{MANIFEST_FILE} is not a {INDEX_FORMAT} manifest (format {found!r})"
+            )
+        try:
+            items = [
+                IndexItem(str(d["id"]), d["path"], int(d["label"]), d["sha256"])
+                for d in manifest.pop("items")
+            ]
+            fingerprint = manifest["fingerprint"]
+            dim = int(fingerprint["embedding_dim"])
+            index_type = str(manifest["index_type"])
+            params = {str(k): int(v) for k, v in manifest["index_params"].items()}
+            missing = [k for k in ("class_names", "run", "metric") if k not in manifest]
+            if missing:
+                raise KeyError(", ".join(missing))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: {e!r}") from None
+        manifest.pop("count", None)
+        n = len(items)
+        if embeddings.dtype != np.float32 or embeddings.shape != (n, dim):
+            raise IndexFormatError(
+                f"{path}/{EMBEDDINGS_FILE} holds {embeddings.dtype} {embeddings.shape}, the "
+                f"manifest promises float32 ({n}, {dim})"
+            )
+        if int(index.ntotal) != n or int(index.d) != dim:
+            raise IndexFormatError(
+                f"{path}/{INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d}, the "
+                f"manifest promises {n} of dimension {dim}"
+            )
+        backends.set_search_params(index, index_type, params)
+        built = backends.BuiltIndex(
+            index=index,
+            index_type=index_type,
+            params=params,
+            recall_at_10=manifest.get("recall_at_10"),
+        )
+        return cls(embeddings=embeddings, items=items, meta=manifest, built=built)
+
+    # ------------------------------------------------------------------------ compatibility
+    def check_compatible(self, run: Run) -> None:
+        """Raises unless ``run`` is the run (model, weights, input shape) that built the index.
+
+        Raises:
+            FingerprintMismatch: Naming each difference.
+        """
+        mine, theirs = self.fingerprint, run.fingerprint
+        diffs = []
+        for key in FINGERPRINT_KEYS:
+            a, b = mine.get(key), theirs.get(key)
+            if a != b:
+                if key == "weights_sha256":
+                    a, b = f"{str(a)[:12]}…", f"{str(b)[:12]}…"
+                diffs.append(f"{_FINGERPRINT_WORDS[key]} {a} (index) vs {b} (run)")
+        if diffs:
+            raise FingerprintMismatch(
+                f"run {run.path} is not the run that built this index ({self._meta.get('run')}): "
+                + "; ".join(diffs)
+                + ". Use that run, or rebuild the index with this one"
+            )
+
+    # ------------------------------------------------------------------------ search
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest items of each query vector.
+
+        Args:
+            vectors: Query embeddings. Shape: (Q, D).
+            k: Neighbours per query, >= 1; capped at ``len(self)``.
+
+        Returns:
+            ``(distances, positions)``, nearest first; distances are squared L2 (float32),
+            positions index ``items`` (int64). An approximate index may return fewer than
+            ``k``: the missing slots hold position -1 and distance inf. Shapes: (Q, k), (Q, k).
+
+        Raises:
+            ImageIndexError: For a bad shape, dimension, NaN values or ``k``.
+        """
+        q = backends.as_vectors(vectors, self.embedding_dim, name="query vectors")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ImageIndexError(f"k must be a positive integer, got {k!r}")
+        k = min(int(k), len(self))
+        distances, positions = self._built.index.search(q, k)
+        positions = positions.astype(np.int64)
+        distances = np.where(positions >= 0, distances, np.inf).astype(np.float32)
+        return distances, positions
+
+    def search_images(self, run: Run, pixels: np.ndarray, k: int) -> list[list[Neighbor]]:
+        """Embeds query images with ``run`` and returns their ``k`` nearest indexed images.
+
+        Args:
+            run: The run that built the index.
+            pixels: Query images at the run's size. Shape: (Q, H, W, C), uint8.
+            k: Neighbours per query (capped at ``len(self)``).
+
+        Returns:
+            One list per query, nearest first.
+
+        Raises:
+            FingerprintMismatch: When ``run`` did not build the index.
+            ValueError: For images of the wrong shape.
+        """
+        self.check_compatible(run)
+        pixels = np.asarray(pixels)
+        if pixels.ndim == 3:
+            raise ImageIndexError(
+                f"pixels must be a batch (Q, H, W, C), got {pixels.shape}; use pixels[None]"
+            )
+        if pixels.dtype != np.uint8:
+            raise ImageIndexError(f"pixels must be uint8, got {pixels.dtype}")
+        distances, positions = self.search(embed_images(run.model, pixels), k)
+        return [self._neighbors(d, p) for d, p in zip(distances, positions, strict=True)]
+
+    def _neighbors(self, distances: np.ndarray, positions: np.ndarray) -> list[Neighbor]:
+        out: list[Neighbor] = []
+        names = self.class_names
+        for d, p in zip(distances.tolist(), positions.tolist(), strict=True):
+            if p < 0:
+                continue
+            it = self._items[p]
+            name = names[it.label] if 0 <= it.label < len(names) else None
+            out.append(Neighbor(len(out) + 1, p, it.id, it.path, it.label, name, float(d)))
+        return out
+
+    # ------------------------------------------------------------------------ duplicates
+    def duplicates(self, threshold: float) -> list[list[IndexItem]]:
+        """Groups of images whose embeddings are closer than ``threshold`` (squared L2).
+
+        Groups are connected components: A and C share a group when A is close to B and B to
+        C. Memory stays bounded (FAISS range searches in batches, never an N x N matrix);
+        the search is exact for a flat index and uses the approximate index otherwise.
+
+        Args:
+            threshold: Squared L2 distance, > 0; pairs strictly closer are joined.
+
+        Returns:
+            Groups of two or more items, each in index order, ordered by first item.
+
+        Raises:
+            ImageIndexError: When ``threshold`` is not a positive number.
+        """
+        approximate = None if self._built.index_type == "flat" else self._built.index
+        groups = duplicate_groups(self._embeddings, threshold, index=approximate)
+        return [[self._items[p] for p in g] for g in groups]
+
+    # ------------------------------------------------------------------------ accessors
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageIndex({len(self)} items, {self.index_type}, model "
+            f"{self.fingerprint.get('model')}, dim {self.embedding_dim})"
+        )
+
+    @property
+    def items(self) -> tuple[IndexItem, ...]:
+        """Every item, in position order (read-only)."""
+        return self._items
+
+    def item(self, id: str) -> IndexItem:
+        """The item with this id.
+
+        Raises:
+            UnknownItem: When the index holds no such id.
+        """
+        return self._items[self.position(id)]
+
+    def position(self, id: str) -> int:
+        """The position of the item with this id.
+
+        Raises:
+            UnknownItem: When the index holds no such id.
+        """
+        try:
+            return self._positions[id]
+        except KeyError:
+            raise UnknownItem(f"no item with id {id!r} in this index") from None
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The stored embeddings, read-only. Shape: (N, D), float32."""
+        view = self._embeddings.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as saved, items included (built on each access: O(N))."""
+        return {
+            **self._meta,
+            "count": len(self),
+            "items": [
+                {"id": it.id, "path": it.path, "label": it.label, "sha256": it.sha256}
+                for it in self._items
+            ],
+        }
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names; ``items[i].label`` indexes them."""
+        return list(self._meta["class_names"])
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """The building run's model name, weights hash, image size, channels, embedding size."""
+        return dict(self._meta["fingerprint"])
+
+    @property
+    def embedding_dim(self) -> int:
+        """D, the embedding size."""
+        return int(self._meta["fingerprint"]["embedding_dim"])
+
+    @property
+    def index_type(self) -> str:
+        """``flat``, ``hnsw`` or ``ivf``."""
+        return self._built.index_type
+
+    @property
+    def index_params(self) -> dict[str, int]:
+        """Settings of the FAISS index, e.g. ``{"M": 32, "efConstruction": 64, "efSearch": 48}``."""
+        return dict(self._built.params)
+
+    @property
+    def data_spec(self) -> str | None:
+        """The ``load_data`` spec the images came from, when the builder recorded one."""
+        spec = self._meta.get("data")
+        return None if spec is None else str(spec)
+
+    @property
+    def recall_at_10(self) -> float | None:
+        """Build-time sample recall@10 for approximate indexes, None for exact ones."""
+        return self._built.recall_at_10
+
+    @property
+    def run_path(self) -> Path:
+        """The folder of the run that built the index."""
+        return Path(self._meta["run"])

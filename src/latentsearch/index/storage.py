@@ -1,0 +1,130 @@
+"""Writing an index folder atomically and reading it back as one consistent snapshot.
+
+A save writes every file into a hidden sibling folder, flushes each file and the folder to
+disk, and only then swaps the folder into place, so a crash or an error mid-write leaves the
+previous index untouched. On Linux the swap is one ``renameat2(RENAME_EXCHANGE)`` call, so
+readers never see the path missing; elsewhere it is two renames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def write_file(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Creates ``path``, lets ``write`` fill it, and flushes it to disk."""
+    with open(path, "xb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    if sys.platform == "win32":  # folders cannot be opened for fsync there
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux ``renameat2``); False when unsupported here."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _replace_dir(new: Path, dest: Path) -> Path | None:
+    """Moves folder ``new`` to ``dest``; returns where the old ``dest`` went (to delete)."""
+    if not dest.exists():
+        os.rename(new, dest)
+        return None
+    if _exchange(new, dest):
+        return new
+    old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(4)}")
+    os.rename(dest, old)
+    try:
+        os.rename(new, dest)
+    except OSError:
+        os.rename(old, dest)
+        raise
+    return old
+
+
+def write_folder(dest: Path, files: dict[str, Callable[[IO[bytes]], None]]) -> None:
+    """Writes ``files`` (name -> writer) as the folder ``dest``, replacing it atomically.
+
+    Raises:
+        OSError: When a file cannot be written; ``dest`` is then as it was before.
+    """
+    dest = Path(os.path.abspath(dest))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
+    os.mkdir(tmp)
+    old: Path | None = None
+    try:
+        for name, write in files.items():
+            write_file(tmp / name, write)
+        _fsync_dir(tmp)
+        old = _replace_dir(tmp, dest)
+        _fsync_dir(dest.parent)
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def open_members(path: Path, names: list[str]) -> Iterator[dict[str, IO[bytes]]]:
+    """Opens files of one folder together, so a save swapping ``path`` cannot mix versions.
+
+    All files are opened up front, relative to one handle on the folder: once open, they stay
+    readable even when a concurrent save replaces the folder and deletes the old one.
+
+    Yields:
+        The open files (binary), by name.
+
+    Raises:
+        FileNotFoundError: When a file is missing.
+        OSError: When ``path`` is not a readable folder.
+    """
+    with contextlib.ExitStack() as stack:
+        files: dict[str, IO[bytes]]
+        if os.open in os.supports_dir_fd:
+            dir_fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            stack.callback(os.close, dir_fd)
+
+            def opener(name: str, flags: int) -> int:
+                return os.open(name, flags, dir_fd=dir_fd)
+
+            files = {n: stack.enter_context(open(n, "rb", opener=opener)) for n in names}
+        else:
+            files = {n: stack.enter_context(open(path / n, "rb")) for n in names}
+        yield files

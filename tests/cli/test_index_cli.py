@@ -1,0 +1,171 @@
+"""`latentsearch index / search / duplicates` end to end on a tiny folder and a tiny run."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latentsearch.cli import main
+from latentsearch.data import load_data
+from latentsearch.training import TrainConfig, train
+
+TINTS = {"blue": (0, 0, 1), "green": (0, 1, 0), "red": (1, 0, 0)}
+PER_CLASS = 5
+
+
+def _image(path: Path, seed: int, tint: tuple[int, int, int]) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.integers(0, 120, (20, 20, 3)) + np.array(tint) * 130, 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return path
+
+
+def _folder(root: Path) -> Path:
+    for c, (name, tint) in enumerate(TINTS.items()):
+        for i in range(PER_CLASS):
+            _image(root / name / f"{i}.png", 10 * c + i, tint)
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, format="JPEG")
+    (root / "green" / "bad.jpg").write_bytes(buf.getvalue()[:30])
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two runs (different seeds) trained one epoch on 8x8 versions of the folder."""
+    root = tmp_path_factory.mktemp("cli-index")
+    folder = _folder(root / "train-images")
+    data = load_data(str(folder), image_size=8, cache_dir=root / "cache")
+    out = []
+    for seed in (0, 1):
+        config = TrainConfig(
+            data=str(folder), model="seed-ae", epochs=1, image_size=8, batch_size=4, seed=seed
+        )
+        out.append(train(config, root / f"run-{seed}", progress=False, data=data).path)
+    return out[0], out[1]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LATENTSEARCH_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return _folder(tmp_path / "images")
+
+
+def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> Any:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_index_search_duplicates_end_to_end(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, _ = runs
+    idx = tmp_path / "idx"
+    built = _json(capsys, ["index", str(run), str(folder), "--out", str(idx), "--json"])
+    assert built["count"] == 3 * PER_CLASS
+    assert built["index_type"] == "flat" and built["recall_at_10"] is None
+    assert [s["path"] for s in built["skipped"]] == [str(folder.resolve() / "green/bad.jpg")]
+    assert built["images_per_second"] > 0 and built["seconds"] > 0
+
+    query = folder / "red" / "3.png"
+    found = _json(capsys, ["search", str(idx), str(query), "-k", "4", "--json"])
+    (result,) = found["queries"]
+    assert result["query"] == str(query)
+    hits = result["neighbors"]
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert hits[0]["path"] == str(query.resolve()) and hits[0]["id"] == "red/3.png"
+    assert hits[0]["class_name"] == "red" and hits[0]["label"] == 2
+    assert hits[0]["distance"] <= 1e-4 * hits[1]["distance"] + 1e-9
+    assert found["run"] == str(run)  # taken from the manifest
+
+    dups = _json(capsys, ["duplicates", str(idx), "--json"])
+    assert dups["groups"] == [] and dups["default_threshold"] is True
+
+    # A copy under another name, a new image, a deleted one: --update, then duplicates.
+    shutil.copy(folder / "blue" / "1.png", folder / "green" / "copy.png")
+    (folder / "red" / "0.png").unlink()
+    updated = _json(capsys, ["index", str(run), str(folder), "--update", str(idx), "--json"])
+    assert updated["update"] == {
+        "added": 1,
+        "changed": 0,
+        "removed": 1,
+        "unchanged": 3 * PER_CLASS - 1,
+        "embedded": 1,
+    }
+    dups = _json(capsys, ["duplicates", str(idx), "--json"])
+    assert [[it["id"] for it in g] for g in dups["groups"]] == [["blue/1.png", "green/copy.png"]]
+
+
+def test_text_output_and_grid(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, _ = runs
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(folder), "--out", str(idx)]) == 0
+    out = capsys.readouterr().out
+    assert f"indexed {3 * PER_CLASS} images" in out
+    assert "skipped 1 file:" in out and "bad.jpg: " in out
+    assert "images/s" in out and f"saved to {idx}" in out
+
+    queries = [str(folder / "blue" / "0.png"), str(folder / "green" / "2.png")]
+    grid = tmp_path / "grid.png"
+    assert main(["search", str(idx), *queries, "-k", "3", "--grid", str(grid)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("rank  distance") == 2 and "blue/0.png" in out
+    assert Image.open(grid).size[0] > 3 * 96
+
+    assert main(["duplicates", str(idx)]) == 0
+    assert "0 groups" in capsys.readouterr().out
+
+
+def test_hnsw_index_reports_recall(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, _ = runs
+    argv = ["index", str(run), str(folder), "--out", str(tmp_path / "idx")]
+    built = _json(capsys, [*argv, "--index-type", "hnsw", "--json"])
+    assert built["index_type"] == "hnsw" and 0.95 <= built["recall_at_10"] <= 1.0
+    assert "efSearch" in built["index_params"]
+
+
+def test_errors_are_one_line_with_exit_code_2(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, other = runs
+    idx = tmp_path / "idx"
+    query = str(folder / "red" / "1.png")
+    err = _fails(capsys, ["search", str(tmp_path / "missing"), query])
+    assert "no index at" in err
+
+    assert main(["index", str(run), str(folder), "--out", str(idx), "--json"]) == 0
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    assert "notes.txt" in _fails(capsys, ["search", str(idx), str(not_image)])
+    assert "no such file" in _fails(capsys, ["search", str(idx), str(tmp_path / "nope.png")])
+    assert "weights" in _fails(capsys, ["search", str(idx), query, "--run", str(other)])
+    update = ["index", str(other), str(folder), "--update", str(idx)]
+    assert "not the run that built" in _fails(capsys, update)
+    assert "refusing" in _fails(capsys, ["index", str(run), str(folder), "--out", str(folder)])
+    assert "-k" in _fails(capsys, ["search", str(idx), query, "-k", "0"])
+    assert "positive" in _fails(capsys, ["duplicates", str(idx), "--threshold", "-1"])

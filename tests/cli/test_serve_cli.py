@@ -1,0 +1,139 @@
+"""`latentsearch serve`: start-up checks and errors as one line; the served app works."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from latentsearch.cli import main
+from latentsearch.cli import serve as serve_cli
+from latentsearch.data import load_data
+from latentsearch.index import ImageIndex, all_images
+from latentsearch.server import running
+from latentsearch.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def index_and_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """An index of 6 tiny images, the run that built it and another run (other seed)."""
+    root = tmp_path_factory.mktemp("cli-serve")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["dark", "light"]):
+        for i in range(3):
+            (root / "images" / name).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 100, (12, 12, 3)) + 150 * c
+            Image.fromarray(pixels.astype(np.uint8)).save(root / "images" / name / f"{i}.png")
+    splits = load_data(str(root / "images"), image_size=8, cache_dir=root / "cache")
+    runs = []
+    for seed in (0, 1):
+        config = TrainConfig(
+            data=str(root / "images"), epochs=1, image_size=8, batch_size=2, seed=seed
+        )
+        runs.append(train(config, root / f"run-{seed}", progress=False, data=splits))
+    ImageIndex.build(runs[0], all_images(splits)).save(root / "images.index")
+    return root / "images.index", runs[0].path, runs[1].path
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Replaces uvicorn's blocking loop and the process-wide thread setting with recorders."""
+    seen: dict[str, Any] = {}
+
+    def fake_serve(app: Any, sock: socket.socket, *, log_level: str = "info") -> None:
+        seen.update(app=app, address=sock.getsockname(), log_level=log_level)
+        sock.close()
+
+    monkeypatch.setattr(running, "serve", fake_serve)
+    monkeypatch.setattr(serve_cli, "_set_threads", lambda n: seen.update(threads=n))
+    return seen
+
+
+def test_serve_loads_once_and_serves(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, run, _ = index_and_runs
+    assert main(["serve", str(index), "--port", "0", "--max-k", "3", "--log-level", "warning"]) == 0
+    out = capsys.readouterr().out
+    host, port = served["address"]
+    assert host == "127.0.0.1" and port > 0
+    assert f"http://127.0.0.1:{port}/" in out and "6 images" in out
+    assert "authentication" not in out  # loopback only: no warning
+    client = TestClient(served["app"])
+    health = client.get("/health").json()
+    assert (health["items"], health["max_k"]) == (6, 3)
+    assert client.get("/random", params={"k": 4}).status_code == 422
+    assert served["app"].state.service.run.path == run
+    assert served["threads"] == 1  # one thread per request unless --threads says otherwise
+
+
+def test_serve_warns_when_listening_beyond_this_machine(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, _, _ = index_and_runs
+    assert main(["serve", str(index), "--host", "0.0.0.0", "--port", "0", "--threads", "2"]) == 0
+    assert "no authentication" in capsys.readouterr().out
+    assert served["threads"] == 2
+
+
+def _error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("latentsearch serve: error: ")
+    assert "Traceback" not in err
+    return err
+
+
+def test_mismatched_run_is_one_line(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, _, other = index_and_runs
+    assert main(["serve", str(index), "--run", str(other), "--port", "0"]) == 2
+    assert "not the run that built this index" in _error(capsys)
+    assert "app" not in served
+
+
+def test_missing_index_is_one_line(
+    tmp_path: Path, served: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", str(tmp_path / "none.index")]) == 2
+    assert "no index at" in _error(capsys)
+
+
+def test_port_in_use_is_one_line(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, _, _ = index_and_runs
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", str(index), "--port", str(port)]) == 2
+    assert "--port" in _error(capsys)
+    assert "app" not in served
+
+
+@pytest.mark.parametrize(
+    "args", [["--max-upload-mb", "0"], ["--max-k", "0"], ["--threads", "0"], ["--port", "70000"]]
+)
+def test_bad_options_are_one_line(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+) -> None:
+    index, _, _ = index_and_runs
+    assert main(["serve", str(index), *args]) == 2
+    _error(capsys)

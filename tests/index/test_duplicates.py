@@ -1,0 +1,105 @@
+"""Duplicate groups checked against brute-force pairs; union-find; the default threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentsearch.index import duplicates
+from latentsearch.index.errors import ImageIndexError
+
+
+def _brute_groups(x: np.ndarray, threshold: float) -> list[list[int]]:
+    """Connected components from the full distance matrix (fine for a few hundred points)."""
+    x64 = x.astype(np.float64)
+    d = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    label = list(range(len(x)))
+    changed = True
+    while changed:  # min-label propagation until stable
+        changed = False
+        for i, j in zip(*np.nonzero(d < threshold), strict=True):
+            low = min(label[i], label[j])
+            if label[i] != low or label[j] != low:
+                label[i] = label[j] = low
+                changed = True
+    groups: dict[int, list[int]] = {}
+    for i, lab in enumerate(label):
+        groups.setdefault(lab, []).append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def _with_near_copies(n: int = 300, seed: int = 0, offset: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)) + offset
+    x[10] = x[3]  # exact copy
+    x[200] = x[3] + 1e-3  # near copy of the same: one group of three
+    x[50] = x[40] + 2e-3  # a pair
+    return x.astype(np.float32)
+
+
+def test_union_find_groups() -> None:
+    sets = duplicates.UnionFind(7)
+    sets.union(5, 1)
+    sets.union(1, 3)
+    sets.union(6, 4)
+    sets.union(3, 5)
+    assert sets.groups() == [[1, 3, 5], [4, 6]]
+    assert duplicates.UnionFind(0).groups() == []
+
+
+@pytest.mark.parametrize("threshold", [1e-4, 1e-2, 0.5, 3.0])
+def test_groups_match_brute_force(threshold: float) -> None:
+    x = _with_near_copies()
+    assert duplicates.duplicate_groups(x, threshold) == _brute_groups(x, threshold)
+
+
+def test_batches_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = _with_near_copies()
+    want = duplicates.duplicate_groups(x, 2.0)
+    monkeypatch.setattr(duplicates, "PAIR_BUDGET", 7 * len(x))  # batches of 7 queries
+    seen: list[int] = []
+    real = duplicates.close_pairs
+
+    def spy(index, vectors, threshold, **kw):  # type: ignore[no-untyped-def]
+        for part in real(index, vectors, threshold, pair_budget=duplicates.PAIR_BUDGET):
+            seen.append(1)
+            yield part
+
+    monkeypatch.setattr(duplicates, "close_pairs", spy)
+    assert duplicates.duplicate_groups(x, 2.0) == want
+    assert len(seen) == -(-len(x) // 7)
+
+
+def test_exact_copies_are_found_despite_a_large_common_offset() -> None:
+    # |x|^2 ~ 1e8: float32 |x|^2 + |y|^2 - 2<x,y> alone is off by ~10 for identical rows.
+    x = _with_near_copies(offset=3000.0)
+    groups = duplicates.duplicate_groups(x, 1e-6)
+    assert groups == [[3, 10]]
+
+
+def test_an_approximate_index_can_be_used() -> None:
+    import faiss
+
+    x = _with_near_copies()
+    index = faiss.IndexHNSWFlat(x.shape[1], 16)
+    index.add(x)
+    assert duplicates.duplicate_groups(x, 1e-6, index=index) == [[3, 10]]
+
+
+def test_threshold_must_be_positive() -> None:
+    x = _with_near_copies()
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ImageIndexError, match="positive"):
+            duplicates.duplicate_groups(x, bad)
+
+
+def test_typical_distance_is_the_median_over_random_pairs() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 8)).astype(np.float32)
+    # Two standard normal points in 8-d: |a - b|^2 / 2 ~ chi-square(8), median ~ 7.34.
+    assert duplicates.typical_distance(x, pairs=4000) == pytest.approx(2 * 7.34, rel=0.08)
+    assert duplicates.default_threshold(x) == pytest.approx(
+        duplicates.DEFAULT_DUPLICATE_FRACTION * duplicates.typical_distance(x)
+    )
+    with pytest.raises(ImageIndexError, match="two"):
+        duplicates.typical_distance(x[:1])

@@ -1,0 +1,467 @@
+"""The search server's routes through FastAPI's TestClient, on the tiny index of conftest."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from latentsearch.data import load_data
+from latentsearch.index import (
+    FingerprintMismatch,
+    ImageIndex,
+    IndexFormatError,
+    all_images,
+)
+from latentsearch.server.app import UploadLimit, create_app
+from latentsearch.training import RunError, TrainConfig, train
+
+if TYPE_CHECKING:
+    from conftest import Built
+
+N_ITEMS = 16
+"""Images in the fixture folder: 3 classes x 5, plus blue/shade/image."""
+
+
+@pytest.fixture(scope="module")
+def client(built: Built) -> Iterator[TestClient]:
+    """A client of the app over the fixture index, default limits."""
+    with TestClient(create_app(built.index)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def strict(built: Built) -> Iterator[TestClient]:
+    """A client of an app with tiny limits: 2,000 bytes, 100 pixels, k <= 5."""
+    app = create_app(built.index, max_upload_bytes=2_000, max_pixels=100, max_k=5)
+    with TestClient(app) as c:
+        yield c
+
+
+def _upload(client: TestClient, content: bytes, name: str = "q.png", **kwargs: Any) -> Any:
+    """POSTs ``content`` as the ``image`` file to /search; ``kwargs`` go to the client."""
+    return client.post("/search", files={"image": (name, content, "image/png")}, **kwargs)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG file whose header claims ``width`` x ``height`` (its pixel data is bogus)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _assert_problem(response: Any, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail
+    for word in words:
+        assert word in detail, detail
+
+
+# ---------------------------------------------------------------------------- searching
+def test_upload_finds_its_own_file_first(client: TestClient, built: Built) -> None:
+    data = (built.folder / "red" / "1.png").read_bytes()
+    r = _upload(client, data, data={"k": "4"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"] == {
+        "kind": "upload",
+        "filename": "q.png",
+        "content_type": "image/png",
+        "bytes": len(data),
+        "format": "PNG",
+        "width": 20,
+        "height": 20,
+    }
+    assert body["k"] == 4
+    neighbors = body["neighbors"]
+    assert [n["rank"] for n in neighbors] == [1, 2, 3, 4]
+    first = neighbors[0]
+    assert first["id"] == "red/1.png"
+    assert first["class_name"] == "red" and first["label"] == 2
+    assert first["distance"] == pytest.approx(0.0, abs=1e-6)
+    assert first["image_url"] == "/items/red/1.png/image"
+    assert first["item_url"] == "/items/red/1.png"
+    distances = [n["distance"] for n in neighbors]
+    assert distances == sorted(distances)
+    # The other red images are nearer than any other colour.
+    assert {n["class_name"] for n in neighbors} == {"red"}
+
+
+def test_k_from_query_default_and_capped(client: TestClient, built: Built) -> None:
+    data = (built.folder / "green" / "0.png").read_bytes()
+    assert len(_upload(client, data, params={"k": 3}).json()["neighbors"]) == 3
+    assert len(_upload(client, data).json()["neighbors"]) == 10
+    # Form field wins over the query parameter.
+    assert len(_upload(client, data, params={"k": 3}, data={"k": "2"}).json()["neighbors"]) == 2
+    # More than the index holds: everything, once.
+    body = _upload(client, data, data={"k": "50"}).json()
+    assert body["k"] == 50
+    assert len(body["neighbors"]) == N_ITEMS
+    assert len({n["id"] for n in body["neighbors"]}) == N_ITEMS
+
+
+def test_jpeg_query_is_decoded_like_the_index(client: TestClient, built: Built) -> None:
+    data = (built.folder / "blue" / "2.jpg").read_bytes()
+    r = client.post("/search", files={"image": ("x.jpg", data, "image/jpeg")}, data={"k": "1"})
+    assert r.status_code == 200
+    assert r.json()["query"]["format"] == "JPEG"
+    assert r.json()["neighbors"][0]["id"] == "blue/2.jpg"
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "101", "abc", "2.5"])
+def test_bad_k_is_422(client: TestClient, built: Built, k: str) -> None:
+    data = (built.folder / "red" / "0.png").read_bytes()
+    _assert_problem(_upload(client, data, data={"k": k}), 422, "k")
+    _assert_problem(_upload(client, data, params={"k": k}), 422, "k")
+    _assert_problem(client.get("/items/red/0.png/neighbors", params={"k": k}), 422, "k")
+    _assert_problem(client.get("/random", params={"k": k}), 422, "k")
+
+
+def test_empty_k_form_field_means_the_default(client: TestClient, built: Built) -> None:
+    """An HTML form sends an empty field for an unset input: that is no ``k``, not a bad one."""
+    data = (built.folder / "red" / "0.png").read_bytes()
+    assert _upload(client, data, data={"k": ""}).json()["k"] == 10
+
+
+def test_max_k_is_the_servers(strict: TestClient) -> None:
+    r = strict.get("/random", params={"k": 6})
+    _assert_problem(r, 422, "k", "5")
+    assert len(strict.get("/random", params={"k": 5}).json()["neighbors"]) == 5
+    assert strict.get("/random").json()["k"] == 5  # the default is capped at max_k
+
+
+# ---------------------------------------------------------------------------- bad uploads
+def test_non_image_is_415(client: TestClient) -> None:
+    _assert_problem(_upload(client, b"hello, I am text\n" * 10), 415, "not an image")
+
+
+def test_corrupt_image_is_422(client: TestClient, built: Built) -> None:
+    _assert_problem(_upload(client, _png_claiming(20, 20)), 422, "cannot decode")
+    data = (built.folder / "red" / "2.jpg").read_bytes()
+    _assert_problem(_upload(client, data[:200], name="cut.jpg"), 422)
+
+
+def test_empty_upload_is_422(client: TestClient) -> None:
+    _assert_problem(_upload(client, b""), 422, "empty")
+
+
+def test_missing_image_field_is_422(client: TestClient) -> None:
+    _assert_problem(client.post("/search", data={"k": "3"}), 422, "image")
+    _assert_problem(client.post("/search", data={"image": "not a file"}), 422, "image")
+
+
+def test_malformed_multipart_is_a_4xx(client: TestClient) -> None:
+    headers = {"content-type": "multipart/form-data; boundary=nothing-matches"}
+    r = client.post("/search", content=b"--garbage\r\n\r\n\x00\xff", headers=headers)
+    assert 400 <= r.status_code < 500
+    assert isinstance(r.json()["detail"], str)
+    r = client.post("/search", json={"image": "aGVsbG8="})
+    _assert_problem(r, 422, "image")
+
+
+def test_oversized_upload_is_413(strict: TestClient) -> None:
+    _assert_problem(_upload(strict, b"\x89PNG" + bytes(2_100)), 413, "too large", "2,000")
+    # A body far over the limit is refused from its Content-Length, unread.
+    _assert_problem(_upload(strict, bytes(200_000)), 413, "too large")
+
+
+def test_too_many_pixels_is_413(strict: TestClient, client: TestClient, built: Built) -> None:
+    data = (built.folder / "red" / "0.png").read_bytes()  # 20 x 20 = 400 > 100
+    _assert_problem(_upload(strict, data), 413, "400 pixels", "100")
+    # Default limit (40 M) and Pillow's own bomb limit, both checked from the header alone.
+    _assert_problem(_upload(client, _png_claiming(7_000, 7_000)), 413, "49,000,000 pixels")
+    _assert_problem(_upload(client, _png_claiming(30_000, 30_000)), 413, "too large")
+
+
+async def _drain(scope: Any, receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if not message.get("more_body"):
+            return
+
+
+def test_upload_limit_stops_reading_a_chunked_body() -> None:
+    """Without Content-Length the body is counted as it arrives and reading stops early."""
+    import anyio
+    from fastapi import HTTPException
+
+    chunks = [b"x" * 400] * 100
+    served: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        served.append(1)
+        return {"type": "http.request", "body": chunks[len(served) - 1], "more_body": True}
+
+    async def send(message: Any) -> None:
+        raise AssertionError("nothing is sent: the app's exception handler answers")
+
+    scope = {"type": "http", "method": "POST", "path": "/search", "headers": []}
+    limit = UploadLimit(_drain, max_body_size=1_000, message="too big")
+    with pytest.raises(HTTPException) as info:
+        anyio.run(limit, scope, receive, send)
+    assert info.value.status_code == 413
+    assert len(served) == 3  # 1,200 bytes read: the first chunk over 1,000 stops it
+
+
+def test_chunked_upload_over_the_limit_is_413(strict: TestClient) -> None:
+    boundary = "latentsearch-test"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+        'filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(100):
+            yield bytes(10_000)
+        yield tail
+
+    r = strict.post(
+        "/search",
+        content=body(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    _assert_problem(r, 413, "too large")
+
+
+# ---------------------------------------------------------------------------- items
+def test_item_metadata_hides_absolute_paths(client: TestClient, built: Built) -> None:
+    r = client.get("/items/green/3.png")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["id"] == "green/3.png"
+    assert body["label"] == 1 and body["class_name"] == "green"
+    assert body["filename"] == "3.png"
+    assert len(body["sha256"]) == 64
+    assert body["image_url"] == "/items/green/3.png/image"
+    assert body["neighbors_url"] == "/items/green/3.png/neighbors"
+    assert str(built.folder) not in r.text
+
+
+@pytest.mark.parametrize(
+    ("item_id", "content_type"), [("red/0.png", "image/png"), ("green/2.jpg", "image/jpeg")]
+)
+def test_item_image_is_the_file(
+    client: TestClient, built: Built, item_id: str, content_type: str
+) -> None:
+    r = client.get(f"/items/{item_id}/image")
+    assert r.status_code == 200
+    assert r.content == (built.folder / item_id).read_bytes()
+    assert r.headers["content-type"] == content_type
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_id_ending_like_a_route_is_still_reachable(client: TestClient, built: Built) -> None:
+    """``blue/shade/image`` is an id: its metadata, image and neighbours all resolve."""
+    meta = client.get("/items/blue/shade/image")
+    assert meta.status_code == 200
+    assert meta.json()["id"] == "blue/shade/image"
+    image = client.get(meta.json()["image_url"])
+    assert image.content == (built.folder / "blue" / "shade" / "image").read_bytes()
+    assert image.headers["content-type"] == "image/png"  # from the content, not the name
+    near = client.get(meta.json()["neighbors_url"], params={"k": 1}).json()
+    assert near["neighbors"][0]["id"] == "blue/shade/image"
+
+
+@pytest.mark.parametrize("suffix", ["", "/image", "/neighbors"])
+def test_unknown_id_is_404(client: TestClient, suffix: str) -> None:
+    _assert_problem(client.get(f"/items/red/99.png{suffix}"), 404, "red/99.png")
+
+
+def test_unknown_id_search_is_404(client: TestClient) -> None:
+    _assert_problem(client.post("/search/red/99.png"), 404, "red/99.png")
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        "/items/../../etc/passwd/image",
+        "/items/%2e%2e/%2e%2e/%2e%2e/etc/passwd/image",
+        "/items/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd/image",
+        "/items/red/..%2F..%2F..%2F..%2Fetc%2Fpasswd/image",
+        "/items//etc/passwd/image",
+        "/items//etc/passwd",
+        "/items/%2Fetc%2Fpasswd/image",
+        "/items/red/%00/image",
+        "/items/~/.ssh/id_rsa/image",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+    ],
+)
+def test_path_like_ids_are_404(client: TestClient, raw_path: str) -> None:
+    r = client.get(raw_path)
+    assert r.status_code == 404, (raw_path, r.status_code)
+    assert "root:" not in r.text and "import" not in r.text
+
+
+def test_absolute_path_of_an_indexed_file_is_not_an_id(client: TestClient, built: Built) -> None:
+    absolute = (built.folder / "red" / "0.png").resolve()
+    _assert_problem(client.get(f"/items/{absolute}/image"), 404, "no item")
+
+
+def test_search_by_id(client: TestClient) -> None:
+    a = client.get("/items/blue/3.png/neighbors", params={"k": 3})
+    b = client.post("/search/blue/3.png", params={"k": 3})
+    assert a.status_code == b.status_code == 200
+    body = a.json()
+    assert body["query"]["kind"] == "item"
+    assert body["query"]["id"] == "blue/3.png"
+    assert body["query"]["class_name"] == "blue"
+    assert body["neighbors"][0]["id"] == "blue/3.png"
+    assert body["neighbors"][0]["distance"] == pytest.approx(0.0, abs=1e-6)
+    assert [n["id"] for n in body["neighbors"]] == [n["id"] for n in b.json()["neighbors"]]
+
+
+def test_search_by_id_matches_upload_of_the_same_file(client: TestClient, built: Built) -> None:
+    by_id = client.get("/items/green/4.png/neighbors", params={"k": 6}).json()["neighbors"]
+    data = (built.folder / "green" / "4.png").read_bytes()
+    uploaded = _upload(client, data, data={"k": "6"}).json()["neighbors"]
+    assert [n["id"] for n in by_id] == [n["id"] for n in uploaded]
+
+
+def test_random(client: TestClient) -> None:
+    seen = set()
+    for _ in range(5):
+        r = client.get("/random", params={"k": 2})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["query"]["kind"] == "item"
+        assert body["neighbors"][0]["id"] == body["query"]["id"]
+        assert len(body["neighbors"]) == 2
+        seen.add(body["query"]["id"])
+    assert all(client.get(f"/items/{i}").status_code == 200 for i in seen)
+
+
+def test_health(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["items"] == N_ITEMS
+    assert body["model"] == "seed-ae"
+    assert (body["image_size"], body["channels"]) == (16, 3)
+    assert body["class_names"] == ["blue", "green", "red"]
+    assert body["index_type"] == "flat"
+    assert (body["default_k"], body["max_k"]) == (10, 100)
+    assert body["max_upload_bytes"] == 10 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------- page and docs
+def test_page_and_its_files(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    html = r.text
+    assert 'type="file"' in html and 'src="static/app.js"' in html
+    assert "http://" not in html and "https://" not in html  # nothing from elsewhere
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        asset = client.get(f"/static/{name}")
+        assert asset.status_code == 200
+        assert kind in asset.headers["content-type"]
+        assert "http://" not in asset.text and "https://" not in asset.text
+
+
+def test_docs_and_openapi(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in (
+        "/search",
+        "/search/{item_id}",
+        "/items/{item_id}",
+        "/items/{item_id}/image",
+        "/items/{item_id}/neighbors",
+        "/random",
+        "/health",
+    ):
+        assert path in paths, sorted(paths)
+    form = spec["components"]["schemas"]
+    assert any("image" in s.get("properties", {}) for s in form.values())
+
+
+def test_unknown_route_is_json_404(client: TestClient) -> None:
+    _assert_problem(client.get("/nope"), 404, "/docs")
+    r = client.delete("/items/red/0.png")
+    assert r.status_code == 405
+
+
+# ---------------------------------------------------------------------------- start-up
+def test_mismatched_run_is_refused_at_start_up(built: Built) -> None:
+    with pytest.raises(FingerprintMismatch, match="not the run that built this index"):
+        create_app(built.index, built.other_run)
+
+
+def test_explicit_run_is_accepted(built: Built) -> None:
+    app = create_app(built.index, built.run)
+    assert app.state.service.run.path == built.run
+
+
+def test_missing_index_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(IndexFormatError, match="no index"):
+        create_app(tmp_path / "nothing.index")
+
+
+def test_moved_run_is_refused_with_a_hint(built: Built, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.index"
+    shutil.copytree(built.index, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["run"] = str(tmp_path / "gone")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="--run"):
+        create_app(copy)
+    assert create_app(copy, built.run).state.service.run.path == built.run
+
+
+@pytest.mark.parametrize("limit", ["max_upload_bytes", "max_pixels", "max_k"])
+def test_limits_must_be_positive(built: Built, limit: str) -> None:
+    with pytest.raises(ValueError, match=limit):
+        create_app(built.index, **{limit: 0})
+
+
+# ---------------------------------------------------------------------------- array sources
+@pytest.fixture(scope="module")
+def digits_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A digits run (8 px grey) and an index of 30 digits that records the spec 'digits'."""
+    root = tmp_path_factory.mktemp("server-digits")
+    splits = load_data("digits")
+    config = TrainConfig(data="digits", model="seed-ae", epochs=1, batch_size=64)
+    run = train(config, root / "run", progress=False, data=splits)
+    subset = all_images(splits).subset(np.arange(30))
+    ImageIndex.build(run, subset, data_spec="digits").save(root / "with-spec.index")
+    ImageIndex.build(run, subset).save(root / "no-spec.index")
+    return root / "with-spec.index", root / "no-spec.index"
+
+
+def test_array_source_images_are_rendered(digits_index: tuple[Path, Path]) -> None:
+    with_spec, no_spec = digits_index
+    client = TestClient(create_app(with_spec))
+    item = client.get("/random").json()["query"]
+    assert item["filename"] is None and item["sha256"] is None
+    r = client.get(item["image_url"])
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    data = all_images(load_data("digits"))
+    expected = data.pixels[data.ids.index(item["id"])][:, :, 0]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), expected)
+
+    bare = TestClient(create_app(no_spec))
+    _assert_problem(bare.get(item["image_url"]), 404, "no image file")
