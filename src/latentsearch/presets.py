@@ -44,10 +44,15 @@ _SIMCLR = {
 }
 
 PRESETS: dict[str, Preset] = {
-    "study-vanilla": Preset("the study's autoencoder, no labels", {**_STUDY}),
+    "study-vanilla": Preset(
+        "the study's autoencoder, no labels",
+        {**_STUDY},
+        "CIFAR-10 JPEG copy, seed protocol: NMI 0.077, RI 0.811, P@10 0.280; 73 min, 2-core CPU",
+    ),
     "study-hint": Preset(
         "the study's autoencoder with its hint head on every label",
         {**_STUDY, "label_fraction": 1.0},
+        "CIFAR-10 JPEG copy, seed protocol: NMI 0.385, RI 0.865, P@10 0.551; 74 min, 2-core CPU",
     ),
     "simclr": Preset("SimCLR on a small ResNet, no labels", {**_SIMCLR}),
     "simclr-hint10": Preset(
