@@ -33,10 +33,14 @@ _STUDY = {
     "batch_size": 32,
     "lr": 1e-3,
 }
+# Sized for two CPU cores: width 16 trains ~3.5x faster than width 32 (measured, one
+# thread: 231 vs 66 img/s contrastive), and at a fixed CPU budget more epochs of the
+# narrower net beat fewer of the wider one. On a GPU, pass a larger --width.
 _SIMCLR = {
     "model": "resnet-s",
+    "model_kwargs": {"width": 16},
     "objective": "contrastive",
-    "epochs": 30,
+    "epochs": 15,
     "batch_size": 256,
     "lr": 2e-3,
     "weight_decay": 1e-4,

@@ -62,3 +62,49 @@ def test_errors_are_one_line_with_exit_code_2(
     assert "error:" in capsys.readouterr().err
     assert main(["train", "--label-fraction", "2", "--out", str(tmp_path / "r")]) == 2
     assert "label-fraction" in capsys.readouterr().err
+
+
+def _config(argv: list[str]):  # type: ignore[no-untyped-def]
+    from latentsearch.cli.core import _config_from_args
+
+    return _config_from_args(build_parser().parse_args(["train", *argv, "--out", "x"]))
+
+
+def test_a_preset_fills_the_config_and_the_command_line_overrides_it() -> None:
+    from latentsearch.presets import PRESETS
+
+    cfg = _config(["--data", "digits", "--preset", "simclr-hint10"])
+    expected = PRESETS["simclr-hint10"].overrides
+    assert cfg.model == expected["model"] == "resnet-s"
+    assert cfg.objective == "contrastive"
+    assert cfg.label_fraction == 0.1
+    assert cfg.epochs == expected["epochs"]
+    assert cfg.model_kwargs == expected["model_kwargs"]
+    cfg = _config(["--data", "digits", "--preset", "simclr", "--epochs", "3", "--width", "32"])
+    assert cfg.epochs == 3
+    assert cfg.model_kwargs["width"] == 32
+    # The preset's own overrides are not modified by a command line that changes them.
+    assert PRESETS["simclr"].overrides["model_kwargs"]["width"] == 16
+
+
+def test_train_help_lists_every_preset_with_what_it_measured(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from latentsearch.presets import PRESETS
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    # argparse wraps lines; compare without line breaks.
+    text = " ".join(capsys.readouterr().out.split())
+    for name, preset in PRESETS.items():
+        assert f"{name}: {' '.join(preset.summary.split())}" in text
+        assert " ".join(preset.measured.split()) in text
+
+
+def test_width_for_a_model_without_one_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data", "digits", "--width", "8", "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "does not take width" in err and "Traceback" not in err

@@ -92,3 +92,29 @@ def test_seed_ae_embedding_is_the_pooled_retrieval_conv() -> None:
     x = torch.rand(2, 3, 32, 32)
     expected = model.retrieval(model.encoder(x)).mean(dim=(2, 3))
     torch.testing.assert_close(model.embed(x), expected)
+
+
+def test_model_arguments_it_does_not_take_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="'seed-ae' does not take width"):
+        create_model("seed-ae", width=16)
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_resnet_width_sets_the_embedding_size(width: int) -> None:
+    model = create_model("resnet-s", image_size=32, width=width)
+    # Three stride-2 stages take 32 px down to 4 px, doubling the channels each time.
+    assert model.embedding_dim == width * 8
+
+
+def test_resnet_normalize_gives_unit_embeddings_of_the_same_features() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet-s", image_size=16, width=8).eval()
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        unit = model.embed(x)
+        model.normalize = False
+        raw = model.embed(x)
+    torch.testing.assert_close(unit.norm(dim=1), torch.ones(5))
+    # Same direction: only the length differs.
+    torch.testing.assert_close(unit, raw / raw.norm(dim=1, keepdim=True))
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(5))

@@ -57,6 +57,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="resize images to this size (default: the source's own; folders: 32)",
     )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="channels of resnet-s's first stage (presets: 16, sized for a CPU; 32-64 on a GPU)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -73,6 +79,8 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     for name in _OVERRIDABLE:
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
+    if args.width is not None:
+        settings["model_kwargs"] = {**settings.get("model_kwargs", {}), "width": args.width}
     return TrainConfig(
         data=args.data,
         data_dir=args.data_dir,

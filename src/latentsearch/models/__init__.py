@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import inspect
 from typing import Any
 
 from latentsearch.models.base import EmbeddingModel, ModelOutput
@@ -26,10 +27,17 @@ def create_model(name: str, **kwargs: Any) -> EmbeddingModel:
             ``num_classes``, ...).
 
     Raises:
-        ValueError: For an unknown name.
+        ValueError: For an unknown name or an argument the model does not take.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    accepted = inspect.signature(MODELS[name]).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} does not take {', '.join(unknown)} "
+            f"(it takes: {', '.join(accepted)})"
+        )
     return MODELS[name](**kwargs)
 
 

@@ -51,6 +51,9 @@ class SmallResNet(EmbeddingModel):
         num_classes: Size of an optional hint head on the embedding (0: none).
         width: Channels of the first stage.
         projection_dim: Output width of the projection head.
+        normalize: Scale embeddings to unit length, so that Euclidean search and KMeans see
+            cosine geometry, the geometry the contrastive loss trains. It has no weights, so
+            it can be switched for an already trained checkpoint.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class SmallResNet(EmbeddingModel):
         num_classes: int = 0,
         width: int = 32,
         projection_dim: int = 128,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         if image_size < 4:
@@ -67,6 +71,7 @@ class SmallResNet(EmbeddingModel):
         self.in_channels = in_channels
         self.image_size = image_size
         self.num_classes = num_classes
+        self.normalize = normalize
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
@@ -88,9 +93,17 @@ class SmallResNet(EmbeddingModel):
         )
         self.head = nn.Linear(c, num_classes) if num_classes > 0 else None
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape: (B, C, H, W) -> (B, embedding_dim)."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features, unnormalised. Shape: (B, C, H, W) -> (B, embedding_dim)."""
         return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding used for search and clustering.
+
+        Shape: (B, C, H, W) -> (B, embedding_dim), unit length when ``normalize``.
+        """
+        h = self.features(x)
+        return F.normalize(h, dim=1) if self.normalize else h
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         """Encodes, projects and (with a head) classifies.
@@ -99,9 +112,10 @@ class SmallResNet(EmbeddingModel):
             x: Images in [0, 1]. Shape: (B, C, H, W).
 
         Returns:
-            ``embedding`` (B, D), ``projection`` (B, P), ``logits`` (B, K) or None; no
-            reconstruction.
+            ``embedding`` (B, D) as ``embed`` gives it; ``projection`` (B, P) and ``logits``
+            (B, K) or None, both read from the unnormalised features; no reconstruction.
         """
-        h = self.embed(x)
+        h = self.features(x)
         logits = self.head(h) if self.head is not None else None
-        return ModelOutput(embedding=h, projection=self.projector(h), logits=logits)
+        emb = F.normalize(h, dim=1) if self.normalize else h
+        return ModelOutput(embedding=emb, projection=self.projector(h), logits=logits)
