@@ -58,11 +58,23 @@ PRESETS: dict[str, Preset] = {
         {**_STUDY, "label_fraction": 1.0},
         "CIFAR-10 JPEG copy, seed protocol: NMI 0.385, RI 0.865, P@10 0.551; 74 min, 2-core CPU",
     ),
-    "simclr": Preset("SimCLR on a small ResNet, no labels", {**_SIMCLR}),
-    "simclr-hint10": Preset(
-        "SimCLR + hint on 10% of the labels", {**_SIMCLR, "label_fraction": 0.1}
+    "simclr": Preset(
+        "SimCLR on a small ResNet, no labels",
+        {**_SIMCLR},
+        "CIFAR-10 JPEG copy, heldout: NMI 0.237, P@10 0.469 (raw pixels 0.084, 0.278); "
+        "46 min on one CPU thread. Fashion-MNIST, 8 epochs: NMI 0.566",
     ),
-    "simclr-hint": Preset("SimCLR + hint on every label", {**_SIMCLR, "label_fraction": 1.0}),
+    "simclr-hint10": Preset(
+        "SimCLR + hint on 10% of the labels",
+        {**_SIMCLR, "label_fraction": 0.1},
+        "CIFAR-10 JPEG copy, heldout: NMI 0.401, P@10 0.578; 48 min on one CPU thread. "
+        "Fashion-MNIST, 8 epochs: NMI 0.753",
+    ),
+    "simclr-hint": Preset(
+        "SimCLR + hint on every label",
+        {**_SIMCLR, "label_fraction": 1.0},
+        "CIFAR-10 JPEG copy, heldout: NMI 0.478, P@10 0.702; 60 min on one CPU thread",
+    ),
 }
 
 

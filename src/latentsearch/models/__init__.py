@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from latentsearch.models.base import EmbeddingModel, ModelOutput
@@ -35,8 +35,7 @@ def create_model(name: str, **kwargs: Any) -> EmbeddingModel:
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(
-            f"model {name!r} does not take {', '.join(unknown)} "
-            f"(it takes: {', '.join(accepted)})"
+            f"model {name!r} does not take {', '.join(unknown)} (it takes: {', '.join(accepted)})"
         )
     return MODELS[name](**kwargs)
 

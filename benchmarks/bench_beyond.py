@@ -1,0 +1,170 @@
+"""Scores trained runs (and raw pixels) for the "beyond the study" table.
+
+Each ``--run SETTING=RUN_FOLDER`` is evaluated under its own protocol (``heldout``: KMeans on the
+official test set, test images queried against the training images); ``--pixels`` adds a raw
+pixel row for every data source seen. Rows are merged into the output file by (data, setting),
+so runs can be scored as they finish. Writes benchmarks/results/beyond.json by default.
+
+    python benchmarks/bench_beyond.py --data-label "CIFAR-10 (JPEG q75 copy)" --pixels \\
+        --run "no labels=runs/beyond/cifar-none" --run "hint, 10% of labels=runs/beyond/cifar-10pct"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentsearch.data import load_data
+from latentsearch.evaluation import evaluate_run, score_embeddings
+from latentsearch.metrics import pixel_baseline
+from latentsearch.protocols import make_splits
+from latentsearch.training import load_run, machine_description
+
+KEYS = ["nmi", "ri", "ari", "ami", "acc", "precision_at_1", "precision_at_10", "map_at_r"]
+
+
+def _train_seconds(run_dir: Path) -> float:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return float(sum(json.loads(line)["seconds"] for line in lines if line.strip()))
+
+
+def _model_name(config: Any) -> str:
+    extra = ", ".join(f"{k} {v}" for k, v in sorted(config.model_kwargs.items()))
+    return f"{config.model} ({extra})" if extra else config.model
+
+
+def score_run(setting: str, run_dir: Path, data_label: str | None) -> dict[str, Any]:
+    """One table row for a trained run."""
+    run = load_run(run_dir)
+    cfg = run.config
+    result = evaluate_run(run)
+    row: dict[str, Any] = {
+        "data": data_label or result["data"],
+        "setting": setting,
+        "label_fraction": cfg.label_fraction,
+        "model": _model_name(cfg),
+        "objective": cfg.objective,
+        **{k: result[k] for k in KEYS},
+        "epochs": run.epoch,
+        "train_seconds": round(_train_seconds(run_dir), 1),
+        "machine": machine_description(),
+        "threads": cfg.threads,
+        "run": str(run_dir),
+        "n_cluster": result["n_cluster"],
+        "n_query": result["n_query"],
+        "n_database": result["n_database"],
+    }
+    return row
+
+
+def score_pixels(data_spec: str, data_label: str | None) -> dict[str, Any]:
+    """The raw-pixel reference row for a data source, under the heldout protocol."""
+    data = load_data(data_spec)
+    splits = make_splits(data, "heldout")
+    scores = score_embeddings(
+        splits,
+        pixel_baseline(np.asarray(splits.cluster.pixels)),
+        pixel_baseline(np.asarray(splits.query.pixels)),
+        pixel_baseline(np.asarray(splits.database.pixels)),
+    )
+    return {
+        "data": data_label or data.name,
+        "setting": "raw pixels",
+        "label_fraction": 0.0,
+        "model": "none (pixels scaled to [0, 1])",
+        "objective": "none",
+        **{k: scores[k] for k in KEYS},
+        "epochs": 0,
+        "train_seconds": 0.0,
+        "machine": machine_description(),
+        "n_cluster": len(splits.cluster),
+        "n_query": len(splits.query),
+        "n_database": len(splits.database),
+    }
+
+
+TARGETS = {  # issue 5's targets on CIFAR-10: NMI, precision@10
+    "no labels": (0.35, 0.45),
+    "hint, 10% of labels": (0.50, 0.55),
+    "hint, all labels": (0.70, 0.80),
+}
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The README table of the rows: metrics, target (CIFAR-10) and training time."""
+    lines = [
+        "| data | setting | model | NMI | ARI | acc | P@10 | mAP@R | target NMI / P@10 "
+        "| epochs | train time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(
+        rows,
+        key=lambda r: (r["data"], r["setting"] != "raw pixels", r["label_fraction"], r["epochs"]),
+    )
+    for r in order:
+        target = TARGETS.get(r["setting"]) if r["data"].startswith("CIFAR-10") else None
+        target_txt = f"{target[0]:.2f} / {target[1]:.2f}" if target else ""
+        minutes = f"{r['train_seconds'] / 60:.0f} min" if r["train_seconds"] else ""
+        lines.append(
+            f"| {r['data']} | {r['setting']} | {r['model']} | {r['nmi']:.3f} | {r['ari']:.3f} "
+            f"| {r['acc']:.3f} | {r['precision_at_10']:.3f} | {r['map_at_r']:.3f} "
+            f"| {target_txt} | {r['epochs'] or ''} | {minutes} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Scores the given runs and merges their rows into the JSON file."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", action="append", default=[], metavar="SETTING=RUN_FOLDER")
+    ap.add_argument("--pixels", action="store_true", help="add a raw-pixel row per data source")
+    ap.add_argument("--data-label", default=None, help="how to name the data in the rows")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results/beyond.json")
+    ap.add_argument("--table", action="store_true", help="only print the Markdown table")
+    args = ap.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(Path(args.out).read_text())["rows"]))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    out = Path(args.out)
+    rows: list[dict[str, Any]] = json.loads(out.read_text())["rows"] if out.exists() else []
+    new: list[dict[str, Any]] = []
+    specs: list[str] = []
+    for item in args.run:
+        setting, sep, folder = item.partition("=")
+        if not sep:
+            ap.error(f"--run wants SETTING=RUN_FOLDER, got {item!r}")
+        t0 = time.perf_counter()
+        row = score_run(setting, Path(folder), args.data_label)
+        print(
+            f"{row['data']} / {setting}: NMI {row['nmi']:.3f}, P@10 "
+            f"{row['precision_at_10']:.3f} ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+        new.append(row)
+        spec = load_run(folder).config.data
+        if spec not in specs:
+            specs.append(spec)
+    if args.pixels:
+        for spec in specs:
+            row = score_pixels(spec, args.data_label)
+            print(f"{row['data']} / raw pixels: NMI {row['nmi']:.3f}", flush=True)
+            new.append(row)
+    replaced = {(r["data"], r["setting"]) for r in new}
+    rows = [r for r in rows if (r["data"], r["setting"]) not in replaced] + new
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    print(f"wrote {out} ({len(rows)} rows)")
+
+
+if __name__ == "__main__":
+    main()
