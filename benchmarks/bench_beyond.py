@@ -17,12 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from latentsearch.data import load_data
-from latentsearch.evaluation import evaluate_run, score_embeddings
-from latentsearch.metrics import pixel_baseline
+from latentsearch.evaluation import evaluate_run, score_pixels
 from latentsearch.protocols import make_splits
 from latentsearch.training import load_run, machine_description
 
@@ -39,8 +37,8 @@ def _model_name(config: Any) -> str:
     return f"{config.model} ({extra})" if extra else config.model
 
 
-def score_run(setting: str, run_dir: Path, data_label: str | None) -> dict[str, Any]:
-    """One table row for a trained run."""
+def score_run(setting: str, run_dir: Path, data_label: str | None) -> tuple[dict[str, Any], str]:
+    """One table row for a trained run, and the run's data spec."""
     run = load_run(run_dir)
     cfg = run.config
     result = evaluate_run(run)
@@ -60,19 +58,14 @@ def score_run(setting: str, run_dir: Path, data_label: str | None) -> dict[str, 
         "n_query": result["n_query"],
         "n_database": result["n_database"],
     }
-    return row
+    return row, cfg.data
 
 
-def score_pixels(data_spec: str, data_label: str | None) -> dict[str, Any]:
+def pixel_row(data_spec: str, data_label: str | None) -> dict[str, Any]:
     """The raw-pixel reference row for a data source, under the heldout protocol."""
     data = load_data(data_spec)
     splits = make_splits(data, "heldout")
-    scores = score_embeddings(
-        splits,
-        pixel_baseline(np.asarray(splits.cluster.pixels)),
-        pixel_baseline(np.asarray(splits.query.pixels)),
-        pixel_baseline(np.asarray(splits.database.pixels)),
-    )
+    scores = score_pixels(splits)
     return {
         "data": data_label or data.name,
         "setting": "raw pixels",
@@ -144,19 +137,18 @@ def main() -> None:
         if not sep:
             ap.error(f"--run wants SETTING=RUN_FOLDER, got {item!r}")
         t0 = time.perf_counter()
-        row = score_run(setting, Path(folder), args.data_label)
+        row, spec = score_run(setting, Path(folder), args.data_label)
         print(
             f"{row['data']} / {setting}: NMI {row['nmi']:.3f}, P@10 "
             f"{row['precision_at_10']:.3f} ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
         new.append(row)
-        spec = load_run(folder).config.data
         if spec not in specs:
             specs.append(spec)
     if args.pixels:
         for spec in specs:
-            row = score_pixels(spec, args.data_label)
+            row = pixel_row(spec, args.data_label)
             print(f"{row['data']} / raw pixels: NMI {row['nmi']:.3f}", flush=True)
             new.append(row)
     replaced = {(r["data"], r["setting"]) for r in new}

@@ -122,10 +122,15 @@ def evaluate_run(
     }
     result.update(score_embeddings(splits, emb.cluster, emb.query, emb.database))
     if baseline:
-        result["baseline"] = score_embeddings(
-            splits,
-            pixel_baseline(np.asarray(splits.cluster.pixels)),
-            pixel_baseline(np.asarray(splits.query.pixels)),
-            pixel_baseline(np.asarray(splits.database.pixels)),
-        )
+        result["baseline"] = score_pixels(splits)
     return result
+
+
+def score_pixels(splits: ProtocolSplits) -> dict[str, float]:
+    """The raw-pixel reference: ``score_embeddings`` with pixels scaled to [0, 1] as vectors."""
+    return score_embeddings(
+        splits,
+        pixel_baseline(np.asarray(splits.cluster.pixels)),
+        pixel_baseline(np.asarray(splits.query.pixels)),
+        pixel_baseline(np.asarray(splits.database.pixels)),
+    )
