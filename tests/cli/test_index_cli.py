@@ -169,3 +169,108 @@ def test_errors_are_one_line_with_exit_code_2(
     assert "refusing" in _fails(capsys, ["index", str(run), str(folder), "--out", str(folder)])
     assert "-k" in _fails(capsys, ["search", str(idx), query, "-k", "0"])
     assert "positive" in _fails(capsys, ["duplicates", str(idx), "--threshold", "-1"])
+
+
+def test_grid_without_extension_names_the_file_it_writes(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, _ = runs
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(folder), "--out", str(idx), "--json"]) == 0
+    query = str(folder / "red" / "1.png")
+    payload = _json(capsys, ["search", str(idx), query, "--grid", str(tmp_path / "name"), "--json"])
+    assert payload["grid"] == str(tmp_path / "name.png")
+    assert (tmp_path / "name.png").is_file() and not (tmp_path / "name").exists()
+    capsys.readouterr()
+    assert main(["search", str(idx), query, "--grid", str(tmp_path / "other")]) == 0
+    assert f"grid written to {tmp_path / 'other.png'}" in capsys.readouterr().out
+
+
+def test_huge_duplicate_threshold_is_not_a_traceback(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, _ = runs
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(folder), "--out", str(idx), "--json"]) == 0
+    dups = _json(capsys, ["duplicates", str(idx), "--threshold", "1e39", "--json"])
+    assert [len(g) for g in dups["groups"]] == [3 * PER_CLASS]
+    assert "positive" in _fails(capsys, ["duplicates", str(idx), "--threshold", "inf"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        ({"class_names": "blue"}, "class_names"),
+        ({"class_names": None}, "class_names"),
+        ({"index_type": "hnsw"}, "manifest says 'hnsw'"),
+        ({"index_type": "ivf"}, "manifest says 'ivf'"),
+        ({"index_type": "cube"}, "index_type"),
+    ],
+)
+def test_malformed_manifest_is_one_line_for_search_and_serve(
+    runs: tuple[Path, Path],
+    folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: dict[str, Any],
+    words: str,
+) -> None:
+    run, _ = runs
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(folder), "--out", str(idx), "--json"]) == 0
+    manifest = json.loads((idx / "manifest.json").read_text())
+    manifest.update(edit)
+    (idx / "manifest.json").write_text(json.dumps(manifest))
+    query = str(folder / "red" / "1.png")
+    assert words in _fails(capsys, ["search", str(idx), query])
+    assert words in _fails(capsys, ["serve", str(idx), "--port", "0"])
+    assert words in _fails(capsys, ["duplicates", str(idx)])
+
+
+def test_update_after_adding_a_subfolder_to_a_flat_folder_removes_nothing(
+    runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, _ = runs
+    flat = tmp_path / "flat"
+    for i in range(5):
+        _image(flat / f"{i}.png", 100 + i, (1, 1, 0))
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(flat), "--out", str(idx), "--json"]) == 0
+    _image(flat / "2024" / "new.png", 200, (0, 1, 1))
+    report = _json(capsys, ["index", str(run), str(flat), "--update", str(idx), "--json"])
+    assert report["update"] == {
+        "added": 1,
+        "changed": 0,
+        "removed": 0,
+        "unchanged": 5,
+        "embedded": 1,
+    }
+    assert report["count"] == 6 and report["skipped"] == []
+
+
+def test_update_re_embeds_content_changed_with_the_same_size_and_mtime(
+    runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from latentsearch.index import ImageIndex
+
+    run, _ = runs
+    images = tmp_path / "bmp"
+    images.mkdir()
+    for i, colour in enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250)]):
+        Image.new("RGB", (12, 12), colour).save(images / f"{i}.bmp")
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(images), "--out", str(idx), "--json"]) == 0
+    target = images / "0.bmp"
+    st = os.stat(target)
+    Image.new("RGB", (12, 12), (0, 0, 250)).save(target)  # now a copy of 2.bmp, same size
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    report = _json(capsys, ["index", str(run), str(images), "--update", str(idx), "--json"])
+    assert report["update"]["changed"] == 1
+    index = ImageIndex.load(idx)
+    emb = index.embeddings
+    # The stored embedding is that of the new content: equal to the file it now copies.
+    np.testing.assert_allclose(
+        emb[index.position("0.bmp")], emb[index.position("2.bmp")], atol=1e-5
+    )

@@ -66,7 +66,8 @@ def test_serve_loads_once_and_serves(
     assert host == "127.0.0.1" and port > 0
     assert f"http://127.0.0.1:{port}/" in out and "6 images" in out
     assert "authentication" not in out  # loopback only: no warning
-    client = TestClient(served["app"])
+    # A loopback server answers only to loopback names (TestClient's default is "testserver").
+    client = TestClient(served["app"], base_url="http://127.0.0.1")
     health = client.get("/health").json()
     assert (health["items"], health["max_k"]) == (6, 3)
     assert client.get("/random", params={"k": 4}).status_code == 422
@@ -126,7 +127,15 @@ def test_port_in_use_is_one_line(
 
 
 @pytest.mark.parametrize(
-    "args", [["--max-upload-mb", "0"], ["--max-k", "0"], ["--threads", "0"], ["--port", "70000"]]
+    "args",
+    [
+        ["--max-upload-mb", "0"],
+        ["--max-k", "0"],
+        ["--threads", "0"],
+        ["--port", "70000"],
+        ["--max-decodes", "0"],
+        ["--allowed-host", ""],
+    ],
 )
 def test_bad_options_are_one_line(
     index_and_runs: tuple[Path, Path, Path],
@@ -137,3 +146,43 @@ def test_bad_options_are_one_line(
     index, _, _ = index_and_runs
     assert main(["serve", str(index), *args]) == 2
     _error(capsys)
+
+
+def test_loopback_server_answers_only_to_loopback_names(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, _, _ = index_and_runs
+    assert main(["serve", str(index), "--port", "0"]) == 0
+    assert "any Host header" not in capsys.readouterr().out
+    client = TestClient(served["app"])
+    assert client.get("/health", headers={"host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/health", headers={"host": "localhost"}).status_code == 200
+    r = client.get("/health", headers={"host": "rebound.example.com"})
+    assert r.status_code == 400 and "--allowed-host" in r.json()["detail"]
+
+
+def test_allowed_host_option(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, _, _ = index_and_runs
+    argv = ["serve", str(index), "--port", "0", "--allowed-host", "photos.example.org"]
+    assert main(argv) == 0
+    client = TestClient(served["app"])
+    assert client.get("/health", headers={"host": "photos.example.org"}).status_code == 200
+    assert client.get("/health", headers={"host": "localhost"}).status_code == 400
+
+
+def test_non_loopback_server_notes_that_any_host_is_accepted(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, _, _ = index_and_runs
+    assert main(["serve", str(index), "--host", "0.0.0.0", "--port", "0"]) == 0
+    assert "--allowed-host" in capsys.readouterr().out
+    client = TestClient(served["app"])
+    assert client.get("/health", headers={"host": "anything.example"}).status_code == 200

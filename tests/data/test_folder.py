@@ -115,7 +115,7 @@ def test_cache_is_memory_mapped_and_reused_without_decoding(
     assert isinstance(first.train.pixels, np.memmap)
     assert not first.train.pixels.flags.writeable
 
-    def must_not_decode(path: str, image_size: int) -> np.ndarray:
+    def must_not_decode(path: str, image_size: int) -> tuple[np.ndarray, str]:
         raise AssertionError(f"decoded {path} although the cache is valid")
 
     monkeypatch.setattr(folder_module, "_decode_file", must_not_decode)
@@ -141,7 +141,7 @@ def test_changed_file_invalidates_the_cache(
     decoded: list[str] = []
     real = folder_module._decode_file
 
-    def counting(path: str, image_size: int) -> np.ndarray:
+    def counting(path: str, image_size: int) -> tuple[np.ndarray, str]:
         decoded.append(path)
         return real(path, image_size)
 
@@ -163,7 +163,7 @@ def test_interrupted_decode_leaves_no_cache(
     calls = 0
     real = folder_module._decode_file
 
-    def interrupted(path: str, image_size: int) -> np.ndarray:
+    def interrupted(path: str, image_size: int) -> tuple[np.ndarray, str]:
         nonlocal calls
         calls += 1
         if calls == 3:
@@ -194,4 +194,154 @@ def test_damaged_cache_is_rebuilt(split_folder: Path, tmp_path: Path) -> None:
     (entry / "manifest.json").write_text("{not json")
     assert len(_load(split_folder, cache).train) == 4
     (entry / "train.npy").unlink()
+    assert len(_load(split_folder, cache).train) == 4
+
+
+# --- layouts that are not class layouts --------------------------------------------------------
+
+
+def test_loose_images_beside_a_subfolder_are_all_kept(tmp_path: Path, files) -> None:
+    root = tmp_path / "photos"
+    for i in range(3):
+        files.png(root / f"{i}.png", (10 * i, 0, 0))
+    files.jpeg(root / "2024/a.jpg", (0, 50, 0))
+    files.png(root / "2024/deep/b.png", (0, 0, 50))
+    train = _load(root, tmp_path / "cache").train
+    assert train.ids == ["0.png", "1.png", "2.png", "2024/a.jpg", "2024/deep/b.png"]
+    assert train.class_names == [] and train.labels.tolist() == [-1] * 5
+    assert train.skipped == []
+
+
+def test_a_single_subfolder_is_not_a_class(tmp_path: Path, files) -> None:
+    root = tmp_path / "one"
+    files.png(root / "holiday/a.png", (1, 1, 1))
+    files.png(root / "holiday/b.png", (2, 2, 2))
+    train = _load(root, tmp_path / "cache").train
+    assert train.ids == ["holiday/a.png", "holiday/b.png"]
+    assert train.class_names == [] and not train.has_labels
+
+
+def test_adding_a_subfolder_to_a_flat_folder_keeps_every_id(tmp_path: Path, files) -> None:
+    root = tmp_path / "flat"
+    for i in range(5):
+        files.png(root / f"{i}.png", (i, i, i))
+    before = _load(root, tmp_path / "cache").train.ids
+    files.png(root / "new/x.png", (9, 9, 9))
+    after = _load(root, tmp_path / "cache").train.ids
+    assert after == [*before, "new/x.png"]
+
+
+def test_split_layout_with_loose_train_images_is_unlabelled(tmp_path: Path, files) -> None:
+    root = tmp_path / "split"
+    files.png(root / "train/a.png", (1, 1, 1))
+    files.png(root / "train/cat/b.png", (2, 2, 2))
+    files.png(root / "test/cat/c.png", (3, 3, 3))
+    splits = _load(root, tmp_path / "cache")
+    assert splits.test is not None
+    assert splits.train.ids == ["train/a.png", "train/cat/b.png"]
+    assert splits.test.ids == ["test/cat/c.png"]
+    assert not splits.train.has_labels and not splits.test.has_labels
+
+
+def test_split_layout_keeps_loose_test_images_unlabelled(tmp_path: Path, files) -> None:
+    root = tmp_path / "split"
+    files.png(root / "train/cat/a.png", (1, 1, 1))
+    files.png(root / "test/cat/b.png", (2, 2, 2))
+    files.png(root / "test/loose.png", (3, 3, 3))
+    splits = _load(root, tmp_path / "cache")
+    assert splits.test is not None
+    assert splits.train.class_names == ["cat"]
+    assert dict(zip(splits.test.ids, splits.test.labels.tolist(), strict=True)) == {
+        "test/cat/b.png": 0,
+        "test/loose.png": -1,
+    }
+
+
+def test_train_folder_beside_other_folders_loses_nothing(tmp_path: Path, files) -> None:
+    root = tmp_path / "mixed"
+    files.png(root / "train/cat/a.png", (1, 1, 1))
+    files.png(root / "extra/b.png", (2, 2, 2))
+    files.png(root / "c.png", (3, 3, 3))
+    splits = _load(root, tmp_path / "cache")
+    assert splits.test is None
+    assert splits.train.ids == ["c.png", "extra/b.png", "train/cat/a.png"]
+
+
+def test_broken_symbolic_link_is_reported(tmp_path: Path, files) -> None:
+    root = tmp_path / "links"
+    files.png(root / "a.png", (1, 1, 1))
+    (root / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    files.png(root / "sub/b.png", (2, 2, 2))
+    (root / "sub/gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    train = _load(root, tmp_path / "cache").train
+    assert train.ids == ["a.png", "sub/b.png"]
+    reasons = dict(train.skipped)
+    assert set(reasons) == {str(root.resolve() / "gone.png"), str(root.resolve() / "sub/gone.jpg")}
+    assert all("broken symbolic link" in r for r in reasons.values())
+
+
+# --- the cache is keyed by content -------------------------------------------------------------
+
+
+def test_same_size_and_mtime_new_content_is_decoded_afresh(tmp_path: Path, files) -> None:
+    from PIL import Image
+
+    root = tmp_path / "flat"
+    root.mkdir()
+    path = root / "a.bmp"  # uncompressed: every colour gives the same file size
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
+    files.png(root / "b.png", (0, 0, 0))
+    first = _load(root, tmp_path / "cache").train
+    assert (np.asarray(first.pixels[0]) == [255, 0, 0]).all()
+    st = os.stat(path)
+    data = path.read_bytes()
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "blue.bmp")
+    replacement = (tmp_path / "blue.bmp").read_bytes()
+    assert len(replacement) == len(data)  # same size: only the content tells them apart
+    path.write_bytes(replacement)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = _load(root, tmp_path / "cache").train
+    assert (np.asarray(again.pixels[0]) == [0, 0, 255]).all()
+    assert again.sha256 is not None and first.sha256 is not None
+    assert again.sha256[0] != first.sha256[0]
+
+
+def test_hashes_are_those_of_the_decoded_bytes(split_folder: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    for _ in range(2):  # freshly decoded, then from the cache
+        train = _load(split_folder, tmp_path / "cache").train
+        assert train.sha256 is not None and train.paths is not None
+        assert train.sha256 == [
+            hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in train.paths
+        ]
+
+
+def test_scratch_folders_of_a_killed_decode_are_removed(split_folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    folders = cache / "folders"
+    folders.mkdir(parents=True)
+    (folders / ".tmp-dead").mkdir()  # a killed process's folder: its lock is free
+    (folders / ".tmp-dead" / "train.all.npy").write_bytes(b"\0" * 100)
+    (folders / ".tmp-dead.lock").write_bytes(b"")
+    _load(split_folder, cache)
+    assert not any(p.name.startswith(".tmp-") for p in folders.iterdir())
+
+
+def test_scratch_folder_still_being_written_is_kept(tmp_path: Path) -> None:
+    from latentsearch.data.scratch import remove_abandoned, scratch_dir
+
+    with scratch_dir(tmp_path, ".tmp-") as live:
+        (live / "x").write_bytes(b"1")
+        assert remove_abandoned(tmp_path, ".tmp-") == []
+        assert (live / "x").is_file()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", '{"version": 2, "class_names": 3, "splits": {}}'])
+def test_odd_cache_manifests_are_rebuilt(split_folder: Path, tmp_path: Path, text: str) -> None:
+    cache = tmp_path / "cache"
+    _load(split_folder, cache)
+    (entry,) = (cache / "folders").iterdir()
+    (entry / "manifest.json").write_text(text)
     assert len(_load(split_folder, cache).train) == 4

@@ -136,3 +136,64 @@ def test_resize_pixels_grey_and_identity() -> None:
     assert resize_pixels(pixels, 8) is pixels
     out = resize_pixels(pixels, 16)
     assert out.shape == (3, 16, 16, 1) and (out == 200).all()
+
+
+def _gradient(height: int = 24, width: int = 40) -> np.ndarray:
+    """An 8-bit grey gradient covering 0..255. Shape: (height, width)."""
+    return np.linspace(0, 255, height * width).round().astype(np.uint8).reshape(height, width)
+
+
+def _sixteen_bit(eight: np.ndarray, how: str) -> bytes:
+    """``eight`` as a 16-bit file (``v * 257``, as image tools widen 8-bit values)."""
+    wide = eight.astype(np.uint16) * 257
+    buf = io.BytesIO()
+    if how == "png-I;16":
+        Image.fromarray(wide).save(buf, format="PNG")
+    elif how == "tiff-I":  # 32-bit integers holding 16-bit values
+        Image.fromarray(wide.astype(np.int32)).save(buf, format="TIFF")
+    else:  # big-endian 16-bit TIFF
+        Image.frombytes("I;16B", eight.shape[::-1], wide.astype(">u2").tobytes()).save(
+            buf, format="TIFF"
+        )
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("how", ["png-I;16", "tiff-I", "tiff-I;16B"])
+def test_16_bit_grey_decodes_like_its_8_bit_original(how: str) -> None:
+    eight = _gradient()
+    original = read_image(_png_bytes(Image.fromarray(eight, mode="L")), 16)
+    decoded = read_image(_sixteen_bit(eight, how), 16)
+    np.testing.assert_array_equal(decoded, original)
+    assert decoded.mean() < 200  # not nearly white, as a clipping conversion makes it
+
+
+def test_16_bit_png_file_decodes_like_its_8_bit_original(tmp_path: Path) -> None:
+    eight = _gradient(32, 32)
+    Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "16.png")
+    Image.fromarray(eight, mode="L").save(tmp_path / "8.png")
+    assert Image.open(tmp_path / "16.png").mode.startswith("I")
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "16.png", 32), read_image(tmp_path / "8.png", 32)
+    )
+
+
+def test_float_images_in_0_1_are_scaled() -> None:
+    eight = _gradient()
+    img = Image.fromarray(eight.astype(np.float32) / 255.0, mode="F")
+    buf = io.BytesIO()
+    img.save(buf, format="TIFF")
+    decoded = read_image(buf.getvalue(), 16, channels=1)
+    expected = read_image(_png_bytes(Image.fromarray(eight, mode="L")), 16, channels=1)
+    assert np.abs(decoded.astype(int) - expected.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "RGB", "1"])
+def test_big_images_are_reduced_before_converting(mode: str) -> None:
+    # Uniform halves: reducing early must not change what the decoder sees.
+    arr = np.zeros((600, 900, 3), dtype=np.uint8)
+    arr[:, 450:] = 255
+    img = Image.fromarray(arr).convert(mode)
+    out = read_image(_png_bytes(img), 8)
+    assert out.shape == (8, 8, 3)
+    # The centred 600x600 square is half black, half white (columns 150..449 | 450..749).
+    assert (out[:, :3] == 0).all() and (out[:, -3:] == 255).all()

@@ -103,3 +103,9 @@ def test_typical_distance_is_the_median_over_random_pairs() -> None:
     )
     with pytest.raises(ImageIndexError, match="two"):
         duplicates.typical_distance(x[:1])
+
+
+@pytest.mark.parametrize("threshold", [1e39, 1e300, float(np.finfo(np.float32).max) * 10])
+def test_a_huge_threshold_joins_everything_without_overflow(threshold: float) -> None:
+    x = np.random.default_rng(0).normal(size=(40, 12)).astype(np.float32)
+    assert duplicates.duplicate_groups(x, threshold) == [list(range(40))]

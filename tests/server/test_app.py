@@ -465,3 +465,142 @@ def test_array_source_images_are_rendered(digits_index: tuple[Path, Path]) -> No
 
     bare = TestClient(create_app(no_spec))
     _assert_problem(bare.get(item["image_url"]), 404, "no image file")
+
+
+# ---------------------------------------------------------------------------- served files
+@pytest.fixture
+def own(built: Built, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of the fixture folder (free to modify) and an index of it, same run.
+
+    Beside the fixture's files: ``odd/x.html`` (a PNG), ``odd/scan.tif`` (a TIFF) and
+    ``odd/two\\nlines.png`` (an id with a newline).
+    """
+    folder = tmp_path / "images"
+    shutil.copytree(built.folder, folder)
+    (folder / "odd").mkdir()
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(folder / "odd" / "x.html", format="PNG")
+    Image.new("RGB", (30, 20), (9, 99, 199)).save(folder / "odd" / "scan.tif", format="TIFF")
+    Image.new("RGB", (20, 20), (7, 7, 7)).save(folder / "odd" / "two\nlines.png")
+    from latentsearch.training import load_run
+
+    run = load_run(built.run)
+    data = all_images(load_data(str(folder), image_size=16, cache_dir=tmp_path / "cache"))
+    ImageIndex.build(run, data).save(tmp_path / "own.index")
+    return folder, tmp_path / "own.index"
+
+
+def test_served_image_has_a_fixed_type_and_protective_headers(own: tuple[Path, Path]) -> None:
+    folder, index = own
+    client = TestClient(create_app(index))
+    r = client.get("/items/odd/x.html/image")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/png"  # from the bytes, not ".html"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in r.headers["content-security-policy"]
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert r.content == (folder / "odd" / "x.html").read_bytes()
+
+
+def test_file_overwritten_after_indexing_is_not_served(own: tuple[Path, Path]) -> None:
+    folder, index = own
+    client = TestClient(create_app(index))
+    (folder / "odd" / "x.html").write_text("<script>alert(1)</script>")
+    r = client.get("/items/odd/x.html/image")
+    _assert_problem(r, 404, "changed since it was indexed", "--update")
+    assert "<script>" not in r.text
+
+
+def test_path_replaced_by_a_symlink_is_not_followed(own: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, index = own
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    target = folder / "red" / "0.png"
+    target.unlink()
+    target.symlink_to(secret)
+    client = TestClient(create_app(index))
+    r = client.get("/items/red/0.png/image")
+    _assert_problem(r, 404, "changed since it was indexed")
+    assert "top secret" not in r.text
+    # A link to another folder is not a file at all.
+    target.unlink()
+    target.symlink_to(tmp_path)
+    _assert_problem(client.get("/items/red/0.png/image"), 404, "gone")
+
+
+def test_formats_browsers_do_not_show_are_reencoded(own: tuple[Path, Path]) -> None:
+    _, index = own
+    r = TestClient(create_app(index)).get("/items/odd/scan.tif/image")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(r.content)) as img:
+        assert img.format == "PNG" and img.size == (30, 20)
+        assert img.convert("RGB").getpixel((0, 0)) == (9, 99, 199)
+
+
+def test_ids_with_newlines_are_reachable(own: tuple[Path, Path]) -> None:
+    _, index = own
+    client = TestClient(create_app(index))
+    meta = client.get("/items/odd/two%0Alines.png")
+    assert meta.status_code == 200, meta.text
+    assert meta.json()["id"] == "odd/two\nlines.png"
+    assert meta.json()["image_url"] == "/items/odd/two%0Alines.png/image"
+    assert client.get(meta.json()["image_url"]).status_code == 200
+    near = client.get(meta.json()["neighbors_url"], params={"k": 1}).json()
+    assert near["neighbors"][0]["id"] == "odd/two\nlines.png"
+
+
+# ---------------------------------------------------------------------------- hosts, docs
+def test_host_header_allow_list(built: Built) -> None:
+    app = create_app(built.index, allowed_hosts=["localhost", "127.0.0.1", "::1"])
+    for host in ("localhost", "localhost:8000", "127.0.0.1:1234", "[::1]:8000", "LOCALHOST"):
+        assert TestClient(app).get("/health", headers={"host": host}).status_code == 200, host
+    for host in ("evil.example", "localhost.evil.example:8000", "127.0.0.2", ""):
+        r = TestClient(app).get("/health", headers={"host": host})
+        _assert_problem(r, 400, "not allowed")
+    wild = create_app(built.index, allowed_hosts=["*.example.org"])
+    assert TestClient(wild).get("/health", headers={"host": "a.example.org"}).status_code == 200
+    assert TestClient(wild).get("/health", headers={"host": "example.com"}).status_code == 400
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        create_app(built.index, allowed_hosts=[])
+
+
+def test_docs_need_nothing_from_the_internet(client: TestClient) -> None:
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "cdn." not in html and "fonts.googleapis" not in html, page
+        scripts = [part.split('"')[0] for part in html.split('src="')[1:]]
+        assert scripts, page
+        for src in scripts:
+            r = client.get(src)
+            assert r.status_code == 200 and len(r.content) > 10_000, src
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+
+
+def test_concurrent_decodes_are_bounded(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from latentsearch.server import app as app_module
+
+    active = peak = 0
+    lock = threading.Lock()
+    real = app_module.read_image
+
+    def slow(*args: Any, **kwargs: Any) -> np.ndarray:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.05)
+        with lock:
+            active -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "read_image", slow)
+    client = TestClient(create_app(built.index, max_decodes=2))
+    data = (built.folder / "red" / "0.png").read_bytes()
+    threads = [threading.Thread(target=_upload, args=(client, data)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 1 <= peak <= 2

@@ -230,7 +230,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     size, channels = run.model.image_size, run.model.in_channels
     pixels = np.stack([_read_query(q, run, size, channels) for q in args.images])
     results = index.search_images(run, pixels, args.k)
-    grid = _write_grid(args.grid, index, args.images, results) if args.grid else None
+    grid = None
+    if args.grid:
+        out = Path(args.grid)
+        if out.suffix.lower() != ".png":  # matplotlib would add ".png" itself: say so
+            out = out.with_name(out.name + ".png")
+        grid = _write_grid(str(out), index, args.images, results)
 
     if args.json:
         payload = {
@@ -342,7 +347,12 @@ def register(sub: Any) -> None:
     p.add_argument("--run", default=None, help="run folder (default: the one that built INDEX)")
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default: 10)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--grid", default=None, metavar="PNG", help="also draw the results here")
+    p.add_argument(
+        "--grid",
+        default=None,
+        metavar="PNG",
+        help="also draw the results into this PNG file (.png is added when missing)",
+    )
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(

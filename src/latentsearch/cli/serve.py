@@ -20,6 +20,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str, given: list[str] | None) -> list[str] | None:
+    """The ``Host`` names the server answers to: ``--allowed-host`` values when given; the
+    loopback names (and ``host`` itself) when listening on loopback; else None (any)."""
+    from latentsearch.server.limits import LOOPBACK_HOSTS
+
+    if given:
+        return list(given)
+    if _is_loopback(host):
+        return list(dict.fromkeys([*LOOPBACK_HOSTS, host]))
+    return None
+
+
 def _set_threads(n: int) -> None:
     """Threads each request may use in torch and FAISS.
 
@@ -42,6 +54,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if args.threads < 1:
         raise CLIError(f"--threads must be at least 1, got {args.threads}")
+    if args.max_decodes < 1:
+        raise CLIError(f"--max-decodes must be at least 1, got {args.max_decodes}")
+    hosts = allowed_hosts(args.host, args.allowed_host)
+    if hosts is not None and any(not h.strip() for h in hosts):
+        raise CLIError("--allowed-host must not be empty")
     _set_threads(args.threads)
     app = create_app(
         args.index,
@@ -49,6 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * MIB),
         max_pixels=args.max_pixels,
         max_k=args.max_k,
+        max_decodes=args.max_decodes,
+        allowed_hosts=hosts,
     )
     try:
         sock = bind(args.host, args.port)
@@ -66,6 +85,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "authentication: anyone who can reach it can search and view the indexed images",
             flush=True,
         )
+    if hosts is None:
+        print(
+            "note: any Host header is accepted; pass --allowed-host NAME (repeatable) with the "
+            "names clients use, so that no other site can reach the server by DNS rebinding",
+            flush=True,
+        )
     serve(app, sock, log_level=args.log_level)
     return 0
 
@@ -73,9 +98,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Adds the ``serve`` command to the ``latentsearch`` sub-parsers."""
     from latentsearch.server.limits import (
+        DEFAULT_MAX_DECODES,
         DEFAULT_MAX_K,
         DEFAULT_MAX_PIXELS,
         DEFAULT_MAX_UPLOAD_BYTES,
+        LOOPBACK_HOSTS,
     )
 
     p = sub.add_parser(
@@ -109,6 +136,22 @@ def register(sub: Any) -> None:
         type=int,
         default=DEFAULT_MAX_K,
         help=f"most neighbours per request (default: {DEFAULT_MAX_K})",
+    )
+    p.add_argument(
+        "--max-decodes",
+        type=int,
+        default=DEFAULT_MAX_DECODES,
+        help="most uploads decoded at the same time, the others wait; bounds memory under "
+        f"many large uploads (default: {DEFAULT_MAX_DECODES})",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a host name clients reach the server by (repeatable; *.example.org for "
+        "subdomains, * for any); requests with another Host header get 400. Default: "
+        f"{', '.join(LOOPBACK_HOSTS)} when --host is a loopback address, any otherwise",
     )
     p.add_argument(
         "--threads",

@@ -23,6 +23,9 @@ class ImageData:
         paths: Absolute file path per image for file-backed sources, else None.
         source: Human-readable description of where the images came from.
         skipped: ``(path, reason)`` for every file that could not be read.
+        sha256: SHA-256 of each file's bytes, exactly the bytes the pixels were decoded from,
+            for file-backed sources; else None. The index stores these instead of reading
+            every file again (and so never pairs one file's pixels with another's hash).
     """
 
     pixels: np.ndarray
@@ -32,6 +35,7 @@ class ImageData:
     paths: list[str] | None = None
     source: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    sha256: list[str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 4 or self.pixels.shape[-1] not in (1, 3):
@@ -43,6 +47,8 @@ class ImageData:
             raise DataError(f"{n} images but {len(self.labels)} labels and {len(self.ids)} ids")
         if self.paths is not None and len(self.paths) != n:
             raise DataError(f"{n} images but {len(self.paths)} paths")
+        if self.sha256 is not None and len(self.sha256) != n:
+            raise DataError(f"{n} images but {len(self.sha256)} content hashes")
         self.labels = np.asarray(self.labels, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -69,6 +75,7 @@ class ImageData:
             ids=[self.ids[i] for i in index],
             paths=None if self.paths is None else [self.paths[i] for i in index],
             source=self.source,
+            sha256=None if self.sha256 is None else [self.sha256[i] for i in index],
         )
 
     @staticmethod
@@ -81,6 +88,9 @@ class ImageData:
         paths = None
         if all(p.paths is not None for p in parts):
             paths = [x for p in parts for x in (p.paths or [])]
+        hashes = None
+        if all(p.sha256 is not None for p in parts):
+            hashes = [h for p in parts for h in (p.sha256 or [])]
         return ImageData(
             pixels=np.concatenate([np.asarray(p.pixels) for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
@@ -88,6 +98,7 @@ class ImageData:
             ids=[i for p in parts for i in p.ids],
             paths=paths,
             source=parts[0].source,
+            sha256=hashes,
         )
 
 

@@ -1,14 +1,21 @@
 """A folder of image files as a data source, decoded once into a memory-mapped cache.
 
-Layouts, detected in this order:
+Every readable image under the folder is used; the layout only decides the labels:
 
-- ``train/<class>/...`` and optionally ``test/<class>/...``: train and test splits;
-- ``<class>/...``: one labelled set (test is None);
-- image files directly in the folder: one unlabelled set (labels -1, no class names).
+- ``train/<class>/...`` and optionally ``test/<class>/...`` (nothing else at the top level
+  but non-image files): train and test splits, labelled by class folder. A ``train/`` with
+  loose images in it, or without subfolders, is unlabelled (and so is ``test/`` then);
+- ``<class>/...`` with at least two class folders and no image directly in the folder: one
+  labelled set (test is None);
+- anything else (images directly in the folder, with or without subfolders; a single
+  subfolder): one unlabelled set of every image, at any depth (labels -1, no class names).
+  A folder that is half photos, half subfolders (``photos/*.jpg`` + ``photos/2024/``) is
+  therefore never mistaken for classes, and adding a subfolder to a flat folder keeps every
+  id it had.
 
-Files are found recursively inside each class folder, in sorted order; hidden files and
-folders (name starting with ".") are ignored. Every other file is decoded with Pillow;
-files that cannot be decoded are listed in ``ImageData.skipped``.
+Files are found recursively, in sorted order; hidden files and folders (name starting with
+".") are ignored. Every other file is decoded with Pillow; files that cannot be decoded, and
+symbolic links that lead nowhere, are listed in ``ImageData.skipped``.
 """
 
 from __future__ import annotations
@@ -19,44 +26,74 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.lib.format import open_memmap
+from PIL import Image
 from tqdm import tqdm
 
 from latentsearch.data.base import DataError, DataSplits, ImageData
 from latentsearch.data.cache import resolve_cache_dir
 from latentsearch.data.images import DEFAULT_MAX_PIXELS, check_image_size, decode_image
+from latentsearch.data.scratch import remove_abandoned, scratch_dir
 
 DEFAULT_FOLDER_IMAGE_SIZE = 32
 """Side of the decoded squares when ``image_size`` is None."""
 
-CACHE_VERSION = 1
-"""Bumped whenever decoding changes, so old caches are not reused."""
+CACHE_VERSION = 2
+"""Bumped whenever decoding or the cache key changes, so old caches are not reused.
+
+2: keyed by every file's SHA-256 (not size and mtime); 16-bit images scaled, not clipped.
+"""
+
+SCRATCH_PREFIX = ".tmp-"
+"""Name prefix of the folders a cache is decoded into before it is renamed into place."""
 
 _SPLITS = ("train", "test")
 _COPY_CHUNK = 4096
+_HASH_CHUNK = 1 << 20
 
 
-def _decode_file(path: str, image_size: int) -> np.ndarray:
-    """Decodes one file to RGB pixels. Shape: (image_size, image_size, 3).
+def _decode_file(path: str, image_size: int) -> tuple[np.ndarray, str]:
+    """Reads one file once, and decodes those bytes to RGB pixels.
+
+    Returns:
+        The pixels, shape (image_size, image_size, 3), and the SHA-256 of the very bytes they
+        were decoded from.
 
     Raises:
-        DataError: When the file is not a readable image.
+        DataError: When the file cannot be read or is not a readable image.
     """
-    return decode_image(path, image_size, channels=3, max_pixels=DEFAULT_MAX_PIXELS)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise DataError(f"cannot read the file: {exc.strerror or exc}") from None
+    pixels = decode_image(data, image_size, channels=3, max_pixels=DEFAULT_MAX_PIXELS)
+    return pixels, hashlib.sha256(data).hexdigest()
+
+
+def _hash_file(path: str) -> str:
+    """SHA-256 of a file's bytes.
+
+    Raises:
+        OSError: When it cannot be read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
 class _File:
     rel: str  # path relative to the root, posix separators
     path: str  # absolute path
-    size: int
-    mtime_ns: int
+    sha256: str  # of the file's bytes when scanned: the cache is keyed by content
     label: str | None  # class folder name, None when unlabelled
 
 
@@ -71,24 +108,44 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _listdir(directory: str) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]]]:
-    """Non-hidden (folders, files) of ``directory``, sorted by name."""
+def _listdir(
+    directory: str,
+) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]], list[os.DirEntry[str]]]:
+    """Non-hidden (folders, files, broken symbolic links) of ``directory``, sorted by name."""
     with os.scandir(directory) as it:
         entries = sorted((e for e in it if not _is_hidden(e.name)), key=lambda e: e.name)
     dirs = [e for e in entries if e.is_dir()]
     files = [e for e in entries if not e.is_dir() and e.is_file()]
-    return dirs, files
+    broken = [e for e in entries if e.is_symlink() and not os.path.exists(e.path)]
+    return dirs, files, broken
 
 
-def _file(entry: os.DirEntry[str], rel: str, label: str | None) -> _File:
-    st = entry.stat()
-    return _File(rel=rel, path=entry.path, size=st.st_size, mtime_ns=st.st_mtime_ns, label=label)
+def _looks_like_image(path: str) -> bool:
+    """Whether Pillow recognises the file's header (nothing is decoded)."""
+    try:
+        with Image.open(path):
+            return True
+    except Exception:  # not an image, unreadable, or a damaged header: all "no"
+        return False
+
+
+def _add_files(
+    split: _Split, entries: list[os.DirEntry[str]], prefix: str, label: str | None
+) -> None:
+    for e in entries:
+        rel = f"{prefix}/{e.name}" if prefix else e.name
+        try:
+            digest = _hash_file(e.path)
+        except OSError as exc:
+            split.problems.append((rel, f"cannot read the file: {exc.strerror or exc}"))
+            continue
+        split.files.append(_File(rel=rel, path=e.path, sha256=digest, label=label))
 
 
 def _walk(directory: str, rel: str, label: str | None, split: _Split) -> None:
-    """Appends every non-hidden file under ``directory`` (recursively, sorted) to ``split``."""
+    """Adds every non-hidden file under ``directory`` (recursively, sorted) to ``split``."""
     seen: set[tuple[int, int]] = set()
-    found: list[_File] = []
+    found = _Split(where=split.where, files=[], problems=[])
     stack = [(directory, rel)]
     while stack:
         path, prefix = stack.pop()
@@ -97,65 +154,98 @@ def _walk(directory: str, rel: str, label: str | None, split: _Split) -> None:
             if (st.st_dev, st.st_ino) in seen:  # a symlink loop
                 continue
             seen.add((st.st_dev, st.st_ino))
-            dirs, files = _listdir(path)
+            dirs, files, broken = _listdir(path)
         except OSError as exc:
-            split.problems.append((prefix, f"cannot list folder: {exc.strerror or exc}"))
+            found.problems.append((prefix, f"cannot list folder: {exc.strerror or exc}"))
             continue
-        found.extend(_file(f, f"{prefix}/{f.name}", label) for f in files)
-        stack.extend((d.path, f"{prefix}/{d.name}") for d in dirs)
-    found.sort(key=lambda f: f.rel)
-    split.files.extend(found)
+        _add_files(found, files, prefix, label)
+        found.problems.extend(
+            (f"{prefix}/{b.name}" if prefix else b.name, "broken symbolic link; ignored")
+            for b in broken
+        )
+        stack.extend((d.path, f"{prefix}/{d.name}" if prefix else d.name) for d in dirs)
+    found.files.sort(key=lambda f: f.rel)
+    split.files.extend(found.files)
+    split.problems.extend(sorted(found.problems))
 
 
-def _scan_split(directory: str, prefix: str) -> tuple[_Split, list[str]]:
-    """Scans a ``<class>/...`` or flat folder; returns the split and its class names."""
+def _scan_all(directory: str, prefix: str, split: _Split) -> None:
+    """Every file under ``directory``, unlabelled."""
+    _walk(directory, prefix, None, split)
+
+
+def _scan_classes(
+    directory: str, prefix: str, dirs: list[os.DirEntry[str]], files: list[os.DirEntry[str]]
+) -> _Split:
+    """A class layout: each folder in ``dirs`` is a class; loose ``files`` stay unlabelled."""
     split = _Split(where=directory, files=[], problems=[])
-    dirs, files = _listdir(directory)
-    join = (lambda name: f"{prefix}/{name}") if prefix else (lambda name: name)
-    if not dirs:
-        split.files.extend(_file(f, join(f.name), None) for f in files)
-        return split, []
+    # Loose files are not images (or the layout would not be a class layout) but are still
+    # tried, so each is reported with the decoder's reason.
+    _add_files(split, files, prefix, None)
     for d in dirs:
-        _walk(d.path, join(d.name), d.name, split)
-    split.problems.extend((join(f.name), "not inside a class folder; ignored") for f in files)
-    return split, [d.name for d in dirs]
+        _walk(d.path, f"{prefix}/{d.name}" if prefix else d.name, d.name, split)
+    return split
 
 
 def _scan(root: Path) -> tuple[dict[str, _Split], list[str]]:
     """Detects the layout of ``root``; returns its splits and the union of class names."""
     try:
-        dirs, files = _listdir(str(root))
+        dirs, files, broken = _listdir(str(root))
     except OSError as exc:
         raise DataError(f"cannot read the image folder {root}: {exc}") from None
     names = {d.name: d for d in dirs}
-    if "train" in names:
+    loose_images = bool(dirs) and any(_looks_like_image(f.path) for f in files)
+    top_problems = [(b.name, "broken symbolic link; ignored") for b in broken]
+    if "train" in names and set(names) <= set(_SPLITS) and not loose_images:
         splits: dict[str, _Split] = {}
         classes: set[str] = set()
+        labelled = False
         for name in _SPLITS:
-            if name in names:
-                splits[name], found = _scan_split(names[name].path, name)
-                classes.update(found)
-        splits["train"].problems.extend(
-            (f.name, "outside train/ and test/; ignored") for f in files
-        )
+            if name not in names:
+                continue
+            sub_dirs, sub_files, sub_broken = _listdir(names[name].path)
+            if name == "train":
+                labelled = bool(sub_dirs) and not any(_looks_like_image(f.path) for f in sub_files)
+            if labelled:
+                split = _scan_classes(names[name].path, name, sub_dirs, sub_files)
+                split.problems.extend(
+                    (f"{name}/{b.name}", "broken symbolic link; ignored") for b in sub_broken
+                )
+                classes.update(d.name for d in sub_dirs)
+            else:
+                split = _Split(where=names[name].path, files=[], problems=[])
+                _scan_all(names[name].path, name, split)
+            splits[name] = split
+        # Files beside train/ and test/ are not images, but are tried and reported.
+        _add_files(splits["train"], files, "", None)
+        splits["train"].problems.extend(top_problems)
         return splits, sorted(classes)
-    if "test" in names:
+    if "test" in names and "train" not in names and not loose_images and len(names) == 1:
         raise DataError(
             f"{root} has a test/ folder but no train/ folder: add train/<class>/ folders, or "
             "rename test/ if it is a class"
         )
-    split, class_dirs = _scan_split(str(root), "")
-    return {"train": split}, sorted(class_dirs)
+    if len(dirs) >= 2 and not loose_images:
+        split = _scan_classes(str(root), "", dirs, files)
+        split.problems.extend(top_problems)
+        return {"train": split}, sorted(names)
+    split = _Split(where=str(root), files=[], problems=[])
+    _scan_all(str(root), "", split)
+    return {"train": split}, []
 
 
 def _cache_key(root: Path, image_size: int, splits: dict[str, _Split]) -> tuple[str, str]:
-    """(prefix naming root and size, digest of every file's path, size and mtime)."""
+    """(prefix naming root and size, digest of every file's path, label and content hash).
+
+    Content, not size and modification time: a file rewritten with the same size and mtime
+    (a restored backup, ``rsync -t``, some cameras) must not keep its old pixels.
+    """
     prefix = hashlib.sha256(f"{root}\0{image_size}".encode()).hexdigest()[:12]
     digest = hashlib.sha256(f"v{CACHE_VERSION}\0{root}\0{image_size}\n".encode())
     for name, split in splits.items():
         digest.update(f"[{name}]\n".encode())
         for f in split.files:
-            digest.update(f"{f.rel}\0{f.size}\0{f.mtime_ns}\n".encode())
+            digest.update(f"{f.rel}\0{f.label}\0{f.sha256}\n".encode())
         for rel, reason in split.problems:
             digest.update(f"!{rel}\0{reason}\n".encode())
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", root.name)[:40] or "root"
@@ -166,22 +256,33 @@ def _read_cache(entry: Path, root: Path) -> dict[str, ImageData] | None:
     """The cached splits in ``entry``, or None when it is missing or unusable."""
     try:
         manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
-        if manifest.get("version") != CACHE_VERSION:
+        if not isinstance(manifest, dict) or manifest.get("version") != CACHE_VERSION:
+            return None
+        class_names = manifest["class_names"]
+        if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
             return None
         out = {}
         for name, part in manifest["splits"].items():
-            pixels = np.load(entry / f"{name}.npy", mmap_mode="r")
+            if name not in _SPLITS:
+                return None
+            ids, hashes = part["ids"], part["sha256"]
+            if not all(isinstance(i, str) for i in ids + hashes):
+                return None
+            pixels = np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False)
             out[name] = ImageData(
                 pixels=pixels,
                 labels=np.asarray(part["labels"], dtype=np.int64),
-                class_names=list(manifest["class_names"]),
-                ids=list(part["ids"]),
-                paths=[str(root / rel) for rel in part["ids"]],
+                class_names=list(class_names),
+                ids=list(ids),
+                paths=[str(root / rel) for rel in ids],
                 source=f"image folder {root} ({name})",
-                skipped=[(str(root / rel), reason) for rel, reason in part["skipped"]],
+                skipped=[(str(root / rel), str(reason)) for rel, reason in part["skipped"]],
+                sha256=list(hashes),
             )
+        if "train" not in out:
+            return None
         return out
-    except (OSError, ValueError, KeyError, TypeError, DataError):
+    except Exception:  # anything wrong with a cache (edited, truncated) means: decode afresh
         return None
 
 
@@ -201,14 +302,16 @@ def _decode_split(
     pixels = open_memmap(full, mode="w+", dtype=np.uint8, shape=(len(split.files), *shape))
     ids: list[str] = []
     labels: list[int] = []
+    hashes: list[str] = []
     skipped = list(split.problems)
     for f in split.files:
         try:
-            pixels[len(ids)] = _decode_file(f.path, image_size)
+            pixels[len(ids)], digest = _decode_file(f.path, image_size)
         except DataError as exc:
             skipped.append((f.rel, str(exc)))
         else:
             ids.append(f.rel)
+            hashes.append(digest)
             labels.append(-1 if f.label is None else class_index[f.label])
         bar.update(1)
     if not ids:
@@ -228,7 +331,7 @@ def _decode_split(
         compact.flush()
         del compact, pixels
         full.unlink()
-    return {"ids": ids, "labels": labels, "skipped": skipped}
+    return {"ids": ids, "labels": labels, "sha256": hashes, "skipped": skipped}
 
 
 def _build_cache(
@@ -239,10 +342,12 @@ def _build_cache(
     entry: Path,
     progress: bool,
 ) -> None:
-    """Decodes every split into a temporary folder, then renames it to ``entry``."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
-    try:
+    """Decodes every split into a scratch folder, then renames it to ``entry``.
+
+    The scratch folder is locked while it is written (``latentsearch.data.scratch``), so one
+    left by a killed process is deleted by the next load, and one still being written is not.
+    """
+    with scratch_dir(entry.parent, SCRATCH_PREFIX) as tmp:
         class_index = {c: i for i, c in enumerate(class_names)}
         total = sum(len(s.files) for s in splits.values())
         with tqdm(
@@ -269,8 +374,6 @@ def _build_cache(
             # Another process finished the same cache first; keep theirs.
             if not (entry / "manifest.json").is_file():
                 raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _remove_stale(entry: Path, prefix: str) -> None:
@@ -292,7 +395,9 @@ def load_image_folder(
     Each image is converted to RGB, its short side scaled to ``image_size`` and the centred
     square kept. The pixels are decoded once into ``<cache_dir>/folders/<key>/`` and memory
     mapped from there; the key covers the folder's path, ``image_size`` and every file's
-    relative path, size and modification time, so any change triggers a fresh decode.
+    relative path and SHA-256, so any change of content triggers a fresh decode (every file
+    is read once per call to hash it; decoding is far slower). Scratch folders left in the
+    cache by a killed process are deleted.
 
     Args:
         root: The folder.
@@ -303,7 +408,8 @@ def load_image_folder(
     Returns:
         Splits whose pixels (read-only memory maps) have shape (N, image_size, image_size, 3);
         ids are paths relative to ``root``, paths are absolute, class names are the sorted
-        class folder names (the same for train and test).
+        class folder names (the same for train and test), ``sha256`` holds each file's
+        content hash.
 
     Raises:
         DataError: When the folder does not exist, holds no readable image, or the cache
@@ -321,6 +427,7 @@ def load_image_folder(
         )
     prefix, digest = _cache_key(root, size, splits)
     entry = resolve_cache_dir(cache_dir) / "folders" / f"{prefix}-{digest}"
+    remove_abandoned(entry.parent, SCRATCH_PREFIX)
     data = _read_cache(entry, root)
     if data is None:
         if entry.exists():  # damaged (e.g. edited by hand): decode afresh

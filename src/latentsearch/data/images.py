@@ -7,15 +7,30 @@ import os
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from latentsearch.data.base import DataError
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest width x height ``read_image`` accepts before decoding (decompression-bomb guard)."""
 
+REDUCE_MARGIN = 3
+"""Big images are shrunk by an integer factor right after decoding while their short side stays
+at least this many times the output side; the bilinear resize then does the rest."""
+
 _EXIF_ORIENTATION = 0x0112
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_ORIENTATION_FIX = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
@@ -66,6 +81,48 @@ def _fit_square(img: Image.Image, image_size: int) -> Image.Image:
     )
 
 
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16- and 32-bit grey (``I;16``, ``I``) and float (``F``) images as 8-bit grey (``L``).
+
+    Pillow's own conversion clips these to 255, so a 16-bit photo comes out nearly white.
+    Values are scaled instead: a 16-bit value ``v`` becomes ``round(v / 257)``, which maps a
+    16-bit file made from an 8-bit one (``v8 * 257``) back to exactly ``v8``. Mode ``I`` holds
+    16-bit samples for PNG and for any image whose values exceed 255; other ``I`` images (all
+    values <= 255) and ``F`` images with values in [0, 1] keep their scale.
+    """
+    arr = np.asarray(img)
+    if img.mode == "F":
+        values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.max() <= 1.0:
+            values = values * 255.0
+        out = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(out)
+    values = arr.astype(np.int64)
+    sixteen = img.mode != "I" or img.format == "PNG" or (values.size and values.max() > 255)
+    if sixteen:
+        values = (np.clip(values, 0, 65535) * 255 + 32767) // 65535
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+
+
+def _reduce_early(img: Image.Image, image_size: int) -> Image.Image:
+    """Shrinks a big image by an integer factor before any conversion multiplies its memory.
+
+    A 6,000 x 6,000 palette PNG takes 36 MB as decoded, but 144 MB as RGBA and several times
+    that through compositing and resizing; reduced first (box filter, area-averaged) it never
+    grows beyond the decoded size.
+    """
+    factor = min(img.size) // (image_size * REDUCE_MARGIN)
+    if factor < 2:
+        return img
+    if img.mode in ("P", "PA", "1"):
+        # No reduce for palettes and bilevel: expand to the smallest mode that keeps them.
+        transparent = img.mode == "PA" or "transparency" in img.info
+        img = img.convert("L" if img.mode == "1" else "RGBA" if transparent else "RGB")
+    if img.mode not in _REDUCIBLE_MODES:
+        return img
+    return img.reduce(factor)
+
+
 def _decode(img: Image.Image, image_size: int, mode: str, max_pixels: int) -> np.ndarray:
     w, h = img.size
     if w * h > max_pixels:
@@ -79,8 +136,13 @@ def _decode(img: Image.Image, image_size: int, mode: str, max_pixels: int) -> np
         # Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while the short side stays
         # >= image_size: most of the speed-up for large photos.
         img.draft(mode, (image_size, image_size))
-    if "exif" in img.info and img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-        img = ImageOps.exif_transpose(img)
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if "exif" in img.info else 1
+    if img.mode in _WIDE_GREY_MODES or img.mode == "F":
+        img = _to_8bit(img)
+    img = _reduce_early(img, image_size)
+    if orientation in _ORIENTATION_FIX:
+        # By hand, as ImageOps.exif_transpose does: the converted image no longer has the EXIF.
+        img = img.transpose(_ORIENTATION_FIX[orientation])
     if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
         # Transparent pixels become white, not whatever colour happens to hide under them.
         rgba = img.convert("RGBA")

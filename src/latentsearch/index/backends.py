@@ -175,6 +175,25 @@ def recall_at_k(
     return float(hit.mean())
 
 
+def index_type_of(index: Any) -> str | None:
+    """``flat``, ``hnsw`` or ``ivf``: what a FAISS index really is; None for anything else.
+
+    Only squared-L2 indexes count; an inner-product one is None too.
+    """
+    import faiss
+
+    real = faiss.downcast_index(index)
+    if getattr(real, "metric_type", None) != faiss.METRIC_L2:
+        return None
+    if isinstance(real, faiss.IndexFlat):
+        return "flat"
+    if isinstance(real, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(real, faiss.IndexIVF):
+        return "ivf"
+    return None
+
+
 def set_search_params(index: Any, index_type: str, params: dict[str, int]) -> None:
     """Applies the stored search setting (``efSearch`` or ``nprobe``) to a loaded index."""
     import faiss

@@ -85,6 +85,9 @@ def close_pairs(
         return
     sq_norms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
     radius = float(threshold + 1e-4 * sq_norms.max())
+    # No two vectors are farther apart than (|x| + |y|)^2 <= 4 max |x|^2: a larger threshold
+    # (1e39, say) means "every pair" and must not overflow FAISS's float32 radius.
+    radius = min(radius, float(4.0 * sq_norms.max() * (1 + 1e-3) + 1e-6))
     batch = int(max(1, min(4096, pair_budget // n)))
     for start in range(0, n, batch):
         stop = min(start + batch, n)

@@ -152,9 +152,12 @@ def _items_of(data: ImageData) -> list[IndexItem]:
     if data.paths is None:
         items = [IndexItem(i, None, int(y), None) for i, y in zip(data.ids, labels, strict=True)]
     else:
+        # The source's hashes are those of the bytes its pixels came from; hashing the files
+        # again could pair a file changed since decoding with its old pixels.
+        hashes = data.sha256 if data.sha256 is not None else [file_sha256(p) for p in data.paths]
         items = [
-            IndexItem(i, p, int(y), file_sha256(p))
-            for i, p, y in zip(data.ids, data.paths, labels, strict=True)
+            IndexItem(i, p, int(y), h)
+            for i, p, y, h in zip(data.ids, data.paths, labels, hashes, strict=True)
         ]
     seen: set[str] = set()
     for it in items:
@@ -162,6 +165,41 @@ def _items_of(data: ImageData) -> list[IndexItem]:
             raise ImageIndexError(f"image ids must be unique; {it.id!r} appears more than once")
         seen.add(it.id)
     return items
+
+
+def _item_from_json(d: Any) -> IndexItem:
+    """One manifest entry as an item; TypeError / KeyError / ValueError when malformed."""
+    item_id, path, label, sha = d["id"], d["path"], d["label"], d["sha256"]
+    if not isinstance(item_id, str):
+        raise TypeError(f"item id {item_id!r} is not a string")
+    if path is not None and not isinstance(path, str):
+        raise TypeError(f"item {item_id!r}: path {path!r} is not a string")
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise TypeError(f"item {item_id!r}: label {label!r} is not an integer")
+    if sha is not None and not isinstance(sha, str):
+        raise TypeError(f"item {item_id!r}: sha256 {sha!r} is not a string")
+    return IndexItem(item_id, path, label, sha)
+
+
+def _check_manifest_values(manifest: dict[str, Any]) -> None:
+    """Raises TypeError / ValueError for manifest fields of the wrong type."""
+    names = manifest["class_names"]
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise TypeError(f"class_names must be a list of strings, got {names!r:.80}")
+    if not isinstance(manifest["fingerprint"], dict):
+        raise TypeError("fingerprint must be an object")
+    if manifest["metric"] != backends.METRIC:
+        raise ValueError(f"metric {manifest['metric']!r:.40}, this version knows only 'l2'")
+    if not isinstance(manifest["run"], str):
+        raise TypeError(f"run must be a path, got {manifest['run']!r:.80}")
+    data = manifest.get("data")
+    if data is not None and not isinstance(data, str):
+        raise TypeError(f"data must be a string or null, got {data!r:.80}")
+    recall = manifest.get("recall_at_10")
+    if recall is not None and (isinstance(recall, bool) or not isinstance(recall, int | float)):
+        raise TypeError(f"recall_at_10 must be a number or null, got {recall!r:.80}")
+    if manifest["index_type"] not in backends.INDEX_TYPES[1:]:
+        raise ValueError(f"unknown index_type {manifest['index_type']!r:.40}")
 
 
 def _check_images(run: Run, data: ImageData) -> None:
@@ -413,10 +451,7 @@ class ImageIndex:
                 f"{path}/{MANIFEST_FILE} is not a {INDEX_FORMAT} manifest (format {found!r})"
             )
         try:
-            items = [
-                IndexItem(str(d["id"]), d["path"], int(d["label"]), d["sha256"])
-                for d in manifest.pop("items")
-            ]
+            items = [_item_from_json(d) for d in manifest.pop("items")]
             fingerprint = manifest["fingerprint"]
             dim = int(fingerprint["embedding_dim"])
             index_type = str(manifest["index_type"])
@@ -424,10 +459,13 @@ class ImageIndex:
             missing = [k for k in ("class_names", "run", "metric") if k not in manifest]
             if missing:
                 raise KeyError(", ".join(missing))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            _check_manifest_values(manifest)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: {e!r}") from None
         manifest.pop("count", None)
         n = len(items)
+        if len({it.id for it in items}) != n:
+            raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: ids are not unique")
         if embeddings.dtype != np.float32 or embeddings.shape != (n, dim):
             raise IndexFormatError(
                 f"{path}/{EMBEDDINGS_FILE} holds {embeddings.dtype} {embeddings.shape}, the "
@@ -437,6 +475,13 @@ class ImageIndex:
             raise IndexFormatError(
                 f"{path}/{INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d}, the "
                 f"manifest promises {n} of dimension {dim}"
+            )
+        found = backends.index_type_of(index)
+        if found != index_type:
+            raise IndexFormatError(
+                f"{path}/{INDEX_FILE} holds a {found or 'unknown kind of'} index, the manifest "
+                f"says {index_type!r}: the folder was edited or mixed from two indexes; "
+                "rebuild it with `latentsearch index`"
             )
         backends.set_search_params(index, index_type, params)
         built = backends.BuiltIndex(

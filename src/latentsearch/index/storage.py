@@ -4,6 +4,10 @@ A save writes every file into a hidden sibling folder, flushes each file and the
 disk, and only then swaps the folder into place, so a crash or an error mid-write leaves the
 previous index untouched. On Linux the swap is one ``renameat2(RENAME_EXCHANGE)`` call, so
 readers never see the path missing; elsewhere it is two renames.
+
+The hidden folder is a locked scratch folder (``latentsearch.data.scratch``): one left behind
+by a process killed mid-save is deleted by the next save to the same path, and one that
+another process is still writing is left alone.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import contextlib
 import ctypes
 import errno
 import os
-import secrets
 import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+from latentsearch.data.scratch import remove_abandoned, scratch_dir
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -61,6 +66,11 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def scratch_prefix(dest: Path) -> str:
+    """Name prefix of the scratch folders a save of ``dest`` writes into."""
+    return f".{dest.name}.tmp-"
+
+
 def _replace_dir(new: Path, dest: Path) -> Path | None:
     """Moves folder ``new`` to ``dest``; returns where the old ``dest`` went (to delete)."""
     if not dest.exists():
@@ -68,7 +78,7 @@ def _replace_dir(new: Path, dest: Path) -> Path | None:
         return None
     if _exchange(new, dest):
         return new
-    old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(4)}")
+    old = new.with_name(f"{new.name}-old")  # shares the scratch folder's lock
     os.rename(dest, old)
     try:
         os.rename(new, dest)
@@ -86,19 +96,19 @@ def write_folder(dest: Path, files: dict[str, Callable[[IO[bytes]], None]]) -> N
     """
     dest = Path(os.path.abspath(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
-    os.mkdir(tmp)
-    old: Path | None = None
-    try:
-        for name, write in files.items():
-            write_file(tmp / name, write)
-        _fsync_dir(tmp)
-        old = _replace_dir(tmp, dest)
-        _fsync_dir(dest.parent)
-    finally:
-        for leftover in (tmp, old):
-            if leftover is not None and leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
+    prefix = scratch_prefix(dest)
+    remove_abandoned(dest.parent, prefix)
+    with scratch_dir(dest.parent, prefix) as tmp:
+        old: Path | None = None
+        try:
+            for name, write in files.items():
+                write_file(tmp / name, write)
+            _fsync_dir(tmp)
+            old = _replace_dir(tmp, dest)
+            _fsync_dir(dest.parent)
+        finally:
+            if old is not None and old != tmp and old.exists():
+                shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

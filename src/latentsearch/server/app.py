@@ -5,16 +5,25 @@
 
 Routes (JSON unless said otherwise; every error is ``{"detail": "a sentence"}`` with a 4xx):
 
-- ``GET /``: the search page (``static/``); ``GET /docs``: the OpenAPI docs.
+- ``GET /``: the search page (``static/``); ``GET /docs``, ``GET /redoc``: the OpenAPI docs,
+  their scripts served from this server (no CDN: they work offline).
 - ``POST /search``: multipart ``image`` (+ ``k`` as a form field or query parameter).
 - ``GET /items/{id}/neighbors?k=`` (or ``POST /search/{id}?k=``): search with an indexed
   image, using its stored embedding (nothing is decoded or uploaded again).
-- ``GET /items/{id}``: metadata; ``GET /items/{id}/image``: the indexed file itself.
+- ``GET /items/{id}``: metadata; ``GET /items/{id}/image``: the indexed image, only while the
+  file's bytes still have the SHA-256 recorded at indexing (else 404), as PNG, JPEG, GIF,
+  WebP or BMP with that fixed type (other formats re-encoded as PNG), ``nosniff`` and a CSP
+  that lets nothing in it run.
 - ``GET /random?k=``: a random indexed image and its neighbours; ``GET /health``.
 
-Ids are the index's ids (paths relative to the indexed folder, slashes included). A file is
-served only when its id is in the index's manifest: no part of a request is ever joined to a
-file-system path.
+Ids are the index's ids (paths relative to the indexed folder, slashes included, any
+character escaped in the URL, newlines too). A file is served only when its id is in the
+index's manifest: no part of a request is ever joined to a file-system path. Uploads are
+decoded at most ``max_decodes`` at a time, reduced as early as the format allows, and the
+memory of a big decode is handed back to the system afterwards.
+
+``allowed_hosts`` refuses requests whose ``Host`` header names another host (400): against
+DNS rebinding, a page elsewhere reaching a server on this machine through a name it controls.
 
 Requests run in FastAPI's thread pool, several at once. ``latentsearch serve`` therefore
 limits torch and FAISS to one thread per request (``--threads``); a program that runs this
@@ -24,10 +33,15 @@ see ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import hashlib
+import importlib.resources
 import io
-import mimetypes
 import os
 import secrets
+import stat
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -39,9 +53,11 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +67,7 @@ from latentsearch.index import ImageIndex, IndexItem, Neighbor, UnknownItem
 from latentsearch.server import schemas
 from latentsearch.server.limits import (
     DEFAULT_K,
+    DEFAULT_MAX_DECODES,
     DEFAULT_MAX_K,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -68,6 +85,46 @@ PAGE_SECURITY_POLICY = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 """The page loads nothing from elsewhere, so the browser may refuse anything that tries."""
+
+IMAGE_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+"""Sent with every served image: opened on its own, nothing in it may run or load."""
+
+SERVED_FORMATS = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+}
+"""Formats served as they are (browsers show them); any other is re-encoded as PNG."""
+
+MAX_SERVED_BYTES = 256 * 1024 * 1024
+"""Largest indexed file ``/items/{id}/image`` reads to check and serve (404 above)."""
+
+REENCODED_MAX_SIDE = 4096
+"""Re-encoded images (TIFF, ...) are shrunk to fit this many pixels per side."""
+
+BIG_DECODE_PIXELS = 4_000_000
+"""After decoding an image this large, freed memory is handed back to the system."""
+
+DOCS_ASSETS = "/docs-assets"
+"""Where Swagger UI's and ReDoc's scripts are served from (the ``fastapi-offline`` package)."""
+
+
+class _AnyPath(Convertor[str]):
+    """A path parameter that takes every character, newlines included (``{id:path}`` does not:
+    its pattern ``.*`` stops at a newline)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("any_path", _AnyPath())
 
 KQuery = Annotated[
     int | None,
@@ -112,14 +169,31 @@ def _probe(data: bytes) -> tuple[str, int, int]:
         raise HTTPException(422, f"corrupt image header ({type(e).__name__}: {e})") from None
 
 
-def _media_type(path: str) -> str:
-    """The content type of an image file, from its content (extensions can lie)."""
+def release_memory() -> None:
+    """Hands memory freed by a big decode back to the system (glibc keeps it otherwise).
+
+    Each request thread gets its own malloc arena; without this, a few large decodes in
+    parallel leave gigabytes held by the process long after the requests ended.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _docs_assets() -> Path | None:
+    """The folder of Swagger UI's and ReDoc's files from ``fastapi-offline``, if installed."""
     try:
-        with Image.open(path) as img:
-            mime = Image.MIME.get(img.format or "")
-    except Exception:  # unreadable now: fall back on the name
-        mime = None
-    return mime or mimetypes.guess_type(path)[0] or "application/octet-stream"
+        folder = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+    except (ImportError, TypeError):
+        return None
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def _content_disposition(filename: str) -> str:
+    """``inline`` with the file name, RFC 6266 style (any character, safely quoted)."""
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    return f"inline; filename=\"{ascii_name}\"; filename*=utf-8''{quote(filename, safe='')}"
 
 
 class _StoredImages:
@@ -186,6 +260,8 @@ class SearchService:
         max_upload_bytes: Largest accepted upload.
         max_pixels: Largest accepted width x height.
         max_k: Most neighbours per request.
+        max_decodes: Most images decoded at the same time (uploads and re-encodings); more
+            requests wait for a free slot, so memory stays bounded under any load.
     """
 
     def __init__(
@@ -196,12 +272,15 @@ class SearchService:
         max_upload_bytes: int,
         max_pixels: int,
         max_k: int,
+        max_decodes: int = DEFAULT_MAX_DECODES,
     ) -> None:
         self.index = index
         self.run = run
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
         self.max_k = max_k
+        self.max_decodes = max_decodes
+        self._decodes = threading.BoundedSemaphore(max_decodes)
         self.class_names = index.class_names
         self.stored = _StoredImages(index.data_spec, run.model.image_size)
 
@@ -272,23 +351,94 @@ class SearchService:
             raise HTTPException(404, f"no item with id {item_id!r} in this index") from None
 
     def image(self, item_id: str) -> Response:
-        """The item's image: its indexed file, or a PNG of its pixels for array sources.
+        """The item's image: its indexed file's bytes, checked, or a PNG for array sources.
+
+        The bytes are served only when their SHA-256 is the one recorded at indexing: a file
+        changed since, or a path now a link to something else, is refused, so the server
+        only ever sends what it indexed as an image. The content type comes from the format
+        Pillow reads in those bytes, never from the file name.
 
         Raises:
-            HTTPException: 404 for an unknown id or a file gone since indexing.
+            HTTPException: 404 for an unknown id, a file gone or changed since indexing.
         """
         item = self.item(item_id)
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": IMAGE_SECURITY_POLICY,
+            "Cache-Control": "max-age=300",
+        }
         if item.path is None:
-            return Response(self.stored.png(item.id), media_type="image/png")
-        if not os.path.isfile(item.path):
-            raise HTTPException(404, f"the file of item {item_id!r} is gone since indexing")
-        return FileResponse(
-            item.path,
-            media_type=_media_type(item.path),
-            filename=os.path.basename(item.path),
-            content_disposition_type="inline",
-            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=300"},
-        )
+            return Response(self.stored.png(item.id), media_type="image/png", headers=headers)
+        data = self._indexed_bytes(item)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = str(img.format or "")
+        except Exception:  # indexed as an image, so it was one; be safe anyway
+            raise HTTPException(404, f"the file of item {item.id!r} is not an image") from None
+        media_type = SERVED_FORMATS.get(fmt)
+        if media_type is None:
+            data, media_type = self._reencode(item.id, data), "image/png"
+        headers["Content-Disposition"] = _content_disposition(os.path.basename(item.path))
+        return Response(data, media_type=media_type, headers=headers)
+
+    def _indexed_bytes(self, item: IndexItem) -> bytes:
+        """The bytes of an item's file, when they are still those that were indexed.
+
+        Raises:
+            HTTPException: 404 when the file is gone, not a regular file, too large, or
+                changed since indexing (or was unreadable then).
+        """
+        assert item.path is not None
+        gone = HTTPException(404, f"the file of item {item.id!r} is gone since indexing")
+        if item.sha256 is None:
+            raise HTTPException(
+                404, f"item {item.id!r} was indexed without a content hash: it cannot be checked"
+            )
+        try:
+            with open(item.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise gone
+                if st.st_size > MAX_SERVED_BYTES:
+                    raise HTTPException(
+                        404, f"the file of item {item.id!r} is too large to serve here"
+                    )
+                data = f.read(MAX_SERVED_BYTES + 1)
+        except OSError:
+            raise gone from None
+        if len(data) > MAX_SERVED_BYTES or hashlib.sha256(data).hexdigest() != item.sha256:
+            raise HTTPException(
+                404,
+                f"the file of item {item.id!r} changed since it was indexed; bring the index "
+                "up to date with `latentsearch index RUN IMAGES --update INDEX`",
+            )
+        return data
+
+    def _reencode(self, item_id: str, data: bytes) -> bytes:
+        """An image in a format browsers do not show (TIFF, ...) as a PNG, bounded in size.
+
+        Raises:
+            HTTPException: 404 when it cannot be decoded here.
+        """
+        _, width, height = _probe(data)
+        if width * height > self.max_pixels:
+            raise HTTPException(404, f"item {item_id!r} is too large to convert for display")
+        buf = io.BytesIO()
+        with self._decodes:
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    img.draft("RGB", (REENCODED_MAX_SIDE, REENCODED_MAX_SIDE))
+                    img.thumbnail((REENCODED_MAX_SIDE, REENCODED_MAX_SIDE))
+                    out = img if img.mode in ("RGB", "RGBA", "L", "LA") else img.convert("RGBA")
+                    out.save(buf, format="PNG")
+            except Exception as e:  # Pillow raises many types on bad data
+                raise HTTPException(
+                    404, f"item {item_id!r} cannot be converted for display ({type(e).__name__})"
+                ) from None
+            finally:
+                if width * height >= BIG_DECODE_PIXELS:
+                    release_memory()
+        return buf.getvalue()
 
     # ------------------------------------------------------------------------ search
     def read_upload(self, upload: UploadFile) -> bytes:
@@ -323,12 +473,16 @@ class SearchService:
                 f"this server's limit of {self.max_pixels:,}",
             )
         model = self.run.model
-        try:
-            pixels = read_image(
-                data, model.image_size, channels=model.in_channels, max_pixels=self.max_pixels
-            )
-        except DataError as e:
-            raise HTTPException(422, f"cannot decode the image: {e}") from None
+        with self._decodes:
+            try:
+                pixels = read_image(
+                    data, model.image_size, channels=model.in_channels, max_pixels=self.max_pixels
+                )
+            except DataError as e:
+                raise HTTPException(422, f"cannot decode the image: {e}") from None
+            finally:
+                if width * height >= BIG_DECODE_PIXELS:
+                    release_memory()
         neighbors = self.index.search_images(self.run, pixels[None], k)[0]
         query = schemas.UploadQuery(
             filename=upload.filename,
@@ -428,6 +582,55 @@ class UploadLimit:
         await self.app(scope, limited, send)
 
 
+def _host_name(header: str) -> str:
+    """The host of a ``Host`` header, port and IPv6 brackets removed, lower case."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host[1:]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    for pattern in allowed:
+        if pattern == "*" or host == pattern:
+            return True
+        if pattern.startswith("*.") and host.endswith(pattern[1:]):
+            return True
+    return False
+
+
+class HostCheck:
+    """ASGI middleware: refuses requests whose ``Host`` is not allowed, with a JSON 400.
+
+    Patterns are host names or addresses (``localhost``, ``::1``, ``photos.example.org``),
+    ``*.example.org`` for any subdomain, or ``*`` for any host.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = [_host_name(h) if h != "*" else h for h in allowed_hosts]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("host", "")
+        if not _host_allowed(_host_name(header), self.allowed):
+            shown = header[:100] or "(none)"
+            response = JSONResponse(
+                {
+                    "detail": f"host {shown!r} is not allowed here; this server answers to "
+                    f"{', '.join(self.allowed)} (latentsearch serve --allowed-host adds one)"
+                },
+                status_code=400,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def load_service(
     index_path: str | Path,
     run_path: str | Path | None = None,
@@ -435,6 +638,7 @@ def load_service(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_k: int = DEFAULT_MAX_K,
+    max_decodes: int = DEFAULT_MAX_DECODES,
 ) -> SearchService:
     """Loads an index and its run and checks that they belong together.
 
@@ -444,6 +648,7 @@ def load_service(
         max_upload_bytes: Largest accepted upload, >= 1.
         max_pixels: Largest accepted width x height of an upload, >= 1.
         max_k: Most neighbours per request, >= 1.
+        max_decodes: Most images decoded at once, >= 1.
 
     Raises:
         IndexFormatError: When there is no readable index at ``index_path``.
@@ -455,6 +660,7 @@ def load_service(
         ("max_upload_bytes", max_upload_bytes),
         ("max_pixels", max_pixels),
         ("max_k", max_k),
+        ("max_decodes", max_decodes),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -471,7 +677,12 @@ def load_service(
     run = load_run(run_path)
     index.check_compatible(run)
     return SearchService(
-        index, run, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_k=max_k
+        index,
+        run,
+        max_upload_bytes=max_upload_bytes,
+        max_pixels=max_pixels,
+        max_k=max_k,
+        max_decodes=max_decodes,
     )
 
 
@@ -491,6 +702,8 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_k: int = DEFAULT_MAX_K,
+    max_decodes: int = DEFAULT_MAX_DECODES,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """The search server's app, with the index and run loaded once, now.
 
@@ -501,6 +714,10 @@ def create_app(
         max_pixels: Largest accepted width x height of an upload (413 above), checked from
             the header before anything is decoded.
         max_k: Most neighbours per request (422 above).
+        max_decodes: Most uploads decoded at the same time (the others wait).
+        allowed_hosts: Host names the ``Host`` header may carry (400 otherwise), ``*.domain``
+            patterns or ``*``; None accepts any. ``latentsearch serve`` passes
+            ``LOOPBACK_HOSTS`` when it listens on a loopback address.
 
     Returns:
         The app; its ``state.service`` is the :class:`SearchService`.
@@ -512,7 +729,12 @@ def create_app(
         ValueError: For limits below 1.
     """
     service = load_service(
-        index_path, run_path, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_k=max_k
+        index_path,
+        run_path,
+        max_upload_bytes=max_upload_bytes,
+        max_pixels=max_pixels,
+        max_k=max_k,
+        max_decodes=max_decodes,
     )
     default_k = min(DEFAULT_K, max_k)
     app = FastAPI(
@@ -522,12 +744,18 @@ def create_app(
         f"{service.index.fingerprint.get('model')} model. Errors are "
         '`{"detail": "a sentence"}` with a 4xx status.',
         version="1",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     too_large = f"upload too large: the limit is {_mib(max_upload_bytes)} per image"
     app.add_middleware(
         UploadLimit, max_body_size=max_upload_bytes + MULTIPART_OVERHEAD, message=too_large
     )
+    if allowed_hosts is not None:
+        if not allowed_hosts:
+            raise ValueError("allowed_hosts is empty: no request could be answered")
+        app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))
     errors: dict[int | str, dict[str, Any]] = {
         404: {"model": schemas.Problem, "description": "no such item"},
         422: {"model": schemas.Problem, "description": "bad parameter"},
@@ -591,7 +819,7 @@ def create_app(
         return service.search_upload(image, chosen_k(k_form, k), prefix(request))
 
     @app.get(
-        "/items/{item_id:path}/neighbors",
+        "/items/{item_id:any_path}/neighbors",
         response_model=schemas.SearchResult,
         responses=errors,
         summary="Search with an indexed image",
@@ -604,7 +832,7 @@ def create_app(
         return service.search_item(item_id, chosen_k(k), prefix(request))
 
     @app.post(
-        "/search/{item_id:path}",
+        "/search/{item_id:any_path}",
         response_model=schemas.SearchResult,
         responses=errors,
         summary="Search with an indexed image (same as GET /items/{id}/neighbors)",
@@ -625,7 +853,7 @@ def create_app(
 
     # ------------------------------------------------------------------------ items
     @app.get(
-        "/items/{item_id:path}/image",
+        "/items/{item_id:any_path}/image",
         responses={
             200: {"content": {"image/*": {}}, "description": "the image file"},
             404: errors[404],
@@ -641,7 +869,7 @@ def create_app(
         return service.image(item_id)
 
     @app.get(
-        "/items/{item_id:path}",
+        "/items/{item_id:any_path}",
         response_model=schemas.Item,
         responses=errors,
         summary="An indexed image's metadata",
@@ -665,4 +893,47 @@ def create_app(
         )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_docs(app, prefix)
     return app
+
+
+def _add_docs(app: FastAPI, prefix: Any) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc``, their scripts served by this app, not a CDN."""
+    assets = _docs_assets()
+    if assets is not None:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    def asset(request: Request, name: str, cdn: str) -> str:
+        return f"{prefix(request)}{DOCS_ASSETS}/{name}" if assets is not None else cdn
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{prefix(request)}{app.openapi_url}",
+            title=f"{app.title} API",
+            swagger_js_url=asset(
+                request,
+                "swagger-ui-bundle.js",
+                "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js",
+            ),
+            swagger_css_url=asset(
+                request,
+                "swagger-ui.css",
+                "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css",
+            ),
+            swagger_favicon_url=f"{prefix(request)}/static/favicon.svg",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=f"{prefix(request)}{app.openapi_url}",
+            title=f"{app.title} API",
+            redoc_js_url=asset(
+                request,
+                "redoc.standalone.js",
+                "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+            ),
+            redoc_favicon_url=f"{prefix(request)}/static/favicon.svg",
+            with_google_fonts=False,
+        )

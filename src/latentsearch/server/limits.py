@@ -13,3 +13,10 @@ DEFAULT_MAX_K = 100
 
 DEFAULT_K = 10
 """Neighbours returned when a request does not say."""
+
+DEFAULT_MAX_DECODES = 2
+"""Most uploads decoded at the same time; more wait. A 40-Mpx image may take several hundred
+MB while it is decoded, so this bounds the server's memory under concurrent large uploads."""
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+"""Host names ``serve`` accepts by default when it listens on a loopback address."""
