@@ -119,3 +119,14 @@ def test_labels_asked_of_an_unlabelled_folder_are_refused(tmp_path: Path) -> Non
     config = TrainConfig(data=str(folder), image_size=8, epochs=1, label_fraction=0.5)
     with pytest.raises(ValueError, match="needs labels"):
         train(config, tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("n, batch", [(10, 3), (10, 5), (9, 4), (2, 2), (257, 256), (100, 256)])
+def test_batches_cover_every_item_once_and_none_has_a_single_image(n: int, batch: int) -> None:
+    from latentsearch.training import batch_bounds
+
+    bounds = batch_bounds(n, batch)
+    covered = [i for start, stop in bounds for i in range(start, stop)]
+    assert covered == list(range(n))
+    assert all(stop - start >= 2 for start, stop in bounds)
+    assert all(stop - start <= batch + 1 for start, stop in bounds)

@@ -10,7 +10,7 @@ import numpy as np
 
 from latentsearch.data import DataSplits, load_data
 from latentsearch.embedding import embed_images
-from latentsearch.metrics import kmeans_scores, pixel_baseline, retrieval_scores
+from latentsearch.metrics import clustering_scores, kmeans_scores, pixel_baseline, retrieval_scores
 from latentsearch.protocols import ProtocolSplits, make_splits
 from latentsearch.training import Run
 
@@ -121,9 +121,39 @@ def evaluate_run(
         "embed_seconds": embed_seconds,
     }
     result.update(score_embeddings(splits, emb.cluster, emb.query, emb.database))
+    result.update(score_cluster_head(run, splits, emb.cluster))
     if baseline:
         result["baseline"] = score_pixels(splits)
     return result
+
+
+HEAD_PREFIX = "head_"  # metrics of the clusters a run's SCAN head assigns
+
+
+def score_cluster_head(
+    run: Run, splits: ProtocolSplits, cluster_emb: np.ndarray
+) -> dict[str, float]:
+    """Clustering metrics of the run's cluster head, if it has one (``head_nmi``, ...).
+
+    Args:
+        run: The run; its folder may hold a head from ``latentsearch cluster``.
+        splits: The protocol's sets (the cluster set's labels are read).
+        cluster_emb: The run's embeddings of the cluster set. Shape: (N_cluster, D).
+
+    Raises:
+        ClusterHeadError: The head belongs to other encoder weights.
+    """
+    from latentsearch.clusters import head_path, load_cluster_head
+
+    path = head_path(run.path)
+    if not path.exists():
+        return {}
+    head = load_cluster_head(path, encoder_sha256=run.fingerprint["weights_sha256"])
+    labels = splits.cluster.labels
+    known = labels >= 0
+    assigned = head.assign(cluster_emb[known])
+    scores = clustering_scores(labels[known], assigned)
+    return {HEAD_PREFIX + k: v for k, v in scores.items()}
 
 
 def score_pixels(splits: ProtocolSplits) -> dict[str, float]:

@@ -53,7 +53,7 @@ def hint_loss(logits: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor
     known = labels >= 0
     if not bool(known.any()):
         return None
-    return F.cross_entropy(logits[known], labels[known])
+    return F.cross_entropy(logits[known].float(), labels[known])
 
 
 class ReconstructionObjective:
@@ -75,7 +75,7 @@ class ReconstructionObjective:
         out = model(batch.images)
         if out.reconstruction is None:
             raise ValueError(f"{type(model).__name__} has no decoder: use another objective")
-        mse = F.mse_loss(out.reconstruction, batch.images)
+        mse = F.mse_loss(out.reconstruction.float(), batch.images)
         parts = {"mse": float(mse.detach())}
         loss = mse
         ce = hint_loss(out.logits, batch.labels)
@@ -101,7 +101,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
         The mean loss over all 2B views (a scalar).
     """
     b = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    # In fp32 whatever the autocast: bf16 similarities divided by a small temperature lose
+    # the differences the loss is about.
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
     sim = z @ z.T / temperature
     sim.fill_diagonal_(float("-inf"))  # a view is not its own positive
     targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)

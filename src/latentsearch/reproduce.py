@@ -23,7 +23,7 @@ def study_config(
     epochs: int = 10,
     threads: int | None = None,
 ) -> TrainConfig:
-    """The study's training setup: seed-ae, Adam 1e-3, batch 32, hint on every label."""
+    """The study's training setup: seed-ae, Adam 1e-3, batch 32, fp32, hint on every label."""
     return TrainConfig(
         data=data,
         data_dir=data_dir,
@@ -36,6 +36,7 @@ def study_config(
         lr=1e-3,
         seed=0,
         threads=threads,
+        precision="fp32",  # the study's precision
     )
 
 

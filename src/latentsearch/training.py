@@ -9,6 +9,7 @@ alone. Checkpoints hold only tensors and plain Python values, so they load with
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -29,6 +30,13 @@ from latentsearch.embedding import to_tensor
 from latentsearch.models import create_model
 from latentsearch.models.base import EmbeddingModel
 from latentsearch.objectives import Batch, Objective, create_objective
+from latentsearch.precision import (
+    PRECISIONS,
+    autocast,
+    available_cores,
+    grad_scaler,
+    resolve_precision,
+)
 from latentsearch.progress import show_progress
 from latentsearch.protocols import ProtocolSplits, make_splits
 
@@ -60,9 +68,24 @@ class TrainConfig:
     cosine_schedule: bool = False  # cosine learning-rate decay over all epochs
     seed: int = 0  # seeds weights, batch order, label subset and augmentations
     device: str = "auto"  # auto, cpu, cuda or mps
-    threads: int | None = None  # torch CPU threads (None: torch's default)
+    threads: int | None = None  # torch CPU threads (None: every core this process may use)
+    precision: str = "auto"  # auto, fp32, bf16 or fp16 (auto: mixed precision where native)
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int)
+        ):
+            raise ValueError(f"threads must be an integer, got {self.threads!r}")
+        for name in ("label_fraction", "hint_weight", "lr", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if not isinstance(self.model_kwargs, dict) or not isinstance(self.objective_kwargs, dict):
+            raise ValueError("model_kwargs and objective_kwargs must be mappings")
         if not 0.0 <= self.label_fraction <= 1.0:
             raise ValueError(f"--label-fraction must be in [0, 1], got {self.label_fraction}")
         if self.epochs < 1:
@@ -71,6 +94,12 @@ class TrainConfig:
             raise ValueError(f"--batch-size must be at least 2, got {self.batch_size}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {self.threads}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready values."""
@@ -79,6 +108,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Rebuilds a config, ignoring keys this version does not know."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -178,11 +209,21 @@ def _fingerprint(model: EmbeddingModel, model_name: str) -> dict[str, Any]:
     }
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch over ``n`` items; every item is in exactly one batch.
+
+    A last batch of a single item is merged into the one before it (BatchNorm cannot train on
+    one image), so nothing is dropped.
+    """
+    edges = [*range(0, n, batch_size), n]
+    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
+        del edges[-2]
+    return list(itertools.pairwise(edges))
+
+
 def _iterate(images: torch.Tensor, labels: torch.Tensor, order: np.ndarray, batch_size: int) -> Any:
-    for start in range(0, len(order) - 1, batch_size):
-        idx = torch.from_numpy(order[start : start + batch_size])
-        if len(idx) < 2:  # BatchNorm cannot train on a single image
-            break
+    for start, stop in batch_bounds(len(order), batch_size):
+        idx = torch.from_numpy(order[start:stop])
         yield images[idx], labels[idx]
 
 
@@ -195,8 +236,9 @@ def validation_loss(
     *,
     batch_size: int,
     device: torch.device,
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    """Mean loss parts over a held-out set, in eval mode."""
+    """Mean loss parts over a held-out set, in eval mode, at the run's ``precision``."""
     model.eval()
     totals: dict[str, float] = {}
     n = 0
@@ -204,7 +246,8 @@ def validation_loss(
     lab = torch.from_numpy(labels)
     for x, y in _iterate(pixels, lab, np.arange(len(data)), max(batch_size, 256)):
         batch = Batch(images=to_tensor(x.numpy(), device), labels=y.to(device))
-        _, parts = objective(model, batch)
+        with autocast(precision, device):
+            _, parts = objective(model, batch)
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v * len(x)
         n += len(x)
@@ -248,21 +291,29 @@ def train(
         saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
         # Where it runs and for how long may change; what it learns may not.
         comparable = dataclasses.replace(
-            saved, epochs=config.epochs, threads=config.threads, device=config.device
+            saved,
+            epochs=config.epochs,
+            threads=config.threads,
+            device=config.device,
+            precision=config.precision,
         )
         if comparable != config:
             raise RunError(
-                f"--resume: {out} was trained with another config; only --epochs, --threads "
-                "and --device may change"
+                f"--resume: {out} was trained with another config; only --epochs, --threads, "
+                "--device and --precision may change"
             )
         state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
         start_epoch = int(state["epoch"])
+    elif out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file, not a run folder: choose a new --out folder")
     elif out.exists() and any(out.iterdir()):
         raise RunError(f"{out} is not empty: choose a new --out folder or pass --resume")
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads = config.threads or available_cores()
+    torch.set_num_threads(threads)
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    scaler = grad_scaler(precision, device)
     if data is None:
         data = load_data(
             config.data, image_size=config.image_size, data_dir=config.data_dir, progress=progress
@@ -294,7 +345,7 @@ def train(
     if hasattr(objective, "parameters"):  # objectives may own a head (e.g. a projector)
         params += list(objective.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(fit) // config.batch_size)
+    steps_per_epoch = len(batch_bounds(len(fit), config.batch_size))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
         if config.cosine_schedule
@@ -307,6 +358,8 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         if hasattr(objective, "load_state_dict") and "objective" in state:
             objective.load_state_dict(state["objective"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
@@ -335,14 +388,20 @@ def train(
         )
         for x, y in _iterate(pixels, labels_t, order, config.batch_size):
             batch = Batch(images=to_tensor(x.numpy(), device), labels=y.to(device))
-            loss, parts = objective(model, batch)
+            with autocast(precision, device):
+                loss, parts = objective(model, batch)
             if not torch.isfinite(loss):
                 raise RuntimeError(
                     f"loss became {float(loss)} at epoch {epoch + 1}: lower --lr and retry"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             for k, v in parts.items():
@@ -360,6 +419,10 @@ def train(
             "seconds": seconds,
             "images_per_second": seen / max(seconds, 1e-9),
             "lr": optimizer.param_groups[0]["lr"],
+            "precision": precision,
+            "threads": threads,
+            # Other work on the cores slows an epoch: the 1-minute load average says how much.
+            "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         }
         if splits.val is not None and len(splits.val) >= 2:
             val_labels = splits.val.labels if num_classes else np.full(len(splits.val), -1)
@@ -370,6 +433,7 @@ def train(
                 np.asarray(val_labels, dtype=np.int64),
                 batch_size=config.batch_size,
                 device=device,
+                precision=precision,
             )
         ckpt: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
@@ -385,6 +449,8 @@ def train(
             ckpt["scheduler"] = scheduler.state_dict()
         if hasattr(objective, "state_dict"):
             ckpt["objective"] = objective.state_dict()
+        if scaler is not None:
+            ckpt["scaler"] = scaler.state_dict()
         _atomic_torch_save(ckpt, out / "checkpoints" / f"epoch-{epoch + 1:03d}.pt")
         history.append(record)
         with metrics_path.open("a") as f:

@@ -104,7 +104,32 @@ def test_train_help_lists_every_preset_with_what_it_measured(
 def test_width_for_a_model_without_one_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["train", "--data", "digits", "--width", "8", "--epochs", "1"]
+    argv = ["train", "--data", "digits", "--model", "seed-ae", "--width", "8", "--epochs", "1"]
     assert main([*argv, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "does not take width" in err and "Traceback" not in err
+
+
+def test_auto_is_the_default_without_labels_and_adapts_to_tiny_grey_images() -> None:
+    from latentsearch.cli.core import _config_from_args
+    from latentsearch.data import load_data
+
+    args = build_parser().parse_args(["train", "--data", "digits", "--out", "x"])
+    cfg = _config_from_args(args, load_data("digits"))
+    assert (cfg.model, cfg.objective) == ("resnet-s", "contrastive")
+    aug = cfg.objective_kwargs["augment"]
+    # 8x8 grey digits: gentle crops, no colour jitter, and no flips (a mirrored 3 is no digit).
+    assert aug["crop_scale"][0] >= 0.5 and aug["jitter_p"] == 0.0 and aug["flip"] is False
+    # With labels and no recipe named, the default stays the study's autoencoder + hint.
+    args = build_parser().parse_args(["train", "--label-fraction", "1", "--out", "x"])
+    assert _config_from_args(args, load_data("digits")).model == "seed-ae"
+
+
+def test_train_says_plainly_when_the_model_is_worse_than_raw_pixels() -> None:
+    from latentsearch.cli.core import pixel_verdict
+
+    base = {"nmi": 0.7, "precision_at_10": 0.9}
+    worse = pixel_verdict({"nmi": 0.6, "precision_at_10": 0.95, "baseline": base})
+    assert worse.startswith("WARNING") and "clustering (NMI)" in worse and "P@10" in worse
+    better = pixel_verdict({"nmi": 0.8, "precision_at_10": 0.95, "baseline": base})
+    assert "beats raw pixels" in better

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from latentsearch.cli.common import METRIC_COLUMNS, print_table
+from latentsearch.cli.common import METRIC_COLUMNS, CLIError, print_table
 
 
 # ---------------------------------------------------------------------------- train
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from latentsearch.models import MODELS
     from latentsearch.objectives import OBJECTIVES
+    from latentsearch.precision import PRECISIONS
     from latentsearch.presets import PRESETS, preset_help
 
     # Defaults are None so that a --preset can fill what the command line leaves unset; the
@@ -65,17 +66,56 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: every core)"
+    )
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=list(PRECISIONS),
+        help="auto (default): bf16 mixed precision on CPUs with native bf16 and on CUDA "
+        "(fp16 on GPUs without bf16), fp32 elsewhere; the study presets train in fp32",
+    )
 
 
-_OVERRIDABLE = ["model", "objective", "label_fraction", "hint_weight", "epochs", "batch_size", "lr"]
+_OVERRIDABLE = [
+    "model",
+    "objective",
+    "label_fraction",
+    "hint_weight",
+    "epochs",
+    "batch_size",
+    "lr",
+    "precision",
+]
 
 
-def _config_from_args(args: argparse.Namespace) -> Any:
+def _wants_auto(args: argparse.Namespace) -> bool:
+    """``--preset auto``, or no recipe asked for at all and no labels (the default)."""
+    if args.preset is not None:
+        return bool(args.preset == "auto")
+    return args.model is None and args.objective is None and not args.label_fraction
+
+
+def _auto_settings(args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    from latentsearch.presets import auto_recipe
+    from latentsearch.protocols import make_splits
+
+    fit = make_splits(data, args.protocol).fit
+    recipe = auto_recipe(fit.pixels, n_fit=len(fit))
+    print("auto recipe: " + "; ".join(recipe.reasons), flush=True)
+    return recipe.overrides
+
+
+def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
+    """The run's config: preset (``auto``: chosen from ``data``), then the command line."""
     from latentsearch.presets import resolve_preset
     from latentsearch.training import TrainConfig
 
-    settings: dict[str, Any] = resolve_preset(args.preset)
+    if _wants_auto(args) and data is not None:
+        settings: dict[str, Any] = _auto_settings(args, data)
+    else:
+        settings = resolve_preset(None if args.preset == "auto" else args.preset)
     for name in _OVERRIDABLE:
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
@@ -93,6 +133,11 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def _columns(result: dict[str, Any]) -> list[str]:
+    """The metric columns to print: KMeans's and retrieval's, then a cluster head's if any."""
+    return METRIC_COLUMNS + [c for c in ("head_nmi", "head_ari", "head_acc") if c in result]
+
+
 def _log_epoch(record: dict[str, Any]) -> None:
     parts = " ".join(f"{k}={v:.4f}" for k, v in record["train"].items())
     val = record.get("val")
@@ -104,12 +149,39 @@ def _log_epoch(record: dict[str, Any]) -> None:
     )
 
 
+def pixel_verdict(result: dict[str, Any]) -> str:
+    """One plain sentence: is the learned representation better than raw pixels?"""
+    base = result["baseline"]
+    worse = [
+        name
+        for key, name in (("nmi", "clustering (NMI)"), ("precision_at_10", "retrieval (P@10)"))
+        if result[key] < base[key]
+    ]
+    if not worse:
+        return (
+            f"the learned representation beats raw pixels on held-out images: NMI "
+            f"{result['nmi']:.3f} vs {base['nmi']:.3f}, P@10 {result['precision_at_10']:.3f} vs "
+            f"{base['precision_at_10']:.3f}"
+        )
+    return (
+        f"WARNING: the learned representation is WORSE than raw pixels at {' and '.join(worse)} "
+        f"on held-out images (NMI {result['nmi']:.3f} vs {base['nmi']:.3f}, P@10 "
+        f"{result['precision_at_10']:.3f} vs {base['precision_at_10']:.3f}): search raw pixels, "
+        "or train longer / with labels"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from latentsearch.evaluation import evaluate_run
     from latentsearch.report.tracking import make_tracker
     from latentsearch.training import train
 
-    config = _config_from_args(args)
+    data = None
+    if _wants_auto(args):
+        from latentsearch.data import load_data
+
+        data = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
+    config = _config_from_args(args, data)
     tracker = make_tracker(args.wandb, args.out, config)
 
     def log(record: dict[str, Any]) -> None:
@@ -117,13 +189,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         tracker.log_epoch(record)
 
     try:
-        run = train(config, args.out, resume=args.resume, progress=True, log=log)
+        run = train(config, args.out, resume=args.resume, progress=True, log=log, data=data)
         print(f"run saved to {run.path}")
         if args.no_evaluate and not args.report:
             return 0
-        result = evaluate_run(run, baseline=args.report, progress=True)
+        if data is None:
+            from latentsearch.data import load_data
+
+            data = load_data(config.data, image_size=run.model.image_size, data_dir=config.data_dir)
+        if not (data.test or data.train).has_labels:
+            print("no labels: nothing to score the run against (see `latentsearch report`)")
+            return 0
+        result = evaluate_run(run, data=data, baseline=True, progress=True)
         (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        print_table([result], METRIC_COLUMNS)
+        rows = [{"representation": f"{config.model} (held out)", **result}]
+        rows.append({"representation": "raw pixels", **result["baseline"]})
+        print_table(rows, ["representation", *_columns(result)])
+        print(pixel_verdict(result))
         if args.report:
             from latentsearch.report import build_report
 
@@ -149,7 +231,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = [{"representation": f"{run.config.model} ({run.config.protocol})", **result}]
         if args.baseline:
             rows.append({"representation": "raw pixels", **result["baseline"]})
-        print_table(rows, ["representation", *METRIC_COLUMNS])
+        print_table(rows, ["representation", *_columns(result)])
+    return 0
+
+
+# ---------------------------------------------------------------------------- cluster
+def cmd_cluster(args: argparse.Namespace) -> int:
+    import torch
+
+    from latentsearch.augment import AugmentConfig
+    from latentsearch.clusters import ClusterConfig, fit_cluster_head, head_path
+    from latentsearch.data import load_data
+    from latentsearch.objectives import ContrastiveObjective
+    from latentsearch.precision import available_cores
+    from latentsearch.protocols import make_splits
+    from latentsearch.training import load_run
+
+    torch.set_num_threads(args.threads or available_cores())
+    run = load_run(args.run)
+    cfg = run.config
+    data = load_data(
+        cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=True
+    )
+    fit = make_splits(data, cfg.protocol).fit
+    n_clusters = args.clusters or len(data.train.class_names)
+    if n_clusters < 2:
+        raise CLIError("these images have no classes to count: pass --clusters K")
+    config = ClusterConfig(n_clusters=n_clusters, seed=args.seed)
+    if cfg.objective == "contrastive":
+        augment = ContrastiveObjective(**cfg.objective_kwargs).augment
+    else:  # an encoder not trained for invariance: only mild views
+        augment = AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0)
+    head = fit_cluster_head(
+        run.model,
+        fit.pixels,
+        config=config,
+        augment_config=augment,
+        encoder_sha256=run.fingerprint["weights_sha256"],
+        log=lambda line: print(line, flush=True),
+    )
+    path = head.save(head_path(run.path))
+    print(f"cluster head saved to {path}")
+    if fit.has_labels:
+        return cmd_evaluate(argparse.Namespace(run=args.run, json=False, baseline=False))
     return 0
 
 
@@ -234,6 +358,21 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--baseline", action="store_true", help="also score raw pixels")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "cluster",
+        help="train a SCAN clustering head on a run's embeddings",
+        description="Train a clustering head (SCAN: nearest-neighbour consistency + entropy, "
+        "then self-labelling) on the frozen embeddings of the run's training images, save it "
+        "in the run folder, and score it beside KMeans when labels exist.",
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument(
+        "--clusters", type=int, default=None, help="number of clusters (default: the classes)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser(
         "reproduce",

@@ -66,6 +66,9 @@ class SmallResNet(EmbeddingModel):
         normalize: bool = True,
     ) -> None:
         super().__init__()
+        for name, value in (("width", width), ("projection_dim", projection_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"resnet-s: {name} must be a positive integer, got {value!r}")
         if image_size < 4:
             raise ValueError(f"resnet-s needs images of at least 4×4 pixels, got {image_size}")
         self.in_channels = in_channels

@@ -1,0 +1,405 @@
+"""A clustering head on a trained encoder: SCAN (Van Gansbeke et al., 2020) on frozen embeddings.
+
+KMeans on a contrastive embedding splits it by whatever dominates Euclidean distance; SCAN
+instead trains a small head to give an image and its nearest neighbours the same cluster,
+with an entropy term that keeps every cluster in use, then sharpens the head on its own
+confident predictions (self-labelling). Here the encoder stays frozen: every training image is
+embedded once unaugmented (to mine neighbours) and a few times augmented (the views the head
+learns from), so the head trains in seconds to minutes on a CPU.
+
+The head is saved in the run folder as ``cluster_head.pt`` beside the checkpoints, tied to the
+encoder's weights by their SHA-256, and ``evaluate`` reports its clusters beside KMeans's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentsearch.augment import AugmentConfig, augment
+from latentsearch.embedding import embed_images, to_tensor
+from latentsearch.models.base import EmbeddingModel
+
+HEAD_FILE = "cluster_head.pt"
+HEAD_FORMAT = "latentsearch-cluster-head/1"
+
+
+class ClusterHeadError(ValueError):
+    """A cluster head file is missing, unreadable or belongs to another encoder."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How the SCAN head is trained."""
+
+    n_clusters: int = 10  # clusters the head assigns
+    n_neighbours: int = 20  # mined nearest neighbours per image (SCAN: 20)
+    views: int = 4  # augmented embeddings per image the head learns from
+    entropy_weight: float = 5.0  # weight of the cluster-usage entropy (SCAN: 5)
+    heads: int = 10  # heads trained at once; the one with the lowest SCAN loss is kept
+    epochs: int = 60  # passes over the images for the SCAN step
+    self_label_epochs: int = 20  # passes of self-labelling (0: none)
+    confidence: float = 0.99  # self-labelling keeps predictions at least this sure
+    batch_size: int = 512  # anchors per step
+    lr: float = 1e-3  # Adam learning rate
+    hidden: int = 512  # hidden width of each head's MLP
+    seed: int = 0  # seeds heads, sampling and augmentations
+
+    def __post_init__(self) -> None:
+        if self.n_clusters < 2:
+            raise ValueError(f"n_clusters must be at least 2, got {self.n_clusters}")
+        if self.n_neighbours < 1 or self.views < 1 or self.heads < 1 or self.epochs < 1:
+            raise ValueError("n_neighbours, views, heads and epochs must be at least 1")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+
+
+class ClusterHeads(nn.Module):
+    """``heads`` independent MLPs from an embedding to cluster logits.
+
+    Args:
+        dim: Embedding width D.
+        n_clusters: K.
+        heads: H.
+        hidden: Hidden width.
+    """
+
+    def __init__(self, dim: int, n_clusters: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(_mlp(dim, n_clusters, hidden) for _ in range(heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape: (B, D) -> (H, B, K) logits."""
+        return torch.stack([h(x) for h in self.heads])
+
+
+def scan_loss(
+    anchor_logits: torch.Tensor, neighbour_logits: torch.Tensor, entropy_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SCAN's loss for each head: neighbours agree, and every cluster stays in use.
+
+    ``-mean log <p(anchor), p(neighbour)> - entropy_weight * H(mean p(anchor))``.
+
+    Args:
+        anchor_logits: Shape: (H, B, K).
+        neighbour_logits: Shape: (H, B, K).
+        entropy_weight: Weight of the entropy of the mean assignment.
+
+    Returns:
+        Per-head total loss and per-head consistency term. Shapes: (H,), (H,).
+    """
+    p = anchor_logits.softmax(dim=-1)
+    q = neighbour_logits.softmax(dim=-1)
+    agreement = (p * q).sum(dim=-1).clamp_min(1e-7)
+    consistency = -agreement.log().mean(dim=1)
+    mean_p = p.mean(dim=1).clamp_min(1e-7)
+    entropy = -(mean_p * mean_p.log()).sum(dim=-1)
+    return consistency - entropy_weight * entropy, consistency
+
+
+def mine_neighbours(embeddings: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """The ``k`` nearest other rows of each row by cosine similarity.
+
+    Args:
+        embeddings: Shape: (N, D).
+        k: Neighbours per row (at most N - 1).
+
+    Returns:
+        Indices. Shape: (N, k).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+    x = F.normalize(x, dim=1)
+    k = min(k, len(x) - 1)
+    out = np.empty((len(x), k), dtype=np.int64)
+    for start in range(0, len(x), block):
+        sim = x[start : start + block] @ x.T
+        rows = torch.arange(start, start + len(sim))
+        sim[torch.arange(len(sim)), rows] = -float("inf")  # not its own neighbour
+        out[start : start + len(sim)] = sim.topk(k, dim=1).indices.numpy()
+    return out
+
+
+@torch.no_grad()
+def embed_views(
+    model: EmbeddingModel,
+    pixels: np.ndarray,
+    views: int,
+    augment_config: AugmentConfig,
+    *,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Embeddings of ``views`` random augmentations of every image (frozen model, eval mode).
+
+    Args:
+        pixels: Shape: (N, H, W, C), uint8.
+
+    Returns:
+        Shape: (views, N, D), float32.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = np.empty((views, len(pixels), model.embedding_dim), dtype=np.float32)
+    try:
+        for v in range(views):
+            for start in range(0, len(pixels), batch_size):
+                x = to_tensor(pixels[start : start + batch_size], device)
+                out[v, start : start + len(x)] = model.embed(augment(x, augment_config)).float()
+    finally:
+        model.train(was_training)
+    return out
+
+
+@dataclass
+class ClusterHead:
+    """A trained head: assigns images (via their embeddings) to clusters.
+
+    Attributes:
+        net: One MLP, embedding -> logits.
+        config: How it was trained.
+        encoder_sha256: SHA-256 of the encoder weights it was trained on.
+        history: Per-epoch losses of the SCAN and self-labelling steps.
+        seconds: Wall time the head took to train, embedding included.
+    """
+
+    net: nn.Sequential
+    config: ClusterConfig
+    encoder_sha256: str
+    history: list[dict[str, float]]
+    seconds: float = 0.0
+
+    @torch.no_grad()
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """Cluster probabilities. Shape: (N, D) -> (N, K)."""
+        self.net.eval()
+        x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+        return torch.cat([self.net(b).softmax(-1) for b in x.split(4096)]).numpy()
+
+    def assign(self, embeddings: np.ndarray) -> np.ndarray:
+        """The most probable cluster of each embedding. Shape: (N, D) -> (N,)."""
+        return self.probabilities(embeddings).argmax(axis=1)
+
+    def save(self, path: str | Path) -> Path:
+        """Writes the head atomically; returns the path."""
+        path = Path(path)
+        state = {
+            "format": HEAD_FORMAT,
+            "config": dataclasses.asdict(self.config),
+            "encoder_sha256": self.encoder_sha256,
+            "dim": self.net[0].in_features,
+            "state_dict": self.net.state_dict(),
+            "history": self.history,
+            "seconds": self.seconds,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+
+def load_cluster_head(path: str | Path, encoder_sha256: str | None = None) -> ClusterHead:
+    """Reads a head written by :meth:`ClusterHead.save`.
+
+    Args:
+        path: The head file.
+        encoder_sha256: If given, the encoder the head must belong to.
+
+    Raises:
+        ClusterHeadError: Unreadable, not a head, or trained on another encoder.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ClusterHeadError(f"{path} is not a readable cluster head: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != HEAD_FORMAT:
+        raise ClusterHeadError(f"{path} is not a latentsearch cluster head ({HEAD_FORMAT})")
+    if encoder_sha256 is not None and state.get("encoder_sha256") != encoder_sha256:
+        raise ClusterHeadError(
+            f"{path} was trained on another encoder's weights: train it again with "
+            "`latentsearch cluster RUN`"
+        )
+    try:
+        config = ClusterConfig(**state["config"])
+        net = _mlp(int(state["dim"]), config.n_clusters, config.hidden)
+        net.load_state_dict(state["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ClusterHeadError(f"{path}: malformed cluster head: {e}") from e
+    return ClusterHead(
+        net=net.eval(),
+        config=config,
+        encoder_sha256=str(state["encoder_sha256"]),
+        history=list(state.get("history", [])),
+        seconds=float(state.get("seconds", 0.0)),
+    )
+
+
+def _mlp(dim: int, n_clusters: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, n_clusters),
+    )
+
+
+def fit_cluster_head(
+    model: EmbeddingModel,
+    pixels: np.ndarray,
+    *,
+    config: ClusterConfig | None = None,
+    augment_config: AugmentConfig | None = None,
+    encoder_sha256: str = "",
+    log: Callable[[str], None] | None = None,
+) -> ClusterHead:
+    """Trains a SCAN head on the frozen embeddings of ``pixels``.
+
+    Args:
+        model: The trained encoder (not modified).
+        pixels: The images to learn clusters from, e.g. the training images.
+            Shape: (N, H, W, C), uint8.
+        config: Head settings (default ``ClusterConfig()``).
+        augment_config: The views' augmentations (default: the run's contrastive ones).
+        encoder_sha256: Recorded so that a head is never used with other weights.
+        log: Receives one line per stage.
+
+    Returns:
+        The head with the lowest SCAN loss, after self-labelling.
+
+    Raises:
+        ValueError: Fewer images than ``2 * n_clusters``.
+    """
+    cfg = config or ClusterConfig()
+    if len(pixels) < 2 * cfg.n_clusters:
+        raise ValueError(
+            f"{len(pixels)} images are too few for {cfg.n_clusters} clusters (need at least "
+            f"{2 * cfg.n_clusters})"
+        )
+    say = log or (lambda line: None)
+    t0 = time.perf_counter()
+    aug = augment_config or AugmentConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    plain = embed_images(model, pixels)
+    neighbours = mine_neighbours(plain, cfg.n_neighbours)
+    say(f"cluster head: mined {neighbours.shape[1]} neighbours of {len(plain):,} images")
+    views = torch.from_numpy(embed_views(model, pixels, cfg.views, aug))
+    say(f"cluster head: embedded {cfg.views} augmented views per image")
+    n, dim = plain.shape
+    heads = ClusterHeads(dim, cfg.n_clusters, cfg.heads, cfg.hidden)
+    opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    history: list[dict[str, float]] = []
+
+    def view_batch(index: np.ndarray) -> torch.Tensor:
+        which = torch.from_numpy(rng.integers(0, cfg.views, len(index)))
+        return views[which, torch.from_numpy(index)]
+
+    heads.train()
+    per_head = torch.zeros(cfg.heads)
+    for epoch in range(cfg.epochs):
+        per_head.zero_()
+        steps = 0
+        order = rng.permutation(n)
+        for start in range(0, n, cfg.batch_size):
+            anchors = order[start : start + cfg.batch_size]
+            if len(anchors) < 2:  # BatchNorm cannot train on one item
+                continue
+            picked = neighbours[anchors, rng.integers(0, neighbours.shape[1], len(anchors))]
+            total, _ = scan_loss(
+                heads(view_batch(anchors)), heads(view_batch(picked)), cfg.entropy_weight
+            )
+            opt.zero_grad(set_to_none=True)
+            total.sum().backward()
+            opt.step()
+            per_head += total.detach()
+            steps += 1
+        per_head /= max(steps, 1)
+        history.append({"epoch": epoch + 1, "scan_loss": float(per_head.min())})
+    best = int(per_head.argmin())
+    say(f"cluster head: SCAN loss {float(per_head[best]):.4f} (best of {cfg.heads} heads)")
+    net = heads.heads[best]
+    if not isinstance(net, nn.Sequential):  # ModuleList indexing loses the element type
+        raise TypeError("cluster heads must be nn.Sequential")
+    _self_label(net, plain, views, cfg, rng, history, say)
+    return ClusterHead(
+        net=net.eval(),
+        config=cfg,
+        encoder_sha256=encoder_sha256,
+        history=history,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _self_label(
+    net: nn.Module,
+    plain: np.ndarray,
+    views: torch.Tensor,
+    cfg: ClusterConfig,
+    rng: np.random.Generator,
+    history: list[dict[str, float]],
+    say: Callable[[str], None],
+) -> None:
+    """SCAN's self-labelling: cross-entropy of augmented views against confident predictions.
+
+    Each cluster's loss is weighted by the inverse of its share of confident images, so that
+    large clusters do not swallow small ones.
+    """
+    if cfg.self_label_epochs <= 0:
+        return
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr * 0.1, weight_decay=1e-4)
+    x_plain = torch.from_numpy(plain)
+    for epoch in range(cfg.self_label_epochs):
+        net.eval()
+        with torch.no_grad():
+            prob = torch.cat([net(b).softmax(-1) for b in x_plain.split(4096)])
+        conf, target = prob.max(dim=1)
+        keep = torch.nonzero(conf >= cfg.confidence).squeeze(1).numpy()
+        if len(keep) < 2:
+            say("cluster head: no confident predictions to self-label; skipped")
+            return
+        counts = torch.bincount(target[keep], minlength=cfg.n_clusters).float()
+        weight = torch.where(counts > 0, counts.sum() / (counts * cfg.n_clusters), 0.0)
+        net.train()
+        total = 0.0
+        order = rng.permutation(keep)
+        steps = 0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            which = torch.from_numpy(rng.integers(0, cfg.views, len(idx)))
+            logits = net(views[which, torch.from_numpy(idx)])
+            loss = F.cross_entropy(logits, target[idx], weight=weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            steps += 1
+        history.append(
+            {
+                "epoch": cfg.epochs + epoch + 1,
+                "self_label_loss": total / max(steps, 1),
+                "confident": float(len(keep)) / len(plain),
+            }
+        )
+    say(f"cluster head: self-labelled on {history[-1]['confident']:.0%} confident images")
+
+
+def head_path(run_dir: str | Path) -> Path:
+    """Where a run folder keeps its cluster head."""
+    return Path(run_dir) / HEAD_FILE
+
+
+def describe(head: ClusterHead) -> dict[str, Any]:
+    """The head's settings and final losses, for results files."""
+    return {"config": dataclasses.asdict(head.config), "history_tail": head.history[-1:]}

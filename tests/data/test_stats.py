@@ -1,0 +1,34 @@
+"""Mirror symmetry of a collection, which decides whether random flips are safe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentsearch.data.stats import mirror_ratio
+
+
+def _blobs(n: int, rng: np.random.Generator, symmetric: bool) -> np.ndarray:
+    """Images of a bright blob at a random place; asymmetric ones always sit on the left."""
+    # Background noise makes every image unique, so no distance is zero.
+    x = rng.integers(0, 40, (n, 12, 12, 1)).astype(np.uint8)
+    for i in range(n):
+        row = rng.integers(2, 10)
+        col = rng.integers(1, 11) if symmetric else rng.integers(1, 4)
+        x[i, row - 1 : row + 2, col - 1 : col + 2] = 255
+    return x
+
+
+def test_mirrored_images_of_a_symmetric_collection_look_like_it() -> None:
+    rng = np.random.default_rng(0)
+    assert 0.9 < mirror_ratio(_blobs(800, rng, symmetric=True)) < 1.1
+
+
+def test_mirrored_images_of_a_one_sided_collection_are_far_from_it() -> None:
+    rng = np.random.default_rng(0)
+    assert mirror_ratio(_blobs(800, rng, symmetric=False)) > 1.5
+
+
+def test_too_few_images_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="at least 8"):
+        mirror_ratio(np.zeros((3, 4, 4, 1), dtype=np.uint8))

@@ -1,0 +1,98 @@
+"""The SCAN cluster head: its loss, neighbour mining, training, saving and refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import normalized_mutual_info_score
+
+from latentsearch.clusters import (
+    ClusterConfig,
+    ClusterHeadError,
+    fit_cluster_head,
+    load_cluster_head,
+    mine_neighbours,
+    scan_loss,
+)
+from latentsearch.models.base import EmbeddingModel, ModelOutput
+
+
+def test_scan_loss_rewards_agreeing_neighbours_and_balanced_clusters() -> None:
+    k = 4
+    confident = torch.eye(k).repeat(8, 1)[None] * 20  # (1, 32, 4): balanced, sure
+    same, _ = scan_loss(confident, confident, entropy_weight=1.0)
+    shifted, _ = scan_loss(confident, confident.roll(1, dims=2), entropy_weight=1.0)
+    assert float(same) < float(shifted)  # neighbours that agree cost less
+    collapsed = torch.zeros(1, 32, k)
+    collapsed[..., 0] = 20  # everything in one cluster: agrees, but entropy is lost
+    one, _ = scan_loss(collapsed, collapsed, entropy_weight=1.0)
+    assert float(same) < float(one)
+    assert float(same) == pytest.approx(-np.log(k), abs=1e-3)
+
+
+def test_mined_neighbours_are_the_nearest_other_rows() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    nn_idx = mine_neighbours(x, k=3, block=7)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    expected = np.argsort(-sim, axis=1)[:, :3]
+    assert nn_idx.shape == (50, 3)
+    assert (np.sort(nn_idx, axis=1) == np.sort(expected, axis=1)).all()
+
+
+class _Identity(EmbeddingModel):
+    """An 'encoder' whose embedding is its first 2 pixels (of a 2x2 image): the head alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_channels, self.image_size, self.num_classes, self.embedding_dim = 1, 2, 0, 2
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2] * self.scale
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        return ModelOutput(embedding=self.embed(x))
+
+
+def _blobs(n_per: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    centres = np.array([[40, 40], [215, 40], [40, 215], [215, 215]])
+    labels = np.repeat(np.arange(4), n_per)
+    points = centres[labels] + rng.normal(scale=12, size=(len(labels), 2))
+    pixels = np.zeros((len(labels), 2, 2, 1), dtype=np.uint8)
+    pixels[:, 0, :, 0] = np.clip(points, 0, 255)
+    return pixels, labels
+
+
+def test_head_recovers_separated_clusters_and_round_trips(tmp_path: Path) -> None:
+    from latentsearch.augment import AugmentConfig
+
+    rng = np.random.default_rng(0)
+    pixels, labels = _blobs(60, rng)
+    model = _Identity()
+    # No crop or flip: on a 2x2 "image" they would swap or blur the two coordinates.
+    views = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0)
+    cfg = ClusterConfig(n_clusters=4, n_neighbours=5, epochs=40, heads=3, self_label_epochs=5)
+    head = fit_cluster_head(model, pixels, config=cfg, augment_config=views, encoder_sha256="abc")
+    emb = pixels[:, 0, :, 0].astype(np.float32) / 255.0
+    assigned = head.assign(emb)
+    assert normalized_mutual_info_score(labels, assigned) > 0.9
+    path = head.save(tmp_path / "cluster_head.pt")
+    again = load_cluster_head(path, encoder_sha256="abc")
+    assert (again.assign(emb) == assigned).all()
+    with pytest.raises(ClusterHeadError, match="another encoder"):
+        load_cluster_head(path, encoder_sha256="other")
+
+
+def test_unreadable_head_and_too_few_images_are_clear_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "cluster_head.pt"
+    bad.write_bytes(b"not a head")
+    with pytest.raises(ClusterHeadError, match="not a readable cluster head"):
+        load_cluster_head(bad)
+    with pytest.raises(ValueError, match="too few"):
+        fit_cluster_head(_Identity(), np.zeros((5, 2, 2, 1), np.uint8))
