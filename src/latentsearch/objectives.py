@@ -164,9 +164,60 @@ class ContrastiveObjective:
         return loss, parts
 
 
+class ClassificationObjective:
+    """Cross-entropy on one augmented view of each labelled image (the plain supervised recipe).
+
+    Unlabelled images in a batch contribute nothing. The hint weight is ignored: the
+    cross-entropy is the whole loss.
+
+    Args:
+        hint_weight: Accepted for a uniform interface; unused.
+        label_smoothing: Cross-entropy label smoothing.
+        augment: Augmentation strengths (default: crops of 35-100 %, flips, no colour change).
+    """
+
+    def __init__(
+        self,
+        hint_weight: float = 1.0,
+        label_smoothing: float = 0.1,
+        augment: AugmentConfig | dict[str, Any] | None = None,
+    ) -> None:
+        del hint_weight
+        self.label_smoothing = label_smoothing
+        if isinstance(augment, dict):
+            augment = AugmentConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+            )
+        self.augment = augment or AugmentConfig(
+            crop_scale=(0.35, 1.0), jitter_p=0.0, grayscale_p=0.0
+        )
+
+    def __call__(
+        self, model: EmbeddingModel, batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(augment(batch.images, self.augment))
+        if out.logits is None:
+            raise ValueError(
+                "the classification objective needs labels (--label-fraction above 0) and a "
+                "model with a head"
+            )
+        known = batch.labels >= 0
+        if not bool(known.any()):
+            loss = out.logits.float().sum() * 0.0  # nothing labelled: a zero with a gradient
+        else:
+            loss = F.cross_entropy(
+                out.logits[known].float(),
+                batch.labels[known],
+                label_smoothing=self.label_smoothing,
+            )
+        value = float(loss.detach())
+        return loss, {"ce": value, "loss": value}
+
+
 OBJECTIVES: dict[str, Callable[..., Any]] = {
     "reconstruction": ReconstructionObjective,
     "contrastive": ContrastiveObjective,
+    "classification": ClassificationObjective,
 }
 
 
