@@ -81,6 +81,17 @@ PRESETS: dict[str, Preset] = {
         "CIFAR-10 JPEG copy, heldout: NMI 0.401, P@10 0.578; 48 min on one CPU thread. "
         "Fashion-MNIST, 8 epochs: NMI 0.753",
     ),
+    "supervised": Preset(
+        "cross-entropy on one augmented view (crops, flips) of every labelled image, resnet-s",
+        {
+            **_SIMCLR,
+            "objective": "classification",
+            "label_fraction": 1.0,
+            "epochs": 40,
+            "weight_decay": 5e-4,
+        },
+        "CIFAR-10 JPEG copy, heldout: NMI 0.624, P@10 0.767; 40 epochs, 28 min, 2-core CPU, bf16",
+    ),
     "simclr-hint": Preset(
         "SimCLR + hint on every label",
         {**_SIMCLR, "label_fraction": 1.0},
