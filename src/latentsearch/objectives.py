@@ -110,6 +110,16 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, targets)
 
 
+def as_augment_config(augment: AugmentConfig | dict[str, Any] | None) -> AugmentConfig | None:
+    """An ``AugmentConfig`` from itself or from a JSON config's dict (lists back to tuples)."""
+    if isinstance(augment, dict):
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()
+        }
+        return AugmentConfig(**fields)
+    return augment
+
+
 class ContrastiveObjective:
     """SimCLR: two augmented views per image, NT-Xent on the projections, plus the hint.
 
@@ -132,13 +142,7 @@ class ContrastiveObjective:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.hint_weight = hint_weight
         self.temperature = temperature
-        if isinstance(augment, dict):
-            # From a JSON config: lists back to the tuples the dataclass declares.
-            fields: dict[str, Any] = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()
-            }
-            augment = AugmentConfig(**fields)
-        self.augment = augment or AugmentConfig()
+        self.augment = as_augment_config(augment) or AugmentConfig()
 
     def __call__(
         self, model: EmbeddingModel, batch: Batch
@@ -184,11 +188,7 @@ class ClassificationObjective:
     ) -> None:
         del hint_weight
         self.label_smoothing = label_smoothing
-        if isinstance(augment, dict):
-            augment = AugmentConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
-            )
-        self.augment = augment or AugmentConfig(
+        self.augment = as_augment_config(augment) or AugmentConfig(
             crop_scale=(0.35, 1.0), jitter_p=0.0, grayscale_p=0.0
         )
 
