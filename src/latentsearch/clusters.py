@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -398,8 +397,3 @@ def _self_label(
 def head_path(run_dir: str | Path) -> Path:
     """Where a run folder keeps its cluster head."""
     return Path(run_dir) / HEAD_FILE
-
-
-def describe(head: ClusterHead) -> dict[str, Any]:
-    """The head's settings and final losses, for results files."""
-    return {"config": dataclasses.asdict(head.config), "history_tail": head.history[-1:]}

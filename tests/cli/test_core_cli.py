@@ -133,3 +133,17 @@ def test_train_says_plainly_when_the_model_is_worse_than_raw_pixels() -> None:
     assert worse.startswith("WARNING") and "clustering (NMI)" in worse and "P@10" in worse
     better = pixel_verdict({"nmi": 0.8, "precision_at_10": 0.95, "baseline": base})
     assert "beats raw pixels" in better
+
+
+def test_cluster_command_saves_a_head_and_scores_it_beside_kmeans(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--data", "digits", "--epochs", "2", "--width", "8", "--out", str(run)]
+    assert main([*argv, "--no-evaluate"]) == 0
+    assert main(["cluster", str(run)]) == 0
+    assert (run / "cluster_head.pt").exists()
+    assert "head_nmi" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["head_nmi"] <= 1.0 and 0.0 <= result["nmi"] <= 1.0

@@ -272,8 +272,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     )
     path = head.save(head_path(run.path))
     print(f"cluster head saved to {path}")
-    if fit.has_labels:
-        return cmd_evaluate(argparse.Namespace(run=args.run, json=False, baseline=False))
+    if fit.has_labels:  # score the head on the data and run already loaded
+        from latentsearch.evaluation import evaluate_run
+
+        result = evaluate_run(run, data=data, progress=True)
+        (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        rows = [{"representation": f"{cfg.model} ({cfg.protocol})", **result}]
+        print_table(rows, ["representation", *_columns(result)])
     return 0
 
 
