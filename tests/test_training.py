@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from latentsearch.data import DataSplits, load_data
-from latentsearch.training import RunError, TrainConfig, load_run, train, weights_hash
+from latentsearch.training import (
+    RunError,
+    TrainConfig,
+    load_run,
+    make_optimizer,
+    train,
+    weights_hash,
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +109,7 @@ def test_a_checkpoint_of_another_model_is_refused_clearly(
         ({"label_fraction": 1.5}, "label-fraction"),
         ({"epochs": 0}, "epochs"),
         ({"lr": -1.0}, "lr"),
+        ({"optimizer": "lbfgs"}, "optimizer must be one of adamw, sgd"),
     ],
 )
 def test_bad_settings_are_refused(kw: dict[str, object], message: str) -> None:
@@ -130,3 +138,19 @@ def test_batches_cover_every_item_once_and_none_has_a_single_image(n: int, batch
     assert covered == list(range(n))
     assert all(stop - start >= 2 for start, stop in bounds)
     assert all(stop - start <= batch + 1 for start, stop in bounds)
+
+
+def test_sgd_trains_with_nesterov_momentum_and_coupled_decay(
+    tmp_path: Path, digits: DataSplits
+) -> None:
+    params = [torch.nn.Parameter(torch.ones(3))]
+    sgd = make_optimizer(_config(optimizer="sgd", lr=0.1, weight_decay=5e-4), params)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+    assert sgd.defaults["weight_decay"] == 5e-4
+    assert isinstance(make_optimizer(_config(), params), torch.optim.AdamW)
+
+    run = train(_config(optimizer="sgd", lr=0.05), tmp_path / "run", data=digits)
+    losses = [r["train"]["loss"] for r in run.history]
+    assert losses[-1] < losses[0]  # SGD lowers the loss
+    assert load_run(tmp_path / "run").config.optimizer == "sgd"

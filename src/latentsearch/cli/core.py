@@ -16,6 +16,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from latentsearch.objectives import OBJECTIVES
     from latentsearch.precision import PRECISIONS
     from latentsearch.presets import PRESETS, preset_help
+    from latentsearch.training import OPTIMIZERS
 
     # Defaults are None so that a --preset can fill what the command line leaves unset; the
     # help shows TrainConfig's own defaults.
@@ -53,6 +54,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: 32")
     p.add_argument("--lr", type=float, default=None, help="default: 1e-3")
     p.add_argument(
+        "--optimizer",
+        default=None,
+        choices=list(OPTIMIZERS),
+        help="adamw (default) or sgd (Nesterov momentum 0.9)",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="default 0; AdamW's is decoupled (try 0.05), SGD's an L2 term (try 5e-4)",
+    )
+    p.add_argument(
         "--image-size",
         type=int,
         default=None,
@@ -86,6 +99,8 @@ _OVERRIDABLE = [
     "epochs",
     "batch_size",
     "lr",
+    "optimizer",
+    "weight_decay",
     "precision",
 ]
 
