@@ -49,13 +49,14 @@ sys.path.insert(0, str(ROOT / "src"))
 from latentsearch.data import load_data  # noqa: E402
 from latentsearch.index import ImageIndex, all_images  # noqa: E402
 from latentsearch.index.errors import ImageIndexError  # noqa: E402
-from latentsearch.training import (  # noqa: E402
+from latentsearch.runs import (  # noqa: E402
     Run,
     TrainConfig,
+    checkpoints,
     load_run,
     machine_description,
-    train,
 )
+from latentsearch.training import train  # noqa: E402
 
 CIFAR_DIR = Path("/tmp/data/cifar10-jpeg")
 TRAINED_RUN = ROOT / "runs" / "reproduce" / "seed-vanilla"
@@ -74,10 +75,10 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------ run + index
 def _copy_trained_run(work: Path) -> tuple[Path, str] | None:
-    checkpoints = sorted((TRAINED_RUN / "checkpoints").glob("epoch-*.pt"))
-    if not checkpoints:
+    found = checkpoints(TRAINED_RUN)
+    if not found:
         return None
-    newest = checkpoints[-1]
+    newest = found[-1]
     dest = work / "run"
     copied = dest / "checkpoints" / newest.name
     if not copied.is_file():
@@ -92,7 +93,7 @@ def _copy_trained_run(work: Path) -> tuple[Path, str] | None:
 def _subset_run(work: Path, folder: Path) -> tuple[Path, str]:
     """A seed-ae trained one epoch on the first CIFAR-10 training images of each class."""
     dest = work / "subset-run"
-    if sorted((dest / "checkpoints").glob("epoch-*.pt")):
+    if checkpoints(dest):
         return dest, f"seed-ae trained 1 epoch on {SUBSET_IMAGES} CIFAR-10 images"
     subset = work / "subset-images"
     shutil.rmtree(subset, ignore_errors=True)

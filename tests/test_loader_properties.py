@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from latentsearch.data import folder as folder_module
 from latentsearch.index import ImageIndex, IndexFormatError, IndexItem, backends
 from latentsearch.index.image_index import INDEX_FORMAT
-from latentsearch.training import RunError, TrainConfig, load_run
+from latentsearch.runs import RunError, TrainConfig, load_run
 
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -15,12 +15,16 @@ from sklearn.metrics import (
 )
 
 from latentsearch.metrics import (
+    CLUSTERING_METRICS,
+    METRICS,
+    RETRIEVAL_METRICS,
     FaissKNN,
     Metric,
     clustering_scores,
     kmeans_scores,
     nearest_neighbors,
     pixel_baseline,
+    retrieval_results,
     retrieval_scores,
 )
 
@@ -309,7 +313,9 @@ def test_chunked_equals_single_chunk(same_set: bool) -> None:
     d_chunk, i_chunk = nearest_neighbors(q, db, 20, chunk_size=13, exclude_self=same_set)
     d_whole, i_whole = nearest_neighbors(q, db, 20, chunk_size=len(q), exclude_self=same_set)
     np.testing.assert_array_equal(i_chunk, i_whole)
-    np.testing.assert_allclose(d_chunk, d_whole, rtol=1e-5)
+    # |q|² - 2 q·x + |x|² loses absolute, not relative, precision (float32 on |x|² ~ 10), and
+    # BLAS may sum a block of another size in another order.
+    np.testing.assert_allclose(d_chunk, d_whole, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
@@ -459,3 +465,48 @@ def test_nearest_neighbors_rejects_bad_input(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         nearest_neighbors(*args, **kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- shared results
+
+
+def test_metrics_lists_every_score_once_in_table_order() -> None:
+    x, y = separated_clusters()
+    assert [m.key for m in CLUSTERING_METRICS] == list(clustering_scores(y, y))
+    assert {m.key for m in RETRIEVAL_METRICS} == set(retrieval_scores(x, y, x, y, same_set=True))
+    assert tuple(m.key for m in CLUSTERING_METRICS + RETRIEVAL_METRICS) == METRICS
+    assert len(set(METRICS)) == len(METRICS)
+
+
+@pytest.mark.parametrize("same_set", [False, True])
+def test_retrieval_keeps_the_neighbours_its_scores_came_from(same_set: bool) -> None:
+    rng = np.random.default_rng(3)
+    db = rng.standard_normal((60, 5)).astype(np.float32)
+    db_labels = rng.integers(0, 3, 60)
+    q, q_labels = (db, db_labels) if same_set else (db[:25] + 0.1, db_labels[:25].copy())
+    if not same_set:
+        q_labels[[2, 7]] = -1  # left out of the scores, still searched
+    found = retrieval_results(q, q_labels, db, db_labels, same_set=same_set, neighbors=7)
+    assert found.scores == retrieval_scores(q, q_labels, db, db_labels, same_set=same_set)
+    want_d, want_i = nearest_neighbors(q, db, 7, exclude_self=same_set)
+    np.testing.assert_array_equal(found.indices, want_i)
+    np.testing.assert_array_equal(found.distances, want_d)
+
+
+def test_retrieval_keeps_more_neighbours_than_it_scores_without_changing_scores() -> None:
+    x, y = separated_clusters(n_classes=4, per_class=5)
+    deep = retrieval_results(x, y, x, y, same_set=True, neighbors=50)
+    assert deep.indices.shape == (20, 19)  # capped at the other items
+    assert deep.scores == retrieval_scores(x, y, x, y, same_set=True)
+    assert retrieval_results(x, y, x, y, neighbors=0).indices.shape == (20, 0)
+    with pytest.raises(ValueError, match="neighbors"):
+        retrieval_results(x, y, x, y, neighbors=-1)
+
+
+def test_a_custom_knn_keeps_indices_without_distances() -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((80, 6)).astype(np.float32), rng.integers(0, 4, 80)
+    found = retrieval_results(x, y, x, y, knn=FaissKNN(), neighbors=3)
+    exact = retrieval_results(x, y, x, y, neighbors=3)
+    np.testing.assert_array_equal(found.indices, exact.indices)
+    assert np.isnan(found.distances).all()

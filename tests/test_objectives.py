@@ -27,6 +27,39 @@ def test_nt_xent_matches_a_hand_computation() -> None:
     torch.testing.assert_close(nt_xent(z1, z2, t), torch.tensor(expected))
 
 
+def _nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
+    """SimCLR's loss as the paper writes it (Chen et al., 2020, Algorithm 1), one view at a
+    time in float64: l(i, j) = -log(exp(s_ij / t) / sum_{k != i} exp(s_ik / t)) with s the
+    cosine similarity, averaged over both orders of every positive pair."""
+    views = [v.double() / v.double().norm() for v in [*z1, *z2]]
+    n, b = len(views), len(z1)
+    total = 0.0
+    for i in range(n):
+        j = (i + b) % n  # the other view of the same image
+        sims = [float(views[i] @ views[k]) / temperature for k in range(n)]
+        denominator = sum(math.exp(sims[k]) for k in range(n) if k != i)
+        total += -math.log(math.exp(sims[j]) / denominator)
+    return total / n
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 16])
+@pytest.mark.parametrize("dim", [3, 32])
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 2.0])
+def test_nt_xent_matches_the_papers_formula_on_random_inputs(
+    batch: int, dim: int, temperature: float
+) -> None:
+    g = torch.Generator().manual_seed(batch * 1000 + dim)
+    # Unnormalised, of varied lengths: the loss must depend on directions only.
+    z1 = torch.randn(batch, dim, generator=g) * torch.rand(batch, 1, generator=g).add(0.1) * 5
+    z2 = z1 + 0.5 * torch.randn(batch, dim, generator=g)
+    expected = _nt_xent_reference(z1, z2, temperature)
+    got = nt_xent(z1, z2, temperature)
+    assert got.dtype == torch.float32 and got.shape == ()
+    assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    # Swapping the two views swaps the roles of z1 and z2, not the loss.
+    assert float(nt_xent(z2, z1, temperature)) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
 def test_hint_loss_uses_only_labelled_images() -> None:
     logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [9.0, -9.0]])
     labels = torch.tensor([0, 1, -1])
@@ -82,7 +115,8 @@ def test_mismatched_model_and_objective_are_explained() -> None:
 
 def test_a_short_contrastive_run_on_digits_beats_raw_pixels(tmp_path: Path) -> None:
     from latentsearch.evaluation import evaluate_run
-    from latentsearch.training import TrainConfig, train
+    from latentsearch.runs import TrainConfig
+    from latentsearch.training import train
 
     config = TrainConfig(
         data="digits",

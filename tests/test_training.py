@@ -1,96 +1,81 @@
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from latentsearch.data import DataSplits, load_data
-from latentsearch.training import (
-    RunError,
-    TrainConfig,
-    load_run,
-    make_optimizer,
-    train,
-    weights_hash,
-)
+from latentsearch.errors import ConfigError
+from latentsearch.runs import Run, RunError, TrainConfig, load_run, weights_hash
+from latentsearch.training import build_model, load_initial_weights, make_optimizer, train
 
 
-@pytest.fixture(scope="module")
-def digits() -> DataSplits:
-    return load_data("digits")
+def _like(run: Run, **kw: object) -> TrainConfig:
+    """The config of ``run`` (the tiny run: digits, 2 epochs, batch 64, seed 3, hint on half
+    the labels) with some fields changed."""
+    return dataclasses.replace(run.config, **kw)  # type: ignore[arg-type]
 
 
-def _config(**kw: object) -> TrainConfig:
-    base: dict[str, object] = {"data": "digits", "epochs": 2, "batch_size": 64, "seed": 3}
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
-
-
-def test_run_folder_holds_config_metrics_and_a_checkpoint_per_epoch(
-    tmp_path: Path, digits: DataSplits
-) -> None:
-    run = train(_config(label_fraction=0.5), tmp_path / "run", progress=False, data=digits)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["label_fraction"] == 0.5
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+def test_run_folder_holds_config_metrics_and_a_checkpoint_per_epoch(tiny_run: Run) -> None:
+    run, folder = tiny_run, tiny_run.path
+    assert json.loads((folder / "config.json").read_text())["label_fraction"] == 0.5
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
     first = json.loads(lines[0])
     assert {"mse", "hint_ce", "loss"} <= set(first["train"])
     assert {"mse", "hint_ce", "loss"} <= set(first["val"])
     assert first["images_per_second"] > 0
-    ckpts = sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))
+    ckpts = sorted((folder / "checkpoints").glob("*.pt"))
     assert [c.name for c in ckpts] == ["epoch-001.pt", "epoch-002.pt"]
     state = torch.load(ckpts[-1], weights_only=True)  # no pickled objects inside
     assert state["model_name"] == "seed-ae" and state["epoch"] == 2
-    reloaded = load_run(tmp_path / "run")
+    reloaded = load_run(folder)
     assert reloaded.fingerprint == run.fingerprint
     assert reloaded.class_names == [str(i) for i in range(10)]
 
 
-def test_training_is_deterministic_for_a_seed(tmp_path: Path, digits: DataSplits) -> None:
-    a = train(_config(), tmp_path / "a", progress=False, data=digits)
-    b = train(_config(), tmp_path / "b", progress=False, data=digits)
-    c = train(_config(seed=4), tmp_path / "c", progress=False, data=digits)
+def test_training_is_deterministic_for_a_seed(
+    tmp_path: Path, digits: DataSplits, tiny_run: Run
+) -> None:
+    a = tiny_run
+    b = train(_like(a), tmp_path / "b", progress=False, data=digits)
+    c = train(_like(a, seed=4), tmp_path / "c", progress=False, data=digits)
     assert weights_hash(a.model) == weights_hash(b.model)
     assert a.history[-1]["train"] == b.history[-1]["train"]
     assert weights_hash(a.model) != weights_hash(c.model)
 
 
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(
-    tmp_path: Path, digits: DataSplits
+    tmp_path: Path, digits: DataSplits, tiny_run: Run, copy_tiny_run: Callable[[Path], Path]
 ) -> None:
-    full = train(
-        _config(epochs=3, label_fraction=0.3), tmp_path / "full", progress=False, data=digits
-    )
-    train(_config(epochs=2, label_fraction=0.3), tmp_path / "part", progress=False, data=digits)
-    resumed = train(
-        _config(epochs=3, label_fraction=0.3),
-        tmp_path / "part",
-        resume=True,
-        progress=False,
-        data=digits,
-    )
+    full = train(_like(tiny_run, epochs=3), tmp_path / "full", progress=False, data=digits)
+    part = copy_tiny_run(tmp_path / "part")  # the same config, stopped after 2 epochs
+    resumed = train(_like(tiny_run, epochs=3), part, resume=True, progress=False, data=digits)
     assert weights_hash(resumed.model) == weights_hash(full.model)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[-1]["train"] == full.history[-1]["train"]
 
 
-def test_resume_refuses_another_config(tmp_path: Path, digits: DataSplits) -> None:
-    train(_config(epochs=1), tmp_path / "run", progress=False, data=digits)
+def test_resume_refuses_another_config(
+    tmp_path: Path, digits: DataSplits, tiny_run: Run, copy_tiny_run: Callable[[Path], Path]
+) -> None:
+    run = copy_tiny_run(tmp_path / "run")
     with pytest.raises(RunError, match="another config"):
-        train(_config(epochs=2, lr=0.1), tmp_path / "run", resume=True, data=digits)
+        train(_like(tiny_run, epochs=3, lr=0.1), run, resume=True, data=digits)
     with pytest.raises(RunError, match="not empty"):
-        train(_config(epochs=2), tmp_path / "run", data=digits)
+        train(_like(tiny_run, epochs=3), run, data=digits)
     with pytest.raises(RunError, match="no checkpoint"):
-        train(_config(), tmp_path / "fresh", resume=True, data=digits)
+        train(_like(tiny_run), tmp_path / "fresh", resume=True, data=digits)
 
 
 def test_a_checkpoint_of_another_model_is_refused_clearly(
-    tmp_path: Path, digits: DataSplits
+    tmp_path: Path, copy_tiny_run: Callable[[Path], Path]
 ) -> None:
-    train(_config(epochs=1), tmp_path / "run", progress=False, data=digits)
-    ckpt = tmp_path / "run" / "checkpoints" / "epoch-001.pt"
+    ckpt = copy_tiny_run(tmp_path / "run") / "checkpoints" / "epoch-002.pt"
     state = torch.load(ckpt, weights_only=True)
     state["model_name"] = "conv-ae"
     torch.save(state, ckpt)
@@ -106,15 +91,16 @@ def test_a_checkpoint_of_another_model_is_refused_clearly(
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"label_fraction": 1.5}, "label-fraction"),
+        ({"label_fraction": 1.5}, "label_fraction must be in"),
         ({"epochs": 0}, "epochs"),
         ({"lr": -1.0}, "lr"),
         ({"optimizer": "lbfgs"}, "optimizer must be one of adamw, sgd"),
     ],
 )
 def test_bad_settings_are_refused(kw: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        _config(**kw)
+    with pytest.raises(ConfigError, match=message) as e:
+        TrainConfig(**kw)  # type: ignore[arg-type]
+    assert e.value.field == next(iter(kw))  # the command line names its flag from this
 
 
 def test_labels_asked_of_an_unlabelled_folder_are_refused(tmp_path: Path) -> None:
@@ -141,16 +127,61 @@ def test_batches_cover_every_item_once_and_none_has_a_single_image(n: int, batch
 
 
 def test_sgd_trains_with_nesterov_momentum_and_coupled_decay(
-    tmp_path: Path, digits: DataSplits
+    tmp_path: Path, digits: DataSplits, tiny_run: Run
 ) -> None:
     params = [torch.nn.Parameter(torch.ones(3))]
-    sgd = make_optimizer(_config(optimizer="sgd", lr=0.1, weight_decay=5e-4), params)
+    sgd = make_optimizer(TrainConfig(optimizer="sgd", lr=0.1, weight_decay=5e-4), params)
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
     assert sgd.defaults["weight_decay"] == 5e-4
-    assert isinstance(make_optimizer(_config(), params), torch.optim.AdamW)
+    assert isinstance(make_optimizer(TrainConfig(), params), torch.optim.AdamW)
 
-    run = train(_config(optimizer="sgd", lr=0.05), tmp_path / "run", data=digits)
+    config = _like(tiny_run, optimizer="sgd", lr=0.05, label_fraction=0.0)
+    run = train(config, tmp_path / "run", data=digits)
     losses = [r["train"]["loss"] for r in run.history]
     assert losses[-1] < losses[0]  # SGD lowers the loss
     assert load_run(tmp_path / "run").config.optimizer == "sgd"
+
+
+def test_init_copies_every_matching_tensor_and_reports_it(tiny_run: Run, tmp_path: Path) -> None:
+    fresh = build_model(tiny_run.config, load_data("digits").train, num_classes=10)
+    report = load_initial_weights(fresh, tiny_run.path)  # a run folder: its newest checkpoint
+    assert not report.missing and not report.mismatched and not report.unused
+    for name, tensor in fresh.state_dict().items():
+        torch.testing.assert_close(tensor, tiny_run.model.state_dict()[name])
+    assert "tensors loaded" in report.summary()
+
+    # A plain state dict saved from DistributedDataParallel ("module." prefix) loads as well.
+    plain = tmp_path / "weights.pt"
+    torch.save({f"module.{k}": v for k, v in tiny_run.model.state_dict().items()}, plain)
+    again = build_model(tiny_run.config, load_data("digits").train, num_classes=10)
+    assert load_initial_weights(again, plain).loaded == report.loaded
+
+
+def test_init_skips_tensors_of_another_shape_and_refuses_another_architecture(
+    tiny_run: Run, tmp_path: Path
+) -> None:
+    digits = load_data("digits")
+    no_head = build_model(tiny_run.config, digits.train, num_classes=3)  # head: 3 classes, not 10
+    report = load_initial_weights(no_head, tiny_run.path)
+    assert report.mismatched and all("head" in name for name, _, _ in report.mismatched)
+    assert "skipped" in report.summary()
+
+    other = build_model(_like(tiny_run, model="resnet-s"), digits.train, num_classes=0)
+    with pytest.raises(RunError, match=r"no tensor of .* fits this model"):
+        load_initial_weights(other, tiny_run.path)
+    (tmp_path / "junk.pt").write_bytes(b"not weights")
+    with pytest.raises(RunError, match="not a PyTorch weights file"):
+        load_initial_weights(other, tmp_path / "junk.pt")
+    with pytest.raises(RunError, match="no such file"):
+        load_initial_weights(other, tmp_path / "missing.pt")
+
+
+def test_a_run_started_from_init_records_it_and_says_what_it_loaded(
+    tiny_run: Run, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    cfg = dataclasses.replace(tiny_run.config, init=str(tiny_run.path), epochs=1)
+    run = train(cfg, tmp_path / "tuned", progress=False, notify=lines.append)
+    assert run.config.init == str(tiny_run.path)
+    assert len(lines) == 1 and lines[0].startswith(f"init from {tiny_run.path}")

@@ -14,7 +14,6 @@ encoder's weights by their SHA-256, and ``evaluate`` reports its clusters beside
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,13 +26,15 @@ from torch import nn
 
 from latentsearch.augment import AugmentConfig, augment
 from latentsearch.embedding import embed_images, to_tensor
+from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models.base import EmbeddingModel
+from latentsearch.runs import atomic_torch_save, load_versioned
 
 HEAD_FILE = "cluster_head.pt"
 HEAD_FORMAT = "latentsearch-cluster-head/1"
 
 
-class ClusterHeadError(ValueError):
+class ClusterHeadError(LatentsearchError):
     """A cluster head file is missing, unreadable or belongs to another encoder."""
 
 
@@ -56,11 +57,11 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         if self.n_clusters < 2:
-            raise ValueError(f"n_clusters must be at least 2, got {self.n_clusters}")
+            raise ConfigError("n_clusters", f"must be at least 2, got {self.n_clusters}")
         if self.n_neighbours < 1 or self.views < 1 or self.heads < 1 or self.epochs < 1:
-            raise ValueError("n_neighbours, views, heads and epochs must be at least 1")
+            raise LatentsearchError("n_neighbours, views, heads and epochs must be at least 1")
         if not 0.0 < self.confidence < 1.0:
-            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+            raise ConfigError("confidence", f"must be in (0, 1), got {self.confidence}")
 
 
 class ClusterHeads(nn.Module):
@@ -200,10 +201,7 @@ class ClusterHead:
             "history": self.history,
             "seconds": self.seconds,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_torch_save(state, path)
 
 
 def load_cluster_head(path: str | Path, encoder_sha256: str | None = None) -> ClusterHead:
@@ -217,12 +215,7 @@ def load_cluster_head(path: str | Path, encoder_sha256: str | None = None) -> Cl
         ClusterHeadError: Unreadable, not a head, or trained on another encoder.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ClusterHeadError(f"{path} is not a readable cluster head: {e}") from e
-    if not isinstance(state, dict) or state.get("format") != HEAD_FORMAT:
-        raise ClusterHeadError(f"{path} is not a latentsearch cluster head ({HEAD_FORMAT})")
+    state = load_versioned(path, HEAD_FORMAT, what="cluster head", error=ClusterHeadError)
     if encoder_sha256 is not None and state.get("encoder_sha256") != encoder_sha256:
         raise ClusterHeadError(
             f"{path} was trained on another encoder's weights: train it again with "
@@ -276,11 +269,11 @@ def fit_cluster_head(
         The head with the lowest SCAN loss, after self-labelling.
 
     Raises:
-        ValueError: Fewer images than ``2 * n_clusters``.
+        LatentsearchError: Fewer images than ``2 * n_clusters``.
     """
     cfg = config or ClusterConfig()
     if len(pixels) < 2 * cfg.n_clusters:
-        raise ValueError(
+        raise LatentsearchError(
             f"{len(pixels)} images are too few for {cfg.n_clusters} clusters (need at least "
             f"{2 * cfg.n_clusters})"
         )

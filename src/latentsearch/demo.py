@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from latentsearch.data import load_data
-from latentsearch.evaluation import evaluate_run
+from latentsearch.evaluation import Evaluation, evaluate_run
 from latentsearch.protocols import make_splits
 from latentsearch.report import build_report
-from latentsearch.training import Run, TrainConfig, train
+from latentsearch.runs import Run, TrainConfig
+from latentsearch.training import train
 
 # (row name, run folder, config overrides): the study's two models and the improved one.
 DEMO_RUNS: list[tuple[str, str, dict[str, Any]]] = [
@@ -43,7 +44,7 @@ def run_demo(
         f"images ({data.train.image_shape[0]}×{data.train.image_shape[1]} grey, 10 classes)"
     )
     rows: list[dict[str, Any]] = []
-    best: tuple[Run, Path, dict[str, Any]] | None = None
+    best: tuple[Run, Path, Evaluation] | None = None
     for name, folder, overrides in DEMO_RUNS:
         run_dir = out / folder
         if run_dir.exists():

@@ -1,4 +1,8 @@
-"""Scores a trained run under its protocol: clustering and retrieval on held-out images."""
+"""Scores a trained run under its protocol: clustering and retrieval on held-out images.
+
+KMeans and the nearest-neighbour search run once per evaluation; the scores, the report and
+the command line all read their results (:class:`Evaluation`).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,106 @@ import numpy as np
 
 from latentsearch.data import DataSplits, load_data
 from latentsearch.embedding import embed_images
-from latentsearch.metrics import clustering_scores, kmeans_scores, pixel_baseline, retrieval_scores
+from latentsearch.errors import LatentsearchError
+from latentsearch.metrics import (
+    clustering_scores,
+    kmeans_scores,
+    nearest_neighbors,
+    pixel_baseline,
+    retrieval_results,
+)
 from latentsearch.protocols import ProtocolSplits, make_splits
-from latentsearch.training import Run
+from latentsearch.runs import Run
 
 # The study's published numbers (CIFAR-10, its own protocol, clustering its training images).
 PUBLISHED = {
     "vanilla": {"nmi": 0.074, "ri": 0.811},
     "hint": {"nmi": 0.433, "ri": 0.876},
 }
+
+
+NEIGHBOURS = 10
+"""Nearest database images an evaluation keeps per query: precision@10's cut-off, enough for
+a report's retrieval grid and per-class precision."""
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The nearest database images of each query, the query itself left out when the query
+    and database sets are the same images.
+
+    Attributes:
+        distances: Squared Euclidean distances between embeddings, nearest first.
+            Shape: (N_query, n).
+        indices: Positions in the database set. Shape: (N_query, n).
+    """
+
+    distances: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def depth(self) -> int:
+        """n, the neighbours kept per query."""
+        return int(self.indices.shape[1])
+
+
+@dataclass(frozen=True)
+class EmbeddingScores:
+    """The scores of one representation, with the clustering and the search they came from.
+
+    Attributes:
+        scores: Metric name -> value (the names of ``latentsearch.metrics.METRICS``).
+        assignments: The KMeans cluster of each labelled cluster-set image, in order.
+            Shape: (M,), M = cluster-set images whose label is not -1.
+        neighbours: The nearest database images of every query.
+    """
+
+    scores: dict[str, float]
+    assignments: np.ndarray
+    neighbours: Neighbours
+
+
+def evaluate_embeddings(
+    splits: ProtocolSplits,
+    cluster_emb: np.ndarray,
+    query_emb: np.ndarray,
+    database_emb: np.ndarray,
+    *,
+    seed: int = 0,
+    neighbours: int = NEIGHBOURS,
+) -> EmbeddingScores:
+    """Clustering and retrieval metrics for one representation: KMeans and the search run once.
+
+    Args:
+        splits: The protocol's image sets (labels are read from them).
+        cluster_emb: Shape: (N_cluster, D).
+        query_emb: Shape: (N_query, D).
+        database_emb: Shape: (N_database, D).
+        seed: KMeans seed.
+        neighbours: Nearest database images to keep per query (capped at the database).
+
+    Raises:
+        LatentsearchError: The images have no labels.
+    """
+    if not splits.cluster.has_labels:
+        raise LatentsearchError(
+            "these images have no labels: clustering and retrieval cannot be scored"
+        )
+    scores, assignments = kmeans_scores(cluster_emb, splits.cluster.labels, seed=seed)
+    retrieval = retrieval_results(
+        query_emb,
+        splits.query.labels,
+        database_emb,
+        splits.database.labels,
+        same_set=splits.same_set,
+        neighbors=neighbours,
+    )
+    scores.update(retrieval.scores)
+    return EmbeddingScores(
+        scores=scores,
+        assignments=assignments,
+        neighbours=Neighbours(distances=retrieval.distances, indices=retrieval.indices),
+    )
 
 
 def score_embeddings(
@@ -29,28 +124,27 @@ def score_embeddings(
     *,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Clustering and retrieval metrics for one representation.
+    """The scores of :func:`evaluate_embeddings` alone (same arguments)."""
+    return evaluate_embeddings(
+        splits, cluster_emb, query_emb, database_emb, seed=seed, neighbours=0
+    ).scores
+
+
+def query_neighbours(splits: ProtocolSplits, embeddings: SplitEmbeddings, depth: int) -> Neighbours:
+    """The nearest database images of every query, found as an evaluation finds them.
+
+    For images without labels (nothing to evaluate) or a deeper search than an evaluation kept.
 
     Args:
-        splits: The protocol's image sets (labels are read from them).
-        cluster_emb: Shape: (N_cluster, D).
-        query_emb: Shape: (N_query, D).
-        database_emb: Shape: (N_database, D).
-        seed: KMeans seed.
+        splits: The protocol's sets (``same_set`` is read).
+        embeddings: Their embeddings.
+        depth: Neighbours per query, at least 1 (capped at the database).
     """
-    if not splits.cluster.has_labels:
-        raise ValueError("these images have no labels: clustering and retrieval cannot be scored")
-    scores, _ = kmeans_scores(cluster_emb, splits.cluster.labels, seed=seed)
-    scores.update(
-        retrieval_scores(
-            query_emb,
-            splits.query.labels,
-            database_emb,
-            splits.database.labels,
-            same_set=splits.same_set,
-        )
+    depth = min(depth, len(embeddings.database) - int(splits.same_set))
+    distances, indices = nearest_neighbors(
+        embeddings.query, embeddings.database, depth, exclude_self=splits.same_set
     )
-    return scores
+    return Neighbours(distances=distances, indices=indices)
 
 
 @dataclass
@@ -80,6 +174,35 @@ def embed_splits(run: Run, splits: ProtocolSplits, *, progress: bool = False) ->
     return SplitEmbeddings(cluster=cluster, query=query, database=database)
 
 
+class Evaluation(dict[str, Any]):
+    """What :func:`evaluate_run` found: its scores, and what they were computed from.
+
+    The object *is* the dict of scores (metric name -> value, plus ``protocol``, ``data``,
+    counts, timings and, when asked for, ``baseline``), JSON-ready as before; the
+    intermediate results ride along as attributes (as scipy's ``OptimizeResult`` does), so
+    that a report reads them instead of computing them again.
+
+    Attributes:
+        embeddings: The run's embeddings of the protocol's sets.
+        assignments: The KMeans cluster of each labelled cluster-set image, in order.
+            Shape: (M,).
+        neighbours: The nearest database images of every query.
+    """
+
+    def __init__(
+        self,
+        scores: dict[str, Any],
+        *,
+        embeddings: SplitEmbeddings,
+        assignments: np.ndarray,
+        neighbours: Neighbours,
+    ) -> None:
+        super().__init__(scores)
+        self.embeddings = embeddings
+        self.assignments = assignments
+        self.neighbours = neighbours
+
+
 def evaluate_run(
     run: Run,
     *,
@@ -87,7 +210,8 @@ def evaluate_run(
     baseline: bool = False,
     progress: bool = False,
     embeddings: SplitEmbeddings | None = None,
-) -> dict[str, Any]:
+    neighbours: int = NEIGHBOURS,
+) -> Evaluation:
     """Embeds the protocol's evaluation images with ``run`` and scores them.
 
     Args:
@@ -96,9 +220,14 @@ def evaluate_run(
         baseline: Also score raw pixels on the same images, under ``baseline``.
         progress: Progress bars on a terminal.
         embeddings: ``embed_splits(run, make_splits(data, protocol))`` if already computed.
+        neighbours: Nearest database images to keep per query.
 
     Returns:
-        Metric name -> value, plus ``protocol``, ``data``, counts, and timings.
+        Metric name -> value, plus ``protocol``, ``data``, counts, and timings; the KMeans
+        assignments and neighbours it computed are attributes.
+
+    Raises:
+        LatentsearchError: The run's images have no labels.
     """
     cfg = run.config
     if data is None:
@@ -120,11 +249,16 @@ def evaluate_run(
         "n_database": len(splits.database),
         "embed_seconds": embed_seconds,
     }
-    result.update(score_embeddings(splits, emb.cluster, emb.query, emb.database))
+    scored = evaluate_embeddings(
+        splits, emb.cluster, emb.query, emb.database, neighbours=neighbours
+    )
+    result.update(scored.scores)
     result.update(score_cluster_head(run, splits, emb.cluster))
     if baseline:
         result["baseline"] = score_pixels(splits)
-    return result
+    return Evaluation(
+        result, embeddings=emb, assignments=scored.assignments, neighbours=scored.neighbours
+    )
 
 
 HEAD_PREFIX = "head_"  # metrics of the clusters a run's SCAN head assigns

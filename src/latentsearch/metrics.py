@@ -12,6 +12,7 @@ Retrieval scores follow pytorch-metric-learning's ``AccuracyCalculator`` (Musgra
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -25,15 +26,23 @@ from sklearn.metrics import (
 )
 from sklearn.metrics.cluster import contingency_matrix
 
+from latentsearch.errors import LatentsearchError
+
 __all__ = [
+    "CLUSTERING_METRICS",
+    "METRICS",
+    "RETRIEVAL_METRICS",
     "FaissKNN",
     "KNNFunction",
     "Metric",
+    "MetricInfo",
+    "RetrievalResults",
     "clustering_accuracy",
     "clustering_scores",
     "kmeans_scores",
     "nearest_neighbors",
     "pixel_baseline",
+    "retrieval_results",
     "retrieval_scores",
 ]
 
@@ -44,6 +53,42 @@ KNNFunction = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 """``knn(query_chunk, database, n) -> indices`` of shape ``(Q, n)``, nearest first."""
 
 _METRICS = ("l2", "cosine")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One score this module computes.
+
+    Attributes:
+        key: Its key in the dicts the scoring functions return.
+        label: A short name for tables.
+        description: What it measures, in a line.
+    """
+
+    key: str
+    label: str
+    description: str
+
+
+CLUSTERING_METRICS = (
+    MetricInfo("nmi", "NMI", "normalised mutual information between clusters and classes"),
+    MetricInfo("ri", "Rand index", "share of image pairs on which clusters and classes agree"),
+    MetricInfo("ari", "ARI", "Rand index corrected for chance (0: random, 1: perfect)"),
+    MetricInfo("ami", "AMI", "mutual information corrected for chance"),
+    MetricInfo("acc", "accuracy", "share of images in the cluster matched to their class"),
+)
+"""What :func:`clustering_scores` returns, in the order tables show it."""
+
+RETRIEVAL_METRICS = (
+    MetricInfo("precision_at_1", "precision@1", "the nearest database image has the query's class"),
+    MetricInfo("precision_at_10", "precision@10", "share of the 10 nearest with the query's class"),
+    MetricInfo("map_at_r", "MAP@R", "average precision over the first R results (R: class size)"),
+    MetricInfo("r_precision", "R-precision", "share of the first R results with the query's class"),
+)
+"""What :func:`retrieval_scores` returns at its default ``k``, in the order tables show it."""
+
+METRICS: tuple[str, ...] = tuple(m.key for m in CLUSTERING_METRICS + RETRIEVAL_METRICS)
+"""The key of every score of one representation: clustering's, then retrieval's."""
 
 
 # --------------------------------------------------------------------------- input checks
@@ -141,7 +186,7 @@ def clustering_scores(labels_true: np.ndarray, labels_pred: np.ndarray) -> dict[
     _same_length(labels_true=true, labels_pred=pred)
     known = true != -1
     if not known.any():
-        raise ValueError("no item is labelled: every entry of labels_true is -1 (unknown)")
+        raise LatentsearchError("no item is labelled: every entry of labels_true is -1 (unknown)")
     true, pred = true[known], pred[known]
     return {
         "nmi": float(normalized_mutual_info_score(true, pred)),
@@ -184,13 +229,13 @@ def kmeans_scores(
     _check_positive("n_init", n_init)
     known = y != -1
     if not known.any():
-        raise ValueError("no item is labelled: every entry of labels is -1 (unknown)")
+        raise LatentsearchError("no item is labelled: every entry of labels is -1 (unknown)")
     x, y = x[known].astype(np.float32, copy=False), y[known]
     if n_clusters is None:
         n_clusters = len(np.unique(y))
     _check_positive("n_clusters", n_clusters)
     if n_clusters > len(y):
-        raise ValueError(
+        raise LatentsearchError(
             f"n_clusters={n_clusters} exceeds the {len(y)} labelled items; lower n_clusters"
         )
     assignments = KMeans(n_clusters=n_clusters, random_state=seed, n_init=n_init).fit_predict(x)
@@ -391,7 +436,24 @@ def _call_knn(knn: KNNFunction, query: np.ndarray, database: np.ndarray, n: int)
     return indices.astype(np.int64, copy=False)
 
 
-def retrieval_scores(
+@dataclass(frozen=True)
+class RetrievalResults:
+    """What :func:`retrieval_results` found.
+
+    Attributes:
+        scores: Score name -> value, as :func:`retrieval_scores` returns them.
+        distances: Distances of each query's kept neighbours, nearest first; NaN where a
+            custom ``knn`` searched (it returns indices only). Shape: (Q, n).
+        indices: Database indices of each query's kept neighbours, nearest first; with
+            ``same_set`` the query itself is never among them. Shape: (Q, n).
+    """
+
+    scores: dict[str, float]
+    distances: np.ndarray
+    indices: np.ndarray
+
+
+def retrieval_results(
     query: np.ndarray,
     query_labels: np.ndarray,
     database: np.ndarray,
@@ -402,8 +464,13 @@ def retrieval_scores(
     metric: Metric = "l2",
     knn: KNNFunction | None = None,
     chunk_size: int = 1024,
-) -> dict[str, float]:
-    """Retrieval quality of embeddings, as pytorch-metric-learning's ``AccuracyCalculator``.
+    neighbors: int = 10,
+) -> RetrievalResults:
+    """Retrieval quality of embeddings, and the nearest neighbours it was computed from.
+
+    As pytorch-metric-learning's ``AccuracyCalculator``, the search runs once and every score
+    reads its result; the first ``neighbors`` results of each query are kept for callers that
+    show or reuse them (a report's retrieval grid, per-class precision).
 
     For each query, let R be the number of database items of its class (not counting the query
     itself when ``same_set``). Scores are averaged over queries:
@@ -435,10 +502,11 @@ def retrieval_scores(
             rows. With ``same_set`` it is asked for ``n + 1`` results and the query's own
             index is removed. Default: exact NumPy search, ties broken by database index.
         chunk_size: Number of queries per block.
+        neighbors: Results to keep per query (capped at the candidates per query); 0 keeps
+            none. Queries left out of the scores (label ``-1``, R = 0) are searched too.
 
     Returns:
-        Scores keyed ``precision_at_1``, ``precision_at_10`` [, ``precision_at_{k}``],
-        ``r_precision`` and ``map_at_r``, each in [0, 1].
+        The scores and the kept neighbours.
 
     Raises:
         ValueError: On malformed input (lengths, ndim, dimension mismatch, unknown metric,
@@ -453,6 +521,8 @@ def retrieval_scores(
     _check_metric(metric)
     _check_positive("k", k)
     _check_positive("chunk_size", chunk_size)
+    if isinstance(neighbors, bool) or not isinstance(neighbors, (int, np.integer)) or neighbors < 0:
+        raise ValueError(f"neighbors must be a non-negative integer, got {neighbors!r}")
     if q.shape[1] != db.shape[1]:
         raise ValueError(
             f"query has dimension {q.shape[1]} but database has dimension {db.shape[1]}"
@@ -475,7 +545,7 @@ def retrieval_scores(
     r_all -= int(same_set)
     keep = np.flatnonzero((q_labels != -1) & (r_all > 0))
     if keep.size == 0:
-        raise ValueError(
+        raise LatentsearchError(
             "no query can be scored: every query is labelled -1 or has no item of its class in "
             "the database (R = 0)"
         )
@@ -485,19 +555,32 @@ def retrieval_scores(
     available = len(db) - int(same_set)
     cutoffs = sorted({1, 10, k})
     sums = dict.fromkeys(["r_precision", "map_at_r", *(f"precision_at_{c}" for c in cutoffs)], 0.0)
+    depth = min(neighbors, available)
+    kept_distances = np.full((len(q), depth), np.nan, dtype=dtype)
+    kept_indices = np.full((len(q), depth), -1, dtype=np.int64)
+
+    def search_rows(rows: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """Distances (None from a custom knn) and indices of the n nearest items of rows."""
+        q_chunk = search.prepare_query(q[rows])
+        self_index = rows if same_set else None
+        if knn is None:
+            return search.chunk(q_chunk, n, self_index)
+        if self_index is not None:
+            return None, _drop_self(_call_knn(knn, q_chunk, knn_database, n + 1), self_index)
+        return None, _call_knn(knn, q_chunk, knn_database, n)
+
+    def keep_neighbors(rows: np.ndarray, dist: np.ndarray | None, idx: np.ndarray) -> None:
+        kept_indices[rows] = idx[:, :depth]
+        if dist is not None:
+            kept_distances[rows] = dist[:, :depth]
 
     for start in range(0, keep.size, chunk_size):
         rows = keep[start : start + chunk_size]
         r = r_all[rows]
         n = min(max(int(r.max()), cutoffs[-1]), available)
-        q_chunk = search.prepare_query(q[rows])
-        self_index = rows if same_set else None
-        if knn is None:
-            _, idx = search.chunk(q_chunk, n, self_index)
-        elif self_index is not None:
-            idx = _drop_self(_call_knn(knn, q_chunk, knn_database, n + 1), self_index)
-        else:
-            idx = _call_knn(knn, q_chunk, knn_database, n)
+        dist, idx = search_rows(rows, max(n, depth))
+        keep_neighbors(rows, dist, idx)
+        idx = idx[:, :n]  # the scores read exactly n results, however many are kept
 
         rel = db_labels[idx] == q_labels[rows][:, None]  # (c, n)
         for c in cutoffs:
@@ -512,7 +595,45 @@ def retrieval_scores(
     scores = {f"precision_at_{c}": sums[f"precision_at_{c}"] / keep.size for c in cutoffs}
     scores["r_precision"] = sums["r_precision"] / keep.size
     scores["map_at_r"] = sums["map_at_r"] / keep.size
-    return scores
+
+    if depth:  # the queries no score reads still get their neighbours
+        unscored = np.setdiff1d(np.arange(len(q)), keep)
+        for start in range(0, unscored.size, chunk_size):
+            rows = unscored[start : start + chunk_size]
+            keep_neighbors(rows, *search_rows(rows, depth))
+    return RetrievalResults(scores=scores, distances=kept_distances, indices=kept_indices)
+
+
+def retrieval_scores(
+    query: np.ndarray,
+    query_labels: np.ndarray,
+    database: np.ndarray,
+    database_labels: np.ndarray,
+    *,
+    same_set: bool = False,
+    k: int = 10,
+    metric: Metric = "l2",
+    knn: KNNFunction | None = None,
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """The scores of :func:`retrieval_results`, without neighbours (same arguments).
+
+    Returns:
+        Scores keyed ``precision_at_1``, ``precision_at_10`` [, ``precision_at_{k}``],
+        ``r_precision`` and ``map_at_r``, each in [0, 1].
+    """
+    return retrieval_results(
+        query,
+        query_labels,
+        database,
+        database_labels,
+        same_set=same_set,
+        k=k,
+        metric=metric,
+        knn=knn,
+        chunk_size=chunk_size,
+        neighbors=0,
+    ).scores
 
 
 # --------------------------------------------------------------------------- baseline

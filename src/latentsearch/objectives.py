@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
 
 from latentsearch.augment import AugmentConfig, augment
+from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models.base import EmbeddingModel
 
 
@@ -74,7 +75,7 @@ class ReconstructionObjective:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         out = model(batch.images)
         if out.reconstruction is None:
-            raise ValueError(f"{type(model).__name__} has no decoder: use another objective")
+            raise LatentsearchError(f"{type(model).__name__} has no decoder: use another objective")
         mse = F.mse_loss(out.reconstruction.float(), batch.images)
         parts = {"mse": float(mse.detach())}
         loss = mse
@@ -139,7 +140,7 @@ class ContrastiveObjective:
         augment: AugmentConfig | dict[str, Any] | None = None,
     ) -> None:
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError("temperature", f"must be positive, got {temperature}")
         self.hint_weight = hint_weight
         self.temperature = temperature
         self.augment = as_augment_config(augment) or AugmentConfig()
@@ -153,7 +154,7 @@ class ContrastiveObjective:
         )
         out = model(views)
         if out.projection is None:
-            raise ValueError(
+            raise LatentsearchError(
                 f"{type(model).__name__} has no projection head: the contrastive objective "
                 "needs a model such as resnet-s"
             )
@@ -195,21 +196,22 @@ class ClassificationObjective:
     def __call__(
         self, model: EmbeddingModel, batch: Batch
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        out = model(augment(batch.images, self.augment))
-        if out.logits is None:
-            raise ValueError(
-                "the classification objective needs labels (--label-fraction above 0) and a "
+        if model.num_classes == 0:
+            raise LatentsearchError(
+                "the classification objective needs labels (`label_fraction` above 0) and a "
                 "model with a head"
             )
         known = batch.labels >= 0
-        if not bool(known.any()):
-            loss = out.logits.float().sum() * 0.0  # nothing labelled: a zero with a gradient
-        else:
-            loss = F.cross_entropy(
-                out.logits[known].float(),
-                batch.labels[known],
-                label_smoothing=self.label_smoothing,
-            )
+        if int(known.sum()) < 2:
+            # Too few labelled images for batch norm: a zero with a gradient.
+            loss = sum((p.sum() for p in model.parameters()), torch.zeros(())) * 0.0
+            return loss, {"ce": 0.0, "loss": 0.0}
+        # Only labelled images are seen: with few labels most of a batch would be wasted work.
+        out = model(augment(batch.images[known], self.augment))
+        logits = cast(torch.Tensor, out.logits)  # a model with classes has a head
+        loss = F.cross_entropy(
+            logits.float(), batch.labels[known], label_smoothing=self.label_smoothing
+        )
         value = float(loss.detach())
         return loss, {"ce": value, "loss": value}
 
@@ -228,7 +230,7 @@ def create_objective(name: str, **kwargs: Any) -> Objective:
         ValueError: For an unknown name.
     """
     if name not in OBJECTIVES:
-        raise ValueError(
+        raise LatentsearchError(
             f"unknown objective {name!r}; choose one of: {', '.join(sorted(OBJECTIVES))}"
         )
     obj: Objective = OBJECTIVES[name](**kwargs)

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
+from latentsearch.errors import LatentsearchError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class PrecisionError(ValueError):
+class PrecisionError(LatentsearchError):
     """The requested precision is not available on this device."""
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from latentsearch.data import DataSplits, ImageData
 from latentsearch.data.splits import stratified_split
+from latentsearch.errors import ConfigError
 
 PROTOCOLS = ("heldout", "seed")
 
@@ -65,7 +66,7 @@ def make_splits(data: DataSplits, protocol: str = "heldout") -> ProtocolSplits:
         protocol: ``heldout`` or ``seed``.
 
     Raises:
-        ValueError: For an unknown protocol.
+        ConfigError: For an unknown protocol.
     """
     if protocol == "heldout":
         train, test = _official_split(data)
@@ -93,4 +94,4 @@ def make_splits(data: DataSplits, protocol: str = "heldout") -> ProtocolSplits:
             query=everything.subset(test_idx),
             database=train,
         )
-    raise ValueError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    raise ConfigError("protocol", f"{protocol!r} is unknown; choose one of: {', '.join(PROTOCOLS)}")

@@ -9,9 +9,20 @@ from typing import Any
 
 from latentsearch.data import load_data
 from latentsearch.evaluation import PUBLISHED, evaluate_run
-from latentsearch.training import Run, TrainConfig, load_run, machine_description, train
+from latentsearch.metrics import METRICS
+from latentsearch.presets import PRESETS, STUDY_EPOCHS, STUDY_PROTOCOLS, STUDY_VARIANTS
+from latentsearch.runs import (
+    EVAL_FILE,
+    Run,
+    TrainConfig,
+    checkpoints,
+    load_run,
+    machine_description,
+)
+from latentsearch.training import train
 
-VARIANTS = {"vanilla": 0.0, "hint": 1.0}
+VARIANTS = tuple(STUDY_VARIANTS)
+"""The study's two models: ``vanilla`` (no labels) and ``hint`` (a hint head on every label)."""
 
 
 def study_config(
@@ -20,31 +31,23 @@ def study_config(
     *,
     data: str,
     data_dir: str | None,
-    epochs: int = 10,
+    epochs: int = STUDY_EPOCHS,
     threads: int | None = None,
 ) -> TrainConfig:
-    """The study's training setup: seed-ae, Adam 1e-3, batch 32, fp32, hint on every label."""
+    """The study's training setup, its preset (seed-ae, Adam 1e-3, batch 32, fp32)."""
     return TrainConfig(
         data=data,
         data_dir=data_dir,
         protocol=protocol,
-        model="seed-ae",
-        label_fraction=VARIANTS[variant],
-        hint_weight=1.0,
-        epochs=epochs,
-        batch_size=32,
-        lr=1e-3,
-        seed=0,
+        **{**PRESETS[STUDY_VARIANTS[variant]].overrides, "epochs": epochs},
         threads=threads,
-        precision="fp32",  # the study's precision
     )
 
 
 def _train_or_reuse(
     config: TrainConfig, run_dir: Path, data: Any, log: Callable[[str], None]
 ) -> Run:
-    ckpts = sorted((run_dir / "checkpoints").glob("epoch-*.pt"))
-    if ckpts:
+    if checkpoints(run_dir):
         run = load_run(run_dir)
         if run.epoch >= config.epochs:
             log(f"{run_dir}: finished run found, reusing it")
@@ -75,8 +78,8 @@ def reproduce(
     data: str = "cifar10",
     data_dir: str | None = None,
     out: Path,
-    protocols: list[str] | tuple[str, ...] = ("seed", "heldout"),
-    epochs: int = 10,
+    protocols: list[str] | tuple[str, ...] = STUDY_PROTOCOLS,
+    epochs: int = STUDY_EPOCHS,
     threads: int | None = None,
     data_label: str | None = None,
     log: Callable[[str], None] = lambda s: None,
@@ -105,7 +108,7 @@ def reproduce(
             )
             run_dir = out / f"{protocol}-{variant}"
             run = _train_or_reuse(config, run_dir, splits, log)
-            eval_path = run_dir / "eval.json"
+            eval_path = run_dir / EVAL_FILE
             result = json.loads(eval_path.read_text()) if eval_path.exists() else None
             if result is None or result.get("epochs") != run.epoch:
                 log(f"{run_dir}: evaluating")
@@ -118,19 +121,7 @@ def reproduce(
                 {
                     "protocol": protocol,
                     "model": variant,
-                    **{
-                        k: result[k]
-                        for k in (
-                            "nmi",
-                            "ri",
-                            "ari",
-                            "ami",
-                            "acc",
-                            "precision_at_1",
-                            "precision_at_10",
-                            "map_at_r",
-                        )
-                    },
+                    **{k: result[k] for k in METRICS},
                     "published_nmi": published.get("nmi"),
                     "published_ri": published.get("ri"),
                     "epochs": run.epoch,

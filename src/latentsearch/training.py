@@ -1,21 +1,18 @@
-"""The fit loop, run folders and self-describing checkpoints.
+"""The fit loop: trains a model as a ``TrainConfig`` says and writes its run folder.
 
-A run folder holds ``config.json`` (the resolved config), ``metrics.jsonl`` (one line per
-epoch) and ``checkpoints/epoch-NNN.pt``; ``load_run(path)`` rebuilds the trained model from it
-alone. Checkpoints hold only tensors and plain Python values, so they load with
-``torch.load(weights_only=True)``.
+The run folder's layout, the config, checkpoints and fingerprints live in
+:mod:`latentsearch.runs`; this module is the one that writes them. The names it used to define
+(``TrainConfig``, ``Run``, ``RunError``, ``load_run``, ...) live there.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,99 +24,36 @@ from latentsearch.data import DataSplits, ImageData, load_data
 from latentsearch.data.splits import label_subset
 from latentsearch.device import resolve_device
 from latentsearch.embedding import to_tensor
+from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models import create_model
 from latentsearch.models.base import EmbeddingModel
 from latentsearch.objectives import Batch, Objective, create_objective
-from latentsearch.precision import (
-    PRECISIONS,
-    autocast,
-    available_cores,
-    grad_scaler,
-    resolve_precision,
-)
+from latentsearch.precision import autocast, available_cores, grad_scaler, resolve_precision
 from latentsearch.progress import show_progress
 from latentsearch.protocols import ProtocolSplits, make_splits
+from latentsearch.runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    Run,
+    RunError,
+    TrainConfig,
+    checkpoints,
+    fingerprint,
+    prepare_run_folder,
+    read_history,
+    save_checkpoint,
+)
 
-CHECKPOINT_FORMAT = "latentsearch-checkpoint/1"
-
-
-class RunError(ValueError):
-    """A run folder or checkpoint is missing, incomplete or incompatible."""
-
-
-OPTIMIZERS = ("adamw", "sgd")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run."""
-
-    data: str = "digits"  # data source: digits, cifar10, fashion-mnist or a folder path
-    data_dir: str | None = None  # where a named source's files are (None: cache / default)
-    protocol: str = "heldout"  # heldout (official split) or seed (the study's protocol)
-    model: str = "seed-ae"  # a name from latentsearch.models.MODELS
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra model arguments
-    image_size: int | None = None  # resize images to this size (None: the source's own)
-    objective: str = "reconstruction"  # a name from latentsearch.objectives.OBJECTIVES
-    objective_kwargs: dict[str, Any] = field(default_factory=dict)  # extra objective args
-    label_fraction: float = 0.0  # share of training labels the hint head sees (0: no head)
-    hint_weight: float = 1.0  # weight of the hint cross-entropy against the main loss
-    epochs: int = 10  # passes over the fit set
-    batch_size: int = 32  # images per step (the study: 32)
-    lr: float = 1e-3  # learning rate (the study: Keras Adam's default 1e-3)
-    optimizer: str = "adamw"  # adamw (decoupled weight decay) or sgd (Nesterov momentum 0.9)
-    weight_decay: float = 0.0  # AdamW: decoupled decay (0: plain Adam); SGD: L2 coefficient
-    cosine_schedule: bool = False  # cosine learning-rate decay over all epochs
-    seed: int = 0  # seeds weights, batch order, label subset and augmentations
-    device: str = "auto"  # auto, cpu, cuda or mps
-    threads: int | None = None  # torch CPU threads (None: every core this process may use)
-    precision: str = "auto"  # auto, fp32, bf16 or fp16 (auto: mixed precision where native)
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        if self.threads is not None and (
-            isinstance(self.threads, bool) or not isinstance(self.threads, int)
-        ):
-            raise ValueError(f"threads must be an integer, got {self.threads!r}")
-        for name in ("label_fraction", "hint_weight", "lr", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-        if not isinstance(self.model_kwargs, dict) or not isinstance(self.objective_kwargs, dict):
-            raise ValueError("model_kwargs and objective_kwargs must be mappings")
-        if not 0.0 <= self.label_fraction <= 1.0:
-            raise ValueError(f"--label-fraction must be in [0, 1], got {self.label_fraction}")
-        if self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise ValueError(f"--batch-size must be at least 2, got {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {self.threads}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as JSON-ready values."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Rebuilds a config, ignoring keys this version does not know."""
-        if not isinstance(d, dict):
-            raise ValueError(f"a run config must be a JSON object, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+__all__ = [
+    "InitReport",
+    "batch_bounds",
+    "build_model",
+    "load_initial_weights",
+    "make_optimizer",
+    "train",
+    "validation_loss",
+]
 
 
 def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -139,55 +73,6 @@ def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> tor
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-@dataclass
-class Run:
-    """A trained run, rebuilt from its folder.
-
-    Attributes:
-        path: The run folder.
-        config: Its resolved config.
-        model: The model with the newest checkpoint's weights, in eval mode.
-        class_names: Class names of the data it was trained on.
-        epoch: Epochs completed.
-        history: One dict per epoch from ``metrics.jsonl``.
-        fingerprint: Identifies model + weights; indexes refuse a run with another one.
-    """
-
-    path: Path
-    config: TrainConfig
-    model: EmbeddingModel
-    class_names: list[str]
-    epoch: int
-    history: list[dict[str, Any]]
-    fingerprint: dict[str, Any]
-
-
-def machine_description() -> str:
-    """A short description of the hardware, for results tables."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores"
-    if torch.cuda.is_available():
-        desc += f", {torch.cuda.get_device_name(0)}"
-    return desc
-
-
-def _checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("epoch-*.pt"))
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def build_model(config: TrainConfig, data: ImageData, num_classes: int) -> EmbeddingModel:
     """The model a config asks for, sized for the data's images.
 
@@ -198,40 +83,10 @@ def build_model(config: TrainConfig, data: ImageData, num_classes: int) -> Embed
     """
     h, w, c = data.image_shape
     if h != w:
-        raise ValueError(f"models take square images; these are {h}×{w}")
+        raise LatentsearchError(f"models take square images; these are {h}×{w}")
     return create_model(
         config.model, in_channels=c, image_size=h, num_classes=num_classes, **config.model_kwargs
     )
-
-
-def _model_args(model: EmbeddingModel, config: TrainConfig) -> dict[str, Any]:
-    return {
-        "in_channels": model.in_channels,
-        "image_size": model.image_size,
-        "num_classes": model.num_classes,
-        **config.model_kwargs,
-    }
-
-
-def weights_hash(model: EmbeddingModel) -> str:
-    """SHA-256 of the model's parameters and buffers, in state-dict order."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _fingerprint(model: EmbeddingModel, model_name: str) -> dict[str, Any]:
-    return {
-        "model": model_name,
-        "weights_sha256": weights_hash(model),
-        "image_size": model.image_size,
-        "in_channels": model.in_channels,
-        "embedding_dim": model.embedding_dim,
-    }
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -280,6 +135,109 @@ def validation_loss(
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
+@dataclass(frozen=True)
+class InitReport:
+    """What ``load_initial_weights`` took from a file.
+
+    Attributes:
+        source: The file read.
+        loaded: Tensors copied into the model.
+        mismatched: ``(name, file's shape, model's shape)`` of tensors of the same name but
+            another shape (not copied).
+        missing: Model tensors the file lacks (left as initialised).
+        unused: File tensors the model has no place for.
+    """
+
+    source: Path
+    loaded: list[str]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+    missing: list[str]
+    unused: list[str]
+
+    def summary(self) -> str:
+        """One line of counts, then one line per mismatch (at most 10)."""
+        lines = [
+            f"init from {self.source}: {len(self.loaded)} tensors loaded, "
+            f"{len(self.mismatched)} of another shape skipped, {len(self.missing)} missing "
+            f"(kept as initialised), {len(self.unused)} in the file unused"
+        ]
+        lines += [
+            f"  skipped {name}: {list(theirs)} in the file, {list(mine)} in the model"
+            for name, theirs, mine in self.mismatched[:10]
+        ]
+        return "\n".join(lines)
+
+
+def _state_dict_of(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a run folder (newest checkpoint), a checkpoint or a state-dict file."""
+    if path.is_dir():
+        found = checkpoints(path)
+        if not found:
+            raise RunError(f"init: {path} is a folder without checkpoints (not a run folder)")
+        path = found[-1]
+    if not path.is_file():
+        raise RunError(f"init: no such file {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not its format
+        raise RunError(f"init: {path} is not a PyTorch weights file ({type(e).__name__})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise RunError(f"init: {path} holds no named tensors (a state dict or a checkpoint)")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    # Weights saved from DistributedDataParallel or torch.compile carry a prefix.
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def load_initial_weights(model: torch.nn.Module, path: str | Path) -> InitReport:
+    """Copies every tensor of ``path`` whose name and shape match into ``model``.
+
+    Args:
+        model: The freshly built model.
+        path: A run folder, a checkpoint of one, or a plain state-dict file (e.g. converted
+            weights of the same architecture).
+
+    Returns:
+        What was loaded, skipped, missing and unused.
+
+    Raises:
+        RunError: The file cannot be read, or not one tensor matches (another architecture);
+            the message lists the differences.
+    """
+    source = Path(path)
+    theirs = _state_dict_of(source)
+    mine = model.state_dict()
+    loaded, mismatched, missing = [], [], []
+    for name, tensor in mine.items():
+        if name not in theirs:
+            missing.append(name)
+        elif tuple(theirs[name].shape) != tuple(tensor.shape):
+            mismatched.append((name, tuple(theirs[name].shape), tuple(tensor.shape)))
+        else:
+            loaded.append(name)
+    report = InitReport(
+        source=source,
+        loaded=loaded,
+        mismatched=mismatched,
+        missing=missing,
+        unused=[k for k in theirs if k not in mine],
+    )
+    if not any(mine[name].numel() > 1 for name in loaded):
+        raise RunError(
+            f"init: no tensor of {source} fits this model (another architecture?)\n"
+            + report.summary()
+            + "".join(f"\n  missing {n}" for n in missing[:5])
+        )
+    with torch.no_grad():
+        for name in loaded:
+            mine[name].copy_(theirs[name].to(mine[name].dtype))
+    return report
+
+
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -288,6 +246,7 @@ def train(
     progress: bool = True,
     log: Callable[[dict[str, Any]], None] | None = None,
     data: DataSplits | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Run:
     """Trains a model as ``config`` says and writes the run folder.
 
@@ -298,41 +257,19 @@ def train(
         progress: Show a progress bar on a terminal.
         log: Called with each epoch's metrics dict.
         data: Already loaded data (otherwise loaded from ``config.data``).
+        notify: Called with a line for the user (what ``config.init`` loaded).
 
     Returns:
         The finished run.
 
     Raises:
         RunError: ``out`` holds another run, or resuming finds nothing to resume.
-        ValueError: Invalid settings (e.g. labels asked for on unlabelled data).
+        ConfigError: Invalid settings (e.g. labels asked for on unlabelled data).
+        RuntimeError: The loss stopped being finite (lower ``lr``).
     """
     out = Path(out)
-    start_epoch = 0
-    state: dict[str, Any] | None = None
-    if resume:
-        ckpts = _checkpoints(out)
-        if not ckpts:
-            raise RunError(f"--resume: no checkpoint in {out}/checkpoints to resume from")
-        saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
-        # Where it runs and for how long may change; what it learns may not.
-        comparable = dataclasses.replace(
-            saved,
-            epochs=config.epochs,
-            threads=config.threads,
-            device=config.device,
-            precision=config.precision,
-        )
-        if comparable != config:
-            raise RunError(
-                f"--resume: {out} was trained with another config; only --epochs, --threads, "
-                "--device and --precision may change"
-            )
-        state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
-        start_epoch = int(state["epoch"])
-    elif out.exists() and not out.is_dir():
-        raise RunError(f"{out} is a file, not a run folder: choose a new --out folder")
-    elif out.exists() and any(out.iterdir()):
-        raise RunError(f"{out} is not empty: choose a new --out folder or pass --resume")
+    state = prepare_run_folder(out, config, resume=resume)
+    start_epoch = 0 if state is None else int(state["epoch"])
 
     threads = config.threads or available_cores()
     torch.set_num_threads(threads)
@@ -351,9 +288,10 @@ def train(
     fit_labels = np.full(len(fit), -1, dtype=np.int64)
     if config.label_fraction > 0:
         if not fit.has_labels:
-            raise ValueError(
-                f"--label-fraction {config.label_fraction} needs labels, but {data.name} has "
-                "none (an image folder needs one subfolder per class)"
+            raise ConfigError(
+                "label_fraction",
+                f"{config.label_fraction} needs labels, but {data.name} has none (an image "
+                "folder needs one subfolder per class)",
             )
         num_classes = len(class_names)
         keep = label_subset(fit.labels, config.label_fraction, seed=config.seed)
@@ -361,6 +299,10 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_model(config, fit, num_classes).to(device)
+    if config.init is not None and state is None:
+        report = load_initial_weights(model, config.init)
+        if notify is not None:
+            notify(report.summary())
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     objective = create_objective(
@@ -387,10 +329,10 @@ def train(
             scaler.load_state_dict(state["scaler"])
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    metrics_path = out / "metrics.jsonl"
-    history = _read_history(out)[:start_epoch]
+    (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    metrics_path = out / METRICS_FILE
+    history = read_history(out)[:start_epoch]
     metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
     pixels = torch.from_numpy(np.ascontiguousarray(fit.pixels))
@@ -417,7 +359,7 @@ def train(
                 loss, parts = objective(model, batch)
             if not torch.isfinite(loss):
                 raise RuntimeError(
-                    f"loss became {float(loss)} at epoch {epoch + 1}: lower --lr and retry"
+                    f"loss became {float(loss)} at epoch {epoch + 1}: lower `lr` and retry"
                 )
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -460,23 +402,23 @@ def train(
                 device=device,
                 precision=precision,
             )
-        ckpt: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT,
-            "model_name": config.model,
-            "model_args": _model_args(model, config),
-            "config": config.to_dict(),
-            "class_names": class_names,
-            "epoch": epoch + 1,
-            "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-        }
+        training_state: dict[str, Any] = {"optimizer": optimizer.state_dict()}
         if scheduler is not None:
-            ckpt["scheduler"] = scheduler.state_dict()
+            training_state["scheduler"] = scheduler.state_dict()
         if hasattr(objective, "state_dict"):
-            ckpt["objective"] = objective.state_dict()
+            training_state["objective"] = objective.state_dict()
         if scaler is not None:
-            ckpt["scaler"] = scaler.state_dict()
-        _atomic_torch_save(ckpt, out / "checkpoints" / f"epoch-{epoch + 1:03d}.pt")
+            training_state["scaler"] = scaler.state_dict()
+        save_checkpoint(
+            out,
+            config=config,
+            model=model,
+            class_names=class_names,
+            epoch=epoch + 1,
+            training_state=training_state,
+        )
+        # "seconds" is the optimisation alone; this adds validation and the checkpoint.
+        record["wall_seconds"] = time.perf_counter() - t0
         history.append(record)
         with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -491,63 +433,5 @@ def train(
         class_names=class_names,
         epoch=config.epochs,
         history=history,
-        fingerprint=_fingerprint(model, config.model),
+        fingerprint=fingerprint(model, config.model),
     )
-
-
-def _read_history(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Rebuilds a model from one checkpoint file.
-
-    Raises:
-        RunError: The file is not a latentsearch checkpoint or does not fit its model.
-    """
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RunError(f"{path} is not a readable latentsearch checkpoint: {e}") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path} is not a latentsearch checkpoint ({CHECKPOINT_FORMAT})")
-    try:
-        model = create_model(state["model_name"], **state["model_args"])
-        model.load_state_dict(state["state_dict"])
-    except (RuntimeError, TypeError, KeyError, ValueError) as e:
-        raise RunError(
-            f"{path}: the weights do not fit model {state.get('model_name')!r} "
-            f"with {state.get('model_args')}: {str(e).splitlines()[0]}"
-        ) from e
-    model.to(resolve_device(str(device)) if isinstance(device, str) else device).eval()
-    run_dir = path.parent.parent
-    return Run(
-        path=run_dir,
-        config=TrainConfig.from_dict(state["config"]),
-        model=model,
-        class_names=list(state["class_names"]),
-        epoch=int(state["epoch"]),
-        history=_read_history(run_dir),
-        fingerprint=_fingerprint(model, state["model_name"]),
-    )
-
-
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Rebuilds a run from its folder (newest checkpoint) or from a checkpoint file.
-
-    Raises:
-        RunError: Nothing loadable is there.
-    """
-    path = Path(path)
-    if path.is_file():
-        return load_checkpoint(path, device)
-    if not path.is_dir():
-        raise RunError(f"no run folder or checkpoint at {path}")
-    ckpts = _checkpoints(path)
-    if not ckpts:
-        raise RunError(f"{path} holds no checkpoint: is it a run folder from `latentsearch train`?")
-    return load_checkpoint(ckpts[-1], device)

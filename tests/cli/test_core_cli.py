@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from latentsearch.cli import build_parser, main
+from latentsearch.runs import Run
 
 COMMANDS = ["train", "evaluate", "reproduce", "demo"]
 
@@ -118,8 +119,10 @@ def test_auto_is_the_default_without_labels_and_adapts_to_tiny_grey_images() -> 
     cfg = _config_from_args(args, load_data("digits"))
     assert (cfg.model, cfg.objective) == ("resnet-s", "contrastive")
     aug = cfg.objective_kwargs["augment"]
-    # 8x8 grey digits: gentle crops, no colour jitter, and no flips (a mirrored 3 is no digit).
-    assert aug["crop_scale"][0] >= 0.5 and aug["jitter_p"] == 0.0 and aug["flip"] is False
+    # 8x8 grey digits: gentle crops, brightness/contrast but no colour change, and no flips
+    # (a mirrored 3 is no digit).
+    assert aug["crop_scale"][0] >= 0.5 and aug["flip"] is False
+    assert aug["jitter_p"] > 0 and aug["saturation"] == 0.0 and aug["grayscale_p"] == 0.0
     # With labels and no recipe named, the default stays the study's autoencoder + hint.
     args = build_parser().parse_args(["train", "--label-fraction", "1", "--out", "x"])
     assert _config_from_args(args, load_data("digits")).model == "seed-ae"
@@ -147,3 +150,14 @@ def test_cluster_command_saves_a_head_and_scores_it_beside_kmeans(
     assert main(["evaluate", str(run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["head_nmi"] <= 1.0 and 0.0 <= result["nmi"] <= 1.0
+
+
+def test_init_of_another_architecture_lists_the_mismatch_and_writes_nothing(
+    tiny_run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tuned"
+    argv = ["train", "--model", "resnet-s", "--epochs", "1", "--init", str(tiny_run.path)]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no tensor of" in err and "missing" in err and "Traceback" not in err
+    assert not out.exists()

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from latentsearch.cli import main
-from latentsearch.data import load_data
-from latentsearch.training import TrainConfig, train
+from latentsearch.runs import Run
 
 TINTS = {"blue": (0, 0, 1), "green": (0, 1, 0), "red": (1, 0, 0)}
 PER_CLASS = 5
@@ -39,18 +38,9 @@ def _folder(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two runs (different seeds) trained one epoch on 8x8 versions of the folder."""
-    root = tmp_path_factory.mktemp("cli-index")
-    folder = _folder(root / "train-images")
-    data = load_data(str(folder), image_size=8, cache_dir=root / "cache")
-    out = []
-    for seed in (0, 1):
-        config = TrainConfig(
-            data=str(folder), model="seed-ae", epochs=1, image_size=8, batch_size=4, seed=seed
-        )
-        out.append(train(config, root / f"run-{seed}", progress=False, data=data).path)
-    return out[0], out[1]
+def runs(rgb_runs: tuple[Run, Run]) -> tuple[Path, Path]:
+    """The folders of the session's two 8x8 colour runs (same model, other weights)."""
+    return rgb_runs[0].path, rgb_runs[1].path
 
 
 @pytest.fixture(autouse=True)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from latentsearch.cli import build_parser, main
-from latentsearch.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cli-report") / "run"
-    train(TrainConfig(data="digits", epochs=1), path, progress=False)
-    return path
+def run_dir(
+    tmp_path_factory: pytest.TempPathFactory, copy_tiny_run: Callable[[Path], Path]
+) -> Path:
+    """A copy of the session's tiny digits run, free to hold reports."""
+    return copy_tiny_run(tmp_path_factory.mktemp("cli-report") / "run")
 
 
 def test_report_has_help(capsys: pytest.CaptureFixture[str]) -> None:

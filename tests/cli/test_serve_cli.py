@@ -15,13 +15,15 @@ from latentsearch.cli import main
 from latentsearch.cli import serve as serve_cli
 from latentsearch.data import load_data
 from latentsearch.index import ImageIndex, all_images
+from latentsearch.runs import Run
 from latentsearch.server import running
-from latentsearch.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def index_and_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """An index of 6 tiny images, the run that built it and another run (other seed)."""
+def index_and_runs(
+    tmp_path_factory: pytest.TempPathFactory, rgb_runs: tuple[Run, Run]
+) -> tuple[Path, Path, Path]:
+    """An index of 6 tiny images, the run that built it and another run (other weights)."""
     root = tmp_path_factory.mktemp("cli-serve")
     rng = np.random.default_rng(0)
     for c, name in enumerate(["dark", "light"]):
@@ -30,12 +32,7 @@ def index_and_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
             pixels = rng.integers(0, 100, (12, 12, 3)) + 150 * c
             Image.fromarray(pixels.astype(np.uint8)).save(root / "images" / name / f"{i}.png")
     splits = load_data(str(root / "images"), image_size=8, cache_dir=root / "cache")
-    runs = []
-    for seed in (0, 1):
-        config = TrainConfig(
-            data=str(root / "images"), epochs=1, image_size=8, batch_size=2, seed=seed
-        )
-        runs.append(train(config, root / f"run-{seed}", progress=False, data=splits))
+    runs = rgb_runs
     ImageIndex.build(runs[0], all_images(splits)).save(root / "images.index")
     return root / "images.index", runs[0].path, runs[1].path
 

@@ -1,4 +1,4 @@
-"""Tiny image folders and runs trained once per session on them (8 px, one epoch)."""
+"""Tiny image folders, and the session's two 8 px colour runs (``rgb_runs``) to index them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentsearch.data import load_data
-from latentsearch.training import Run, TrainConfig, train
+from latentsearch.runs import Run
 
 CLASSES = {"blue": (0, 0, 1), "green": (0, 1, 0), "red": (1, 0, 0)}
 PER_CLASS = 6
@@ -48,34 +47,16 @@ def make_folder(root: Path) -> Path:
     return root
 
 
-def _train(folder: Path, out: Path, cache: Path, seed: int) -> Run:
-    data = load_data(str(folder), image_size=8, cache_dir=cache)
-    config = TrainConfig(
-        data=str(folder), model="seed-ae", epochs=1, image_size=8, batch_size=4, seed=seed
-    )
-    return train(config, out, progress=False, data=data)
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Run]:
-    """Two runs on the same tiny folder with different seeds, hence different weights."""
-    root = tmp_path_factory.mktemp("index-runs")
-    folder = make_folder(root / "images")
-    a = _train(folder, root / "run-a", root / "cache", seed=0)
-    b = _train(folder, root / "run-b", root / "cache", seed=1)
-    return a, b
+@pytest.fixture
+def run(rgb_runs: tuple[Run, Run]) -> Run:
+    """A seed-ae run trained one epoch on 8x8 colour images."""
+    return rgb_runs[0]
 
 
 @pytest.fixture
-def run(trained: tuple[Run, Run]) -> Run:
-    """A seed-ae run trained one epoch on 8x8 images."""
-    return trained[0]
-
-
-@pytest.fixture
-def other_run(trained: tuple[Run, Run]) -> Run:
+def other_run(rgb_runs: tuple[Run, Run]) -> Run:
     """Same model and size as ``run``, other weights."""
-    return trained[1]
+    return rgb_runs[1]
 
 
 @pytest.fixture

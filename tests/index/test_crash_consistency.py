@@ -14,7 +14,7 @@ import pytest
 
 from latentsearch.cli import main
 from latentsearch.index import ImageIndex
-from latentsearch.training import Run
+from latentsearch.runs import Run
 
 # Each stage patches one function so that the process dies there.
 DRIVER = r"""

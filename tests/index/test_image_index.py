@@ -22,7 +22,7 @@ from latentsearch.index import (
     storage,
 )
 from latentsearch.metrics import nearest_neighbors
-from latentsearch.training import Run
+from latentsearch.runs import Run
 
 PER_CLASS = 6  # images per class folder in the fixture (conftest.make_folder)
 
@@ -372,3 +372,54 @@ def test_duplicate_ids_are_refused(run: Run) -> None:
     )
     with pytest.raises(ImageIndexError, match="unique"):
         ImageIndex.build(run, data)
+
+
+# ---------------------------------------------------------------------------- lookups
+def test_neighbors_of_a_stored_item_equal_a_search_with_its_image(
+    run: Run, index: ImageIndex
+) -> None:
+    item = index.item("green/03.png")
+    stored = index.neighbors_of(item.id, 4)
+    (searched,) = index.search_images(run, read_image(item.path or "", 8)[None], 4)
+    assert [n.id for n in stored] == [n.id for n in searched]
+    assert stored[0].id == item.id and stored[0].distance == pytest.approx(0.0, abs=1e-6)
+    assert [n.rank for n in stored] == [1, 2, 3, 4]
+    assert all(n.class_name == index.class_name(n.label) for n in stored)
+    with pytest.raises(UnknownItem):
+        index.neighbors_of("nope.png", 3)
+    with pytest.raises(ImageIndexError, match="k must be"):
+        index.neighbors_of(item.id, 0)
+
+
+def test_class_name_of_a_label(index: ImageIndex) -> None:
+    assert [index.class_name(c) for c in (0, 1, 2)] == ["blue", "green", "red"]
+    assert index.class_name(-1) is None and index.class_name(3) is None
+
+
+def test_given_embeddings_are_indexed_as_they_are(run: Run, folder: Path) -> None:
+    from latentsearch.embedding import embed_images
+
+    data = _data(folder)
+    embeddings = embed_images(run.model, data.pixels)
+    given = ImageIndex.build(run, data, embeddings=embeddings)
+    np.testing.assert_array_equal(given.embeddings, ImageIndex.build(run, data).embeddings)
+    with pytest.raises(ImageIndexError, match="one row per image"):
+        ImageIndex.build(run, data, embeddings=embeddings[:-1])
+
+
+def test_stored_pixels_of_array_sources_come_from_the_recorded_spec(tiny_run: Run) -> None:
+    from latentsearch.index import StoredPixelsUnavailable
+
+    digits = all_images(load_data("digits"))
+    subset = digits.subset(np.arange(5))
+    index = ImageIndex.build(tiny_run, subset, data_spec="digits")
+    item_id = subset.ids[3]
+    np.testing.assert_array_equal(index.stored_pixels(item_id), subset.pixels[3])
+    with pytest.raises(UnknownItem):
+        index.stored_pixels("not-indexed")
+    bare = ImageIndex.build(tiny_run, subset)
+    with pytest.raises(StoredPixelsUnavailable, match="does not record where"):
+        bare.stored_pixels(item_id)
+    elsewhere = ImageIndex.build(tiny_run, subset, data_spec="/no/such/folder")
+    with pytest.raises(StoredPixelsUnavailable, match="cannot be loaded here"):
+        elsewhere.stored_pixels(item_id)

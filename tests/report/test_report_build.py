@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,16 @@ from PIL import Image
 
 from latentsearch.cli import main
 from latentsearch.data import DataSplits, ImageData, load_data
+from latentsearch.evaluation import evaluate_run
+from latentsearch.metrics import METRICS
 from latentsearch.report import build_report, published_scores
-from latentsearch.report.html import CLUSTERING_METRICS, RETRIEVAL_METRICS
-from latentsearch.training import Run, TrainConfig, load_run, train
-
-METRICS = [key for key, _, _ in CLUSTERING_METRICS + RETRIEVAL_METRICS]
+from latentsearch.runs import Run, load_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    path = tmp_path_factory.mktemp("report") / "run"
-    train(TrainConfig(data="digits", epochs=2), path, progress=False)
-    return load_run(path)
+def run(tmp_path_factory: pytest.TempPathFactory, copy_tiny_run: Callable[[Path], Path]) -> Run:
+    """A copy of the session's tiny digits run (2 epochs), free to hold reports."""
+    return load_run(copy_tiny_run(tmp_path_factory.mktemp("report") / "run"))
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +132,6 @@ def test_report_pictures_agree_with_the_scored_metrics(report: Path) -> None:
     saved = json.loads((report.parent / "report.json").read_text())
     metrics, contingency = saved["metrics"], saved["contingency"]
     counts = np.array(contingency["counts"])
-    assert contingency["matches_evaluation"]
     assert counts.sum() == metrics["n_cluster"]
     assert np.trace(counts) / counts.sum() == pytest.approx(metrics["acc"])
     per_class = saved["precision_at_10_per_class"]
@@ -196,20 +194,36 @@ def test_build_report_rejects_bad_sizes(run: Run, tmp_path: Path) -> None:
         build_report(run, tmp_path / "r", k=0)
 
 
-def test_a_given_evaluation_is_reused_not_recomputed(
+def test_a_given_evaluation_is_drawn_from_not_recomputed(
     run: Run, tmp_path: Path, evaluated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fail(*args: object, **kwargs: object) -> None:
-        raise AssertionError("evaluate_run was called again")
+    evaluation = evaluate_run(run)  # no pixel baseline: the report adds it
+    assert json.loads(json.dumps(evaluation)) == dict(evaluation)  # still a JSON-ready dict
+    assert evaluation.neighbours.depth == 10 and len(evaluation.assignments) == 360
 
-    monkeypatch.setattr("latentsearch.report.build.evaluate_run", fail)
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the report embedded, evaluated or searched again")
+
+    for name in ("embed_splits", "evaluate_run", "query_neighbours"):
+        monkeypatch.setattr(f"latentsearch.report.build.{name}", fail)
     stale = tmp_path / "report" / "map_umap.png"
     stale.parent.mkdir()
     stale.write_bytes(b"old")
-    without_baseline = {k: v for k, v in evaluated.items() if k != "baseline"}
     index = build_report(
-        run, tmp_path / "report", evaluation=without_baseline, max_points=50, n_queries=2, k=2
+        run, tmp_path / "report", evaluation=evaluation, max_points=50, n_queries=2, k=2
     )
     saved = json.loads((index.parent / "report.json").read_text())["metrics"]
-    assert saved == evaluated  # the pixel baseline was added, the same as evaluate's
+    # The pixel baseline was added, the same as evaluate's; the rest is the given evaluation.
+    assert saved == {**evaluated, "embed_seconds": evaluation["embed_seconds"]}
     assert not stale.exists()
+
+
+def test_a_deeper_grid_than_the_evaluation_kept_searches_again(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluation = evaluate_run(run, baseline=True, neighbours=3)
+    monkeypatch.setattr("latentsearch.report.build.evaluate_run", None)  # must not be called
+    index = build_report(run, tmp_path / "report", evaluation=evaluation, max_points=50, k=12)
+    saved = json.loads((index.parent / "report.json").read_text())
+    assert saved["metrics"] == dict(evaluation)
+    assert len(saved["precision_at_10_per_class"]) == 10

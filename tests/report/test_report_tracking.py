@@ -19,7 +19,7 @@ from latentsearch.report.tracking import (
     WandbTracker,
     make_tracker,
 )
-from latentsearch.training import TrainConfig
+from latentsearch.runs import TrainConfig
 
 RECORD = {
     "epoch": 2,

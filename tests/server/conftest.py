@@ -11,7 +11,8 @@ from PIL import Image
 
 from latentsearch.data import load_data
 from latentsearch.index import ImageIndex, all_images
-from latentsearch.training import TrainConfig, train
+from latentsearch.runs import TrainConfig
+from latentsearch.training import train
 
 TINTS = {"blue": (0, 0, 1), "green": (0, 1, 0), "red": (1, 0, 0)}
 PER_CLASS = 5

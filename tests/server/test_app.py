@@ -16,15 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from latentsearch.data import load_data
+from latentsearch.data import DataSplits, load_data
 from latentsearch.index import (
     FingerprintMismatch,
     ImageIndex,
     IndexFormatError,
     all_images,
 )
+from latentsearch.runs import Run, RunError
 from latentsearch.server.app import UploadLimit, create_app
-from latentsearch.training import RunError, TrainConfig, train
 
 if TYPE_CHECKING:
     from conftest import Built
@@ -427,7 +427,7 @@ def test_moved_run_is_refused_with_a_hint(built: Built, tmp_path: Path) -> None:
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["run"] = str(tmp_path / "gone")
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(RunError, match="--run"):
+    with pytest.raises(RunError, match="run_path"):
         create_app(copy)
     assert create_app(copy, built.run).state.service.run.path == built.run
 
@@ -440,13 +440,14 @@ def test_limits_must_be_positive(built: Built, limit: str) -> None:
 
 # ---------------------------------------------------------------------------- array sources
 @pytest.fixture(scope="module")
-def digits_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A digits run (8 px grey) and an index of 30 digits that records the spec 'digits'."""
+def digits_index(
+    tmp_path_factory: pytest.TempPathFactory, tiny_run: Run, digits: DataSplits
+) -> tuple[Path, Path]:
+    """Indexes of 30 digits by the session's tiny digits run (8 px grey), one recording the
+    spec 'digits' and one recording none."""
     root = tmp_path_factory.mktemp("server-digits")
-    splits = load_data("digits")
-    config = TrainConfig(data="digits", model="seed-ae", epochs=1, batch_size=64)
-    run = train(config, root / "run", progress=False, data=splits)
-    subset = all_images(splits).subset(np.arange(30))
+    run = tiny_run
+    subset = all_images(digits).subset(np.arange(30))
     ImageIndex.build(run, subset, data_spec="digits").save(root / "with-spec.index")
     ImageIndex.build(run, subset).save(root / "no-spec.index")
     return root / "with-spec.index", root / "no-spec.index"
@@ -481,7 +482,7 @@ def own(built: Built, tmp_path: Path) -> tuple[Path, Path]:
     Image.new("RGB", (20, 20), (1, 2, 3)).save(folder / "odd" / "x.html", format="PNG")
     Image.new("RGB", (30, 20), (9, 99, 199)).save(folder / "odd" / "scan.tif", format="TIFF")
     Image.new("RGB", (20, 20), (7, 7, 7)).save(folder / "odd" / "two\nlines.png")
-    from latentsearch.training import load_run
+    from latentsearch.runs import load_run
 
     run = load_run(built.run)
     data = all_images(load_data(str(folder), image_size=16, cache_dir=tmp_path / "cache"))

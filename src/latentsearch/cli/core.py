@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from latentsearch.cli.common import METRIC_COLUMNS, CLIError, print_table
+from latentsearch.cli.common import CLIError, metric_columns, print_table
 
 
 # ---------------------------------------------------------------------------- train
@@ -16,13 +16,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from latentsearch.objectives import OBJECTIVES
     from latentsearch.precision import PRECISIONS
     from latentsearch.presets import PRESETS, preset_help
-    from latentsearch.training import OPTIMIZERS
+    from latentsearch.protocols import PROTOCOLS
+    from latentsearch.runs import OPTIMIZERS, TrainConfig
 
     # Defaults are None so that a --preset can fill what the command line leaves unset; the
     # help shows TrainConfig's own defaults.
+    d = TrainConfig()
     p.add_argument(
         "--data",
-        default="digits",
+        default=d.data,
         help="digits, cifar10, fashion-mnist, or a folder of images / idx files",
     )
     p.add_argument(
@@ -31,39 +33,44 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="folder holding a named source's files (e.g. cifar-10-python.tar.gz)",
     )
     p.add_argument("--preset", default=None, choices=list(PRESETS), help=preset_help())
-    p.add_argument("--model", default=None, choices=sorted(MODELS), help="default: seed-ae")
+    p.add_argument("--model", default=None, choices=sorted(MODELS), help=f"default: {d.model}")
     p.add_argument(
-        "--objective", default=None, choices=sorted(OBJECTIVES), help="default: reconstruction"
+        "--objective", default=None, choices=sorted(OBJECTIVES), help=f"default: {d.objective}"
     )
     p.add_argument(
         "--protocol",
-        default="heldout",
-        choices=["heldout", "seed"],
+        default=d.protocol,
+        choices=list(PROTOCOLS),
         help="heldout: official split, scored on unseen images; seed: the study's",
     )
     p.add_argument(
         "--label-fraction",
         type=float,
         default=None,
-        help="share of training labels for the hint head (default 0: none; 1: all)",
+        help=f"share of training labels for the hint head (default {d.label_fraction:g}: none; "
+        "1: all)",
     )
     p.add_argument(
-        "--hint-weight", type=float, default=None, help="weight of the hint cross-entropy (1)"
+        "--hint-weight",
+        type=float,
+        default=None,
+        help=f"weight of the hint cross-entropy ({d.hint_weight:g})",
     )
-    p.add_argument("--epochs", type=int, default=None, help="default: 10")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 32")
-    p.add_argument("--lr", type=float, default=None, help="default: 1e-3")
+    p.add_argument("--epochs", type=int, default=None, help=f"default: {d.epochs}")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default: {d.batch_size}")
+    p.add_argument("--lr", type=float, default=None, help=f"default: {d.lr:g}")
     p.add_argument(
         "--optimizer",
         default=None,
         choices=list(OPTIMIZERS),
-        help="adamw (default) or sgd (Nesterov momentum 0.9)",
+        help=f"adamw or sgd (Nesterov momentum 0.9); default: {d.optimizer}",
     )
     p.add_argument(
         "--weight-decay",
         type=float,
         default=None,
-        help="default 0; AdamW's is decoupled (try 0.05), SGD's an L2 term (try 5e-4)",
+        help=f"default {d.weight_decay:g}; AdamW's is decoupled (try 0.05), SGD's an L2 term "
+        "(try 5e-4)",
     )
     p.add_argument(
         "--image-size",
@@ -77,8 +84,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="channels of resnet-s's first stage (presets: 16, sized for a CPU; 32-64 on a GPU)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="PATH",
+        help="start from the matching tensors of a run folder, a checkpoint or a state-dict "
+        "file of the same architecture (reports what it loaded; nothing is downloaded)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: every core)"
     )
@@ -86,8 +100,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--precision",
         default=None,
         choices=list(PRECISIONS),
-        help="auto (default): bf16 mixed precision on CPUs with native bf16 and on CUDA "
-        "(fp16 on GPUs without bf16), fp32 elsewhere; the study presets train in fp32",
+        help=f"auto: bf16 mixed precision on CPUs with native bf16 and on CUDA (fp16 on GPUs "
+        f"without bf16), fp32 elsewhere; the study presets train in fp32 (default: {d.precision})",
     )
 
 
@@ -125,7 +139,7 @@ def _auto_settings(args: argparse.Namespace, data: Any) -> dict[str, Any]:
 def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
     """The run's config: preset (``auto``: chosen from ``data``), then the command line."""
     from latentsearch.presets import resolve_preset
-    from latentsearch.training import TrainConfig
+    from latentsearch.runs import TrainConfig
 
     if _wants_auto(args) and data is not None:
         settings: dict[str, Any] = _auto_settings(args, data)
@@ -144,13 +158,14 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         seed=args.seed,
         device=args.device,
         threads=args.threads,
+        init=str(Path(args.init).resolve()) if args.init else None,
         **settings,
     )
 
 
 def _columns(result: dict[str, Any]) -> list[str]:
     """The metric columns to print: KMeans's and retrieval's, then a cluster head's if any."""
-    return METRIC_COLUMNS + [c for c in ("head_nmi", "head_ari", "head_acc") if c in result]
+    return metric_columns() + [c for c in ("head_nmi", "head_ari", "head_acc") if c in result]
 
 
 def _log_epoch(record: dict[str, Any]) -> None:
@@ -189,6 +204,7 @@ def pixel_verdict(result: dict[str, Any]) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from latentsearch.evaluation import evaluate_run
     from latentsearch.report.tracking import make_tracker
+    from latentsearch.runs import EVAL_FILE
     from latentsearch.training import train
 
     data = None
@@ -204,7 +220,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         tracker.log_epoch(record)
 
     try:
-        run = train(config, args.out, resume=args.resume, progress=True, log=log, data=data)
+        run = train(
+            config,
+            args.out,
+            resume=args.resume,
+            progress=True,
+            log=log,
+            data=data,
+            notify=lambda line: print(line, flush=True),
+        )
         print(f"run saved to {run.path}")
         if args.no_evaluate and not args.report:
             return 0
@@ -216,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("no labels: nothing to score the run against (see `latentsearch report`)")
             return 0
         result = evaluate_run(run, data=data, baseline=True, progress=True)
-        (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        (run.path / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
         rows = [{"representation": f"{config.model} (held out)", **result}]
         rows.append({"representation": "raw pixels", **result["baseline"]})
         print_table(rows, ["representation", *_columns(result)])
@@ -235,11 +259,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from latentsearch.evaluation import evaluate_run
-    from latentsearch.training import load_run
+    from latentsearch.runs import EVAL_FILE, load_run
 
     run = load_run(args.run)
     result = evaluate_run(run, baseline=args.baseline, progress=not args.json)
-    (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run.path / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -260,7 +284,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from latentsearch.objectives import ContrastiveObjective
     from latentsearch.precision import available_cores
     from latentsearch.protocols import make_splits
-    from latentsearch.training import load_run
+    from latentsearch.runs import EVAL_FILE, load_run
 
     torch.set_num_threads(args.threads or available_cores())
     run = load_run(args.run)
@@ -291,7 +315,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         from latentsearch.evaluation import evaluate_run
 
         result = evaluate_run(run, data=data, progress=True)
-        (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        (run.path / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
         rows = [{"representation": f"{cfg.model} ({cfg.protocol})", **result}]
         print_table(rows, ["representation", *_columns(result)])
     return 0
@@ -346,12 +370,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {
+    "train": "train a model and write a run folder",
+    "evaluate": "score a run: clustering and retrieval metrics",
+    "cluster": "train a SCAN clustering head on a run's embeddings",
+    "reproduce": "reproduce Gosthipaty & Chakraborty (2020) on CIFAR-10",
+    "demo": "the whole pipeline on scikit-learn's digits, offline",
+}
+"""This module's commands and their one-line help, known without importing anything heavy."""
+
+
 def register(sub: Any) -> None:
     """Adds this module's commands to the ``latentsearch`` sub-parsers."""
+    from latentsearch.presets import STUDY_EPOCHS, STUDY_PROTOCOLS
+    from latentsearch.protocols import PROTOCOLS
 
     p = sub.add_parser(
         "train",
-        help="train a model and write a run folder",
+        help=COMMANDS["train"],
         description="Train a model on a data source and write a run folder.",
     )
     _add_train_args(p)
@@ -371,7 +407,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "evaluate",
-        help="score a run: clustering and retrieval metrics",
+        help=COMMANDS["evaluate"],
         description="Score a trained run under its protocol.",
     )
     p.add_argument("run", help="run folder (or checkpoint file)")
@@ -381,7 +417,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "cluster",
-        help="train a SCAN clustering head on a run's embeddings",
+        help=COMMANDS["cluster"],
         description="Train a clustering head (SCAN: nearest-neighbour consistency + entropy, "
         "then self-labelling) on the frozen embeddings of the run's training images, save it "
         "in the run folder, and score it beside KMeans when labels exist.",
@@ -396,7 +432,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "reproduce",
-        help="reproduce Gosthipaty & Chakraborty (2020) on CIFAR-10",
+        help=COMMANDS["reproduce"],
         description="Train the study's vanilla and hint autoencoders under the 'seed' and "
         "'heldout' protocols and print our numbers beside the published ones. Finished runs "
         "in --out are reused and interrupted ones resumed.",
@@ -404,10 +440,8 @@ def register(sub: Any) -> None:
     p.add_argument("--data", default="cifar10", help="cifar10 or a CIFAR-10 image folder")
     p.add_argument("--data-dir", default=None, help="folder with cifar-10-python.tar.gz")
     p.add_argument("--out", default="runs/reproduce", help="folder for the four runs")
-    p.add_argument(
-        "--protocols", nargs="+", default=["seed", "heldout"], choices=["seed", "heldout"]
-    )
-    p.add_argument("--epochs", type=int, default=10, help="the study: 10")
+    p.add_argument("--protocols", nargs="+", default=list(STUDY_PROTOCOLS), choices=list(PROTOCOLS))
+    p.add_argument("--epochs", type=int, default=STUDY_EPOCHS, help=f"the study: {STUDY_EPOCHS}")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json-out", default=None, help="also write the rows to this JSON file")
     p.add_argument("--data-label", default=None, help="how to name the data in the rows")
@@ -415,7 +449,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "demo",
-        help="the whole pipeline on scikit-learn's digits, offline",
+        help=COMMANDS["demo"],
         description="Train, embed and evaluate on digits in about a minute.",
     )
     p.add_argument("--out", default="runs/demo", help="folder for the demo's runs")

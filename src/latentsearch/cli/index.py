@@ -14,11 +14,7 @@ import numpy as np
 from latentsearch.cli.common import CLIError, print_table
 
 if TYPE_CHECKING:
-    from latentsearch.index import ImageIndex, Neighbor
-    from latentsearch.training import Run
-
-GRID_TILE = 96
-"""Side, in pixels, of each picture in a ``--grid`` figure."""
+    from latentsearch.index import ImageIndex
 
 
 def _data_spec(spec: str) -> str:
@@ -38,7 +34,7 @@ def _describe_type(index: ImageIndex) -> str:
 def cmd_index(args: argparse.Namespace) -> int:
     from latentsearch.data import load_data
     from latentsearch.index import ImageIndex, all_images
-    from latentsearch.training import load_run
+    from latentsearch.runs import load_run
 
     t0 = time.perf_counter()
     run = load_run(args.run)
@@ -117,7 +113,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- search
-def _read_query(path: str, run: Run, size: int, channels: int) -> np.ndarray:
+def _read_query(path: str, size: int, channels: int) -> np.ndarray:
     from latentsearch.data import DataError, read_image
 
     if not Path(path).is_file():
@@ -128,94 +124,9 @@ def _read_query(path: str, run: Run, size: int, channels: int) -> np.ndarray:
         raise DataError(f"query {path}: {e}") from None
 
 
-def _tile(pixels: np.ndarray, size: int = GRID_TILE) -> np.ndarray:
-    """Any uint8 image as an RGB square for the grid. Shape: (H, W, C) -> (size, size, 3)."""
-    from PIL import Image
-
-    img = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
-    if img.size != (size, size):
-        # Nearest keeps tiny images (8x8 digits) crisp instead of blurring them.
-        img = img.resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
-
-
-def _file_tile(path: str) -> np.ndarray:
-    """A file as a grid tile: decoded at most at tile size, small images upscaled crisply."""
-    from PIL import Image
-
-    from latentsearch.data import DataError, read_image
-
-    try:
-        with Image.open(path) as img:
-            side = max(1, min(*img.size, GRID_TILE))
-    except Exception as e:  # Pillow raises many types on bad files; read_image words them
-        raise DataError(f"{path}: not a readable image ({e})") from None
-    return _tile(read_image(path, side, channels=3))
-
-
-def _stored_pixels(index: ImageIndex, ids: set[str]) -> dict[str, np.ndarray]:
-    """Pixels of array-source items, reloaded from the manifest's ``data`` spec."""
-    from latentsearch.data import load_data
-    from latentsearch.index import all_images
-
-    spec = index.data_spec
-    if not ids or not spec:
-        return {}
-    data = all_images(load_data(spec, image_size=int(index.fingerprint["image_size"])))
-    where = {id_: i for i, id_ in enumerate(data.ids)}
-    return {i: np.asarray(data.pixels[where[i]]) for i in ids if i in where}
-
-
-def _write_grid(
-    out: str,
-    index: ImageIndex,
-    queries: list[str],
-    results: list[list[Neighbor]],
-) -> Path:
-    from latentsearch.data import DataError
-    from latentsearch.report.figures import retrieval_grid
-
-    k = max((len(r) for r in results), default=0)
-    if k == 0:
-        raise CLIError("--grid: no neighbours to draw")
-    blank = np.full((GRID_TILE, GRID_TILE, 3), 255, dtype=np.uint8)
-    stored = _stored_pixels(index, {n.id for r in results for n in r if n.path is None})
-    q_tiles = np.stack([_file_tile(q) for q in queries])
-    n_tiles = np.stack([np.stack([blank] * k)] * len(queries))
-    titles = [[""] * k for _ in queries]
-    for qi, row in enumerate(results):
-        for n in row:
-            try:
-                if n.path is not None:
-                    n_tiles[qi, n.rank - 1] = _file_tile(n.path)
-                elif n.id in stored:
-                    n_tiles[qi, n.rank - 1] = _tile(stored[n.id])
-            except DataError:
-                pass  # the file changed or went away since indexing: leave the tile blank
-            name = n.class_name if n.class_name is not None else "?"
-            titles[qi][n.rank - 1] = f"{name}\n{n.distance:.3g}"
-    # A query that is itself an indexed file has a known class: mark neighbours right/wrong.
-    by_path = {it.path: it.label for it in index.items if it.path is not None}
-    query_labels = [by_path.get(str(Path(q).resolve()), -1) for q in queries]
-    correct = None
-    if all(label >= 0 for label in query_labels):
-        correct = np.zeros((len(queries), k), dtype=bool)
-        for qi, row in enumerate(results):
-            for n in row:
-                correct[qi, n.rank - 1] = n.label == query_labels[qi]
-    return retrieval_grid(
-        q_tiles,
-        n_tiles,
-        out,
-        query_titles=[Path(q).name for q in queries],
-        neighbor_titles=titles,
-        correct=correct,
-    )
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from latentsearch.index import ImageIndex
-    from latentsearch.training import load_run
+    from latentsearch.runs import load_run
 
     if args.k < 1:
         raise CLIError(f"-k must be at least 1, got {args.k}")
@@ -228,14 +139,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     run = load_run(run_path)
     index.check_compatible(run)
     size, channels = run.model.image_size, run.model.in_channels
-    pixels = np.stack([_read_query(q, run, size, channels) for q in args.images])
+    pixels = np.stack([_read_query(q, size, channels) for q in args.images])
     results = index.search_images(run, pixels, args.k)
     grid = None
     if args.grid:
+        from latentsearch.report.search_grid import search_grid
+
+        if not any(results):
+            raise CLIError("--grid: no neighbours to draw")
         out = Path(args.grid)
         if out.suffix.lower() != ".png":  # matplotlib would add ".png" itself: say so
             out = out.with_name(out.name + ".png")
-        grid = _write_grid(str(out), index, args.images, results)
+        grid = search_grid(str(out), index, args.images, results)
 
     if args.json:
         payload = {
@@ -308,13 +223,21 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {
+    "index": "embed a folder of images with a run and write a searchable index",
+    "search": "find the indexed images nearest to query images",
+    "duplicates": "list groups of near-duplicate images in an index",
+}
+"""This module's commands and their one-line help, known without importing anything heavy."""
+
+
 def register(sub: Any) -> None:
     """Adds this module's commands to the ``latentsearch`` sub-parsers."""
     from latentsearch.index import DEFAULT_DUPLICATE_FRACTION, EXACT_MAX_ITEMS, INDEX_TYPES
 
     p = sub.add_parser(
         "index",
-        help="embed a folder of images with a run and write a searchable index",
+        help=COMMANDS["index"],
         description="Embed every image of a data source (train and test) with a trained run "
         "and write an index folder; --update re-embeds only new and changed files.",
     )
@@ -338,7 +261,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "search",
-        help="find the indexed images nearest to query images",
+        help=COMMANDS["search"],
         description="Embed query images with the index's run and print their nearest "
         "indexed images (squared Euclidean distance between embeddings).",
     )
@@ -357,7 +280,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "duplicates",
-        help="list groups of near-duplicate images in an index",
+        help=COMMANDS["duplicates"],
         description="Group indexed images whose embeddings are closer than a threshold "
         "(connected components: A~B and B~C put A, B, C in one group).",
     )

@@ -10,7 +10,7 @@ from typing import Any
 def cmd_report(args: argparse.Namespace) -> int:
     from latentsearch.data import load_data
     from latentsearch.report import build_report
-    from latentsearch.training import load_run
+    from latentsearch.runs import load_run
 
     run = load_run(args.run)
     data = None
@@ -44,11 +44,17 @@ def _positive(text: str) -> int:
     return value
 
 
+COMMANDS = {
+    "report": "write an HTML report of a run: metrics, curves, maps, retrieval examples",
+}
+"""This module's commands and their one-line help, known without importing anything heavy."""
+
+
 def register(sub: Any) -> None:
     """Adds the ``report`` command to the ``latentsearch`` sub-parsers."""
     p = sub.add_parser(
         "report",
-        help="write an HTML report of a run: metrics, curves, maps, retrieval examples",
+        help=COMMANDS["report"],
         description="Write a self-contained report of a trained run (index.html, its PNGs and "
         "report.json) that opens from disk in any browser, and print the path of index.html.",
     )

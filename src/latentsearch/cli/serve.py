@@ -95,24 +95,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {
+    "serve": "serve a web page and a JSON API to search an index by image",
+}
+"""This module's commands and their one-line help, known without importing anything heavy."""
+
+
 def register(sub: Any) -> None:
     """Adds the ``serve`` command to the ``latentsearch`` sub-parsers."""
-    from latentsearch.server.limits import (
-        DEFAULT_MAX_DECODES,
-        DEFAULT_MAX_K,
-        DEFAULT_MAX_PIXELS,
-        DEFAULT_MAX_UPLOAD_BYTES,
-        LOOPBACK_HOSTS,
-    )
-
     p = sub.add_parser(
         "serve",
-        help="serve a web page and a JSON API to search an index by image",
+        help=COMMANDS["serve"],
         description="Load an index and its run once, then serve the search page at / and the "
         "JSON API (POST /search, GET /items/{id}, ...; docs at /docs).",
     )
     p.add_argument("index", help="index folder from `latentsearch index`")
     p.add_argument("--run", default=None, help="run folder (default: the one that built INDEX)")
+    add_serve_options(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    """The server's options (address, limits, threads), shared by ``serve`` and ``up``."""
+    from latentsearch.server.limits import (
+        DEFAULT_MAX_DECODES,
+        DEFAULT_MAX_K,
+        DEFAULT_MAX_UPLOAD_BYTES,
+        DEFAULT_MAX_UPLOAD_PIXELS,
+        LOOPBACK_HOSTS,
+    )
+
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -128,8 +140,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--max-pixels",
         type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"largest width x height of an upload (default: {DEFAULT_MAX_PIXELS:,})",
+        default=DEFAULT_MAX_UPLOAD_PIXELS,
+        help=f"largest width x height of an upload (default: {DEFAULT_MAX_UPLOAD_PIXELS:,})",
     )
     p.add_argument(
         "--max-k",
@@ -166,4 +178,3 @@ def register(sub: Any) -> None:
         choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's log level (default: info, one line per request)",
     )
-    p.set_defaults(func=cmd_serve)

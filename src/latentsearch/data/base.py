@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from latentsearch.errors import LatentsearchError
 
-class DataError(ValueError):
+
+class DataError(LatentsearchError):
     """A data source is missing, unreadable or malformed; the message says what to do."""
 
 

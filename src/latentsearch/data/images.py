@@ -12,7 +12,12 @@ from PIL import Image
 from latentsearch.data.base import DataError
 
 DEFAULT_MAX_PIXELS = 50_000_000
-"""Largest width x height ``read_image`` accepts before decoding (decompression-bomb guard)."""
+"""Largest width x height ``read_image`` accepts before decoding (decompression-bomb guard), for
+the user's own image files: a 48-megapixel camera photo passes."""
+
+DEFAULT_MAX_UPLOAD_PIXELS = 40_000_000
+"""The same guard for images uploaded to the server by anyone who can reach it
+(``serve --max-pixels``), stricter than for local files."""
 
 REDUCE_MARGIN = 3
 """Big images are shrunk by an integer factor right after decoding while their short side stays

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from latentsearch.errors import LatentsearchError
+
 
 def _nearest_distances(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
     """Euclidean distance of each query to its nearest database row. Shapes: (Q, D), (N, D)."""
@@ -41,11 +43,11 @@ def mirror_ratio(
         The ratio of median nearest-neighbour distances, mirrored / unmirrored.
 
     Raises:
-        ValueError: Fewer than 8 images.
+        LatentsearchError: Fewer than 8 images.
     """
     n = len(pixels)
     if n < 8:
-        raise ValueError(f"need at least 8 images to measure mirror symmetry, got {n}")
+        raise LatentsearchError(f"need at least 8 images to measure mirror symmetry, got {n}")
     n_q = min(n_queries, n // 4)
     n_db = min(n_database, n - n_q)
     pick = np.random.default_rng(seed).permutation(n)

@@ -2,7 +2,7 @@
 
 >>> from latentsearch.data import load_data
 >>> from latentsearch.index import ImageIndex, all_images
->>> from latentsearch.training import load_run
+>>> from latentsearch.runs import load_run
 >>> run = load_run("runs/demo/seed-ae")
 >>> index = ImageIndex.build(run, all_images(load_data("photos/", image_size=32)))
 >>> index.save("photos.index")
@@ -23,6 +23,7 @@ from latentsearch.index.errors import (
     FingerprintMismatch,
     ImageIndexError,
     IndexFormatError,
+    StoredPixelsUnavailable,
     UnknownItem,
 )
 from latentsearch.index.image_index import (
@@ -48,6 +49,7 @@ __all__ = [
     "IndexFormatError",
     "IndexItem",
     "Neighbor",
+    "StoredPixelsUnavailable",
     "UnknownItem",
     "UpdateReport",
     "all_images",

@@ -1,9 +1,11 @@
-"""Exceptions of the index package; all are ``ValueError``s, so the CLI shows them as one line."""
+"""Exceptions of the index package: ``LatentsearchError``s, which the CLI shows as one line."""
 
 from __future__ import annotations
 
+from latentsearch.errors import LatentsearchError
 
-class ImageIndexError(ValueError):
+
+class ImageIndexError(LatentsearchError):
     """Base class of every error the index raises on bad input or a bad index folder."""
 
 
@@ -17,3 +19,8 @@ class FingerprintMismatch(ImageIndexError):
 
 class UnknownItem(ImageIndexError):
     """An id that the index does not hold."""
+
+
+class StoredPixelsUnavailable(ImageIndexError):
+    """An item without a file whose pixels cannot be loaded again: the index records no
+    source, the source fails to load here, or it no longer holds the item."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from latentsearch.data import DataSplits, ImageData
+from latentsearch.data import DataError, DataSplits, ImageData, load_data
 from latentsearch.embedding import embed_images
 from latentsearch.index import backends, storage
 from latentsearch.index.duplicates import duplicate_groups
@@ -32,11 +33,12 @@ from latentsearch.index.errors import (
     FingerprintMismatch,
     ImageIndexError,
     IndexFormatError,
+    StoredPixelsUnavailable,
     UnknownItem,
 )
 
 if TYPE_CHECKING:
-    from latentsearch.training import Run
+    from latentsearch.runs import Run
 
 INDEX_FORMAT = "latentsearch-index/1"
 """Written to every manifest; ``load`` refuses any other value."""
@@ -238,6 +240,9 @@ class ImageIndex:
         self._positions = {it.id: p for p, it in enumerate(self._items)}
         self._meta = meta
         self._built = built
+        # The source of items without a file, loaded on the first request for one.
+        self._stored_lock = threading.Lock()
+        self._stored: tuple[dict[str, int], np.ndarray] | str | None = None
 
     # ------------------------------------------------------------------------ building
     @classmethod
@@ -249,11 +254,12 @@ class ImageIndex:
         index_type: str = "auto",
         progress: bool = False,
         data_spec: str | None = None,
+        embeddings: np.ndarray | None = None,
     ) -> ImageIndex:
         """Embeds every image of ``data`` with ``run``'s model and indexes the embeddings.
 
         Args:
-            run: A trained run (``latentsearch.training.load_run``).
+            run: A trained run (``latentsearch.runs.load_run``).
             data: The images, decoded at the run's image size and channels
                 (``all_images(load_data(spec, image_size=run.model.image_size))``).
             index_type: ``auto`` (exact up to ``EXACT_MAX_ITEMS`` items, else approximate),
@@ -261,18 +267,28 @@ class ImageIndex:
             progress: Show a progress bar while embedding, on a terminal.
             data_spec: How to load the images again (a ``load_data`` spec), kept in the
                 manifest so tools can show images of sources that have no files.
+            embeddings: ``embed_images(run.model, data.pixels)`` if already computed.
+                Shape: (N, D), float32.
 
         Returns:
             The index, not yet saved.
 
         Raises:
-            ImageIndexError: For images of the wrong size, no images, duplicate ids, or an
-                unknown ``index_type``.
+            ImageIndexError: For images of the wrong size, no images, duplicate ids, an
+                unknown ``index_type``, or ``embeddings`` of another shape.
         """
         backends.resolve_index_type(index_type, len(data))
         _check_images(run, data)
         items = _items_of(data)
-        embeddings = embed_images(run.model, data.pixels, progress=progress)
+        if embeddings is None:
+            embeddings = embed_images(run.model, data.pixels, progress=progress)
+        elif embeddings.shape != (len(data), run.model.embedding_dim) or (
+            embeddings.dtype != np.float32
+        ):
+            raise ImageIndexError(
+                f"embeddings must be float32 ({len(data)}, {run.model.embedding_dim}), one row "
+                f"per image, got {embeddings.dtype} {embeddings.shape}"
+            )
         built = backends.build_index(embeddings, index_type)
         meta: dict[str, Any] = {
             "format": INDEX_FORMAT,
@@ -356,6 +372,8 @@ class ImageIndex:
         )
         if data_spec is not None:
             self._meta["data"] = data_spec
+        with self._stored_lock:
+            self._stored = None  # the source may have changed: load it again when asked
         return report
 
     # ------------------------------------------------------------------------ persistence
@@ -565,16 +583,80 @@ class ImageIndex:
         distances, positions = self.search(embed_images(run.model, pixels), k)
         return [self._neighbors(d, p) for d, p in zip(distances, positions, strict=True)]
 
+    def neighbors_of(self, id: str, k: int) -> list[Neighbor]:
+        """The ``k`` nearest items of an indexed item, from its stored embedding.
+
+        Nothing is decoded or embedded; the item itself is among the results (at distance 0,
+        usually first).
+
+        Args:
+            id: An indexed id.
+            k: Neighbours, >= 1; capped at ``len(self)``.
+
+        Returns:
+            Nearest first.
+
+        Raises:
+            UnknownItem: When the index holds no such id.
+            ImageIndexError: For a bad ``k``.
+        """
+        p = self.position(id)
+        distances, positions = self.search(self._embeddings[p : p + 1], k)
+        return self._neighbors(distances[0], positions[0])
+
     def _neighbors(self, distances: np.ndarray, positions: np.ndarray) -> list[Neighbor]:
         out: list[Neighbor] = []
-        names = self.class_names
         for d, p in zip(distances.tolist(), positions.tolist(), strict=True):
-            if p < 0:
+            if p < 0:  # an approximate index may return fewer than k
                 continue
             it = self._items[p]
-            name = names[it.label] if 0 <= it.label < len(names) else None
+            name = self.class_name(it.label)
             out.append(Neighbor(len(out) + 1, p, it.id, it.path, it.label, name, float(d)))
         return out
+
+    # ------------------------------------------------------------------------ stored pixels
+    def stored_pixels(self, id: str, *, download: bool = False) -> np.ndarray:
+        """The pixels of an item that has no file (digits, CIFAR-10 batches, idx files).
+
+        They come from the ``load_data`` spec recorded at building (``data_spec``), loaded
+        once at the index's image size on the first call and kept; a failure to load is
+        kept too, so later calls fail fast.
+
+        Args:
+            id: An indexed id.
+            download: Let ``load_data`` download a named source that is not here.
+
+        Returns:
+            Shape: (H, W, C), uint8.
+
+        Raises:
+            UnknownItem: When the index holds no such id.
+            StoredPixelsUnavailable: When no source is recorded, it cannot be loaded here, or
+                it no longer holds the id.
+        """
+        self.position(id)
+        with self._stored_lock:
+            if self._stored is None:
+                self._stored = self._load_stored(download=download)
+            stored = self._stored
+        if isinstance(stored, str):
+            raise StoredPixelsUnavailable(f"item {id!r} has no image file, and {stored}")
+        rows, pixels = stored
+        row = rows.get(id)
+        if row is None:
+            raise StoredPixelsUnavailable(f"item {id!r} is no longer in {self.data_spec!r}")
+        return np.asarray(pixels[row])
+
+    def _load_stored(self, *, download: bool) -> tuple[dict[str, int], np.ndarray] | str:
+        """The recorded source's ids and pixels, or why they cannot be had."""
+        spec = self.data_spec
+        if spec is None:
+            return "the index does not record where its images came from"
+        try:
+            data = all_images(load_data(spec, image_size=self.image_size, download=download))
+        except (DataError, OSError) as e:
+            return f"its source {spec!r} cannot be loaded here: {e}"
+        return {item_id: i for i, item_id in enumerate(data.ids)}, data.pixels
 
     # ------------------------------------------------------------------------ duplicates
     def duplicates(self, threshold: float) -> list[list[IndexItem]]:
@@ -655,6 +737,11 @@ class ImageIndex:
         """Class names; ``items[i].label`` indexes them."""
         return list(self._meta["class_names"])
 
+    def class_name(self, label: int) -> str | None:
+        """The name of class ``label``, None for -1 (unknown) or a label beyond the names."""
+        names = self._meta["class_names"]
+        return str(names[label]) if 0 <= label < len(names) else None
+
     @property
     def fingerprint(self) -> dict[str, Any]:
         """The building run's model name, weights hash, image size, channels, embedding size."""
@@ -664,6 +751,11 @@ class ImageIndex:
     def embedding_dim(self) -> int:
         """D, the embedding size."""
         return int(self._meta["fingerprint"]["embedding_dim"])
+
+    @property
+    def image_size(self) -> int:
+        """The side of the square images the building run takes."""
+        return int(self._meta["fingerprint"]["image_size"])
 
     @property
     def index_type(self) -> str:

@@ -36,7 +36,8 @@ def write_file(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flushes a folder's entries (a rename into it) to disk; a no-op on Windows."""
     if sys.platform == "win32":  # folders cannot be opened for fsync there
         return
     fd = os.open(path, os.O_RDONLY)
@@ -103,9 +104,9 @@ def write_folder(dest: Path, files: dict[str, Callable[[IO[bytes]], None]]) -> N
         try:
             for name, write in files.items():
                 write_file(tmp / name, write)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             old = _replace_dir(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         finally:
             if old is not None and old != tmp and old.exists():
                 shutil.rmtree(old, ignore_errors=True)

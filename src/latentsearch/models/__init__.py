@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from latentsearch.errors import LatentsearchError
 from latentsearch.models.base import EmbeddingModel, ModelOutput
 from latentsearch.models.conv_ae import ConvAutoencoder
 from latentsearch.models.resnet import SmallResNet
@@ -27,14 +28,16 @@ def create_model(name: str, **kwargs: Any) -> EmbeddingModel:
             ``num_classes``, ...).
 
     Raises:
-        ValueError: For an unknown name or an argument the model does not take.
+        LatentsearchError: For an unknown name or an argument the model does not take.
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+        raise LatentsearchError(
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}"
+        )
     accepted = inspect.signature(MODELS[name]).parameters
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(
+        raise LatentsearchError(
             f"model {name!r} does not take {', '.join(unknown)} (it takes: {', '.join(accepted)})"
         )
     return MODELS[name](**kwargs)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentsearch.errors import LatentsearchError
 from latentsearch.models.base import EmbeddingModel, ModelOutput
 
 
@@ -55,7 +56,9 @@ class ConvAutoencoder(EmbeddingModel):
     ) -> None:
         super().__init__()
         if image_size < 4:
-            raise ValueError(f"conv-ae needs images of at least 4×4 pixels, got {image_size}")
+            raise LatentsearchError(
+                f"conv-ae needs images of at least 4×4 pixels, got {image_size}"
+            )
         self.in_channels = in_channels
         self.image_size = image_size
         self.num_classes = num_classes

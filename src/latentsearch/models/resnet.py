@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentsearch.errors import LatentsearchError
 from latentsearch.models.base import EmbeddingModel, ModelOutput
 
 
@@ -68,9 +69,13 @@ class SmallResNet(EmbeddingModel):
         super().__init__()
         for name, value in (("width", width), ("projection_dim", projection_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"resnet-s: {name} must be a positive integer, got {value!r}")
+                raise LatentsearchError(
+                    f"resnet-s: {name} must be a positive integer, got {value!r}"
+                )
         if image_size < 4:
-            raise ValueError(f"resnet-s needs images of at least 4×4 pixels, got {image_size}")
+            raise LatentsearchError(
+                f"resnet-s needs images of at least 4×4 pixels, got {image_size}"
+            )
         self.in_channels = in_channels
         self.image_size = image_size
         self.num_classes = num_classes

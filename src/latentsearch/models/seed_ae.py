@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from latentsearch.errors import LatentsearchError
 from latentsearch.models.base import EmbeddingModel, ModelOutput
 from latentsearch.models.layers import UpsampleConv2d
 
@@ -45,7 +46,7 @@ class SeedAutoencoder(EmbeddingModel):
     def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int = 0) -> None:
         super().__init__()
         if image_size % 4:
-            raise ValueError(f"seed-ae needs an image size divisible by 4, got {image_size}")
+            raise LatentsearchError(f"seed-ae needs an image size divisible by 4, got {image_size}")
         self.in_channels = in_channels
         self.image_size = image_size
         self.num_classes = num_classes

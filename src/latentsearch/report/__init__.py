@@ -1,6 +1,6 @@
 """Pictures and a self-contained HTML report of a trained run, and experiment tracking.
 
->>> from latentsearch.training import load_run
+>>> from latentsearch.runs import load_run
 >>> build_report(load_run("runs/digits"), "runs/digits/report")  # doctest: +SKIP
 PosixPath('runs/digits/report/index.html')
 """

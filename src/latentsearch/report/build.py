@@ -20,14 +20,16 @@ from tqdm.auto import tqdm
 import latentsearch
 from latentsearch.data import DataSplits, ImageData, load_data
 from latentsearch.embedding import to_tensor
+from latentsearch.errors import ConfigError
 from latentsearch.evaluation import (
     PUBLISHED,
-    SplitEmbeddings,
+    Evaluation,
+    Neighbours,
     embed_splits,
     evaluate_run,
-    score_embeddings,
+    query_neighbours,
+    score_pixels,
 )
-from latentsearch.metrics import kmeans_scores, nearest_neighbors, pixel_baseline
 from latentsearch.progress import show_progress
 from latentsearch.protocols import ProtocolSplits, make_splits
 from latentsearch.report import figures
@@ -44,7 +46,7 @@ from latentsearch.report.projection import (
     umap_2d,
     umap_available,
 )
-from latentsearch.training import Run, machine_description
+from latentsearch.runs import Run, checkpoints, machine_description
 
 REPORT_FORMAT = "latentsearch-report/1"
 N_RECONSTRUCTIONS = 12  # images in the originals-versus-reconstructions strip
@@ -95,32 +97,13 @@ def _reconstruct(run: Run, pixels: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(images.cpu().numpy())
 
 
-def _neighbours(
-    query: np.ndarray, database: np.ndarray, k: int, *, same_set: bool, query_index: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest database items of each query, the query itself left out when ``same_set``.
-
-    Shapes: (Q, D), (N, D) -> distances and indices (Q, k).
-    """
-    if not same_set:
-        return nearest_neighbors(query, database, k)
-    dist, idx = nearest_neighbors(query, database, min(k + 1, len(database)))
-    keep = idx != query_index[:, None]
-    # Each row drops its own index (if found) and keeps the first k of the rest.
-    rows = [np.flatnonzero(row)[:k] for row in keep]
-    return (
-        np.stack([d[r] for d, r in zip(dist, rows, strict=True)]),
-        np.stack([i[r] for i, r in zip(idx, rows, strict=True)]),
-    )
-
-
 def _class_name(names: list[str], label: int) -> str:
     return names[label] if 0 <= label < len(names) else "unlabelled"
 
 
 def _dates(run: Run) -> dict[str, str | None]:
     now = dt.datetime.now().astimezone()
-    ckpts = sorted((run.path / "checkpoints").glob("*.pt"))
+    ckpts = checkpoints(run.path)
     trained = None
     if ckpts:
         stamp = max(p.stat().st_mtime for p in ckpts)
@@ -147,7 +130,7 @@ def build_report(
     out_dir: str | Path,
     *,
     data: DataSplits | None = None,
-    evaluation: dict[str, Any] | None = None,
+    evaluation: Evaluation | None = None,
     max_points: int = 2000,
     n_queries: int = 8,
     k: int = 8,
@@ -164,12 +147,13 @@ def build_report(
     and date.
 
     Args:
-        run: A trained run (see ``latentsearch.training.load_run``).
+        run: A trained run (see ``latentsearch.runs.load_run``).
         out_dir: Folder to write into (created; an earlier report's files are replaced).
         data: The run's data if already loaded (else loaded from its config).
         evaluation: ``evaluate_run(run, data=data, baseline=True)`` of this very run and data
-            if already computed (e.g. by ``train``), so it is not computed again; the pixel
-            baseline is added when it lacks one.
+            if already computed (e.g. by ``train``): its scores, embeddings, KMeans clusters
+            and neighbours are drawn, not computed again; the pixel baseline is added when it
+            lacks one.
         max_points: Most cluster-set images on the 2-D map (a seeded stratified sample).
         n_queries: Query rows of the retrieval grid.
         k: Neighbours per query in the retrieval grid.
@@ -180,11 +164,12 @@ def build_report(
         The path of ``index.html``.
 
     Raises:
-        ValueError: For non-positive sizes, or a run whose data cannot be loaded or embedded.
+        ConfigError: For non-positive sizes.
+        LatentsearchError: For a run whose data cannot be loaded or embedded.
     """
     for name, value in (("max_points", max_points), ("n_queries", n_queries), ("k", k)):
         if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+            raise ConfigError(name, f"must be at least 1, got {value}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in PICTURES:
@@ -203,21 +188,34 @@ def build_report(
             )
         splits = make_splits(data, cfg.protocol)
         labelled = splits.cluster.has_labels and splits.query.has_labels
+        given = evaluation if isinstance(evaluation, Evaluation) and labelled else None
+        # One search serves both the per-class precision (every query) and the grid (a sample).
+        depth = min(max(k, PRECISION_K), len(splits.database) - int(splits.same_set))
         bar.update()
 
         step("embed")
-        emb = embed_splits(run, splits, progress=progress)
+        emb = (
+            given.embeddings if given is not None else embed_splits(run, splits, progress=progress)
+        )
         bar.update()
 
         step("evaluate")
+        scored: Evaluation | None = None
+        metrics: dict[str, Any] | None = None
         if labelled:
-            evaluation = _with_baseline(
-                evaluation
-                or evaluate_run(run, data=data, baseline=True, progress=progress, embeddings=emb),
-                splits,
+            scored = given or evaluate_run(
+                run, data=data, baseline=True, progress=progress, embeddings=emb, neighbours=depth
             )
-        else:
-            evaluation = None
+            metrics = dict(scored)
+            if "baseline" not in metrics:  # the same scoring, on the same images
+                metrics["baseline"] = score_pixels(splits)
+        neighbours: Neighbours | None = None
+        if depth < 1:
+            neighbours = None
+        elif scored is not None and scored.neighbours.depth >= depth:
+            neighbours = scored.neighbours
+        else:  # no labels to evaluate, or a deeper grid than the evaluation kept
+            neighbours = query_neighbours(splits, emb, depth)
         bar.update()
 
         figs: list[dict[str, str]] = []
@@ -229,12 +227,13 @@ def build_report(
 
         step("figures")
         _reconstructions(run, splits.cluster, out, figs, seed)
-        _retrieval(
-            splits, emb, out, figs, extras, evaluation=evaluation, n_queries=n_queries, k=k,
-            seed=seed,
-        )  # fmt: skip
-        if evaluation is not None:
-            _contingency(splits.cluster, emb.cluster, evaluation, out, figs, extras)
+        if neighbours is not None:
+            _retrieval(
+                splits, neighbours, out, figs, extras, metrics=metrics, n_queries=n_queries, k=k,
+                seed=seed,
+            )  # fmt: skip
+        if scored is not None and metrics is not None:
+            _contingency(splits.cluster, scored.assignments, metrics, out, figs, extras)
         bar.update()
 
         step("html")
@@ -244,7 +243,7 @@ def build_report(
             "run": str(run.path),
             "latentsearch_version": latentsearch.__version__,
             "dates": _dates(run),
-            "metrics": evaluation,
+            "metrics": metrics,
             "published": published_scores(run),
             "config": cfg.to_dict(),
             "epochs": run.epoch,
@@ -273,19 +272,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-
-
-def _with_baseline(evaluation: dict[str, Any], splits: ProtocolSplits) -> dict[str, Any]:
-    if "baseline" in evaluation:
-        return evaluation
-    # The same scoring evaluate_run(baseline=True) applies, on the same images.
-    baseline = score_embeddings(
-        splits,
-        pixel_baseline(np.asarray(splits.cluster.pixels)),
-        pixel_baseline(np.asarray(splits.query.pixels)),
-        pixel_baseline(np.asarray(splits.database.pixels)),
-    )
-    return {**evaluation, "baseline": baseline}
 
 
 def _figure(figs: list[dict[str, str]], path: Path, title: str, caption: str) -> None:
@@ -374,27 +360,20 @@ def _reconstructions(
 
 def _retrieval(
     splits: ProtocolSplits,
-    emb: SplitEmbeddings,
+    neighbours: Neighbours,
     out: Path,
     figs: list[dict[str, str]],
     extras: dict[str, Any],
     *,
-    evaluation: dict[str, Any] | None,
+    metrics: dict[str, Any] | None,
     n_queries: int,
     k: int,
     seed: int,
 ) -> None:
     query, database = splits.query, splits.database
-    available = len(database) - int(splits.same_set)
-    depth = min(max(k, PRECISION_K), available)
-    if depth < 1:
-        return
-    labelled = evaluation is not None
-    # One search serves both the per-class precision (every query) and the grid (a sample).
-    all_queries = np.arange(len(query))
-    dist, idx = _neighbours(
-        emb.query, emb.database, depth, same_set=splits.same_set, query_index=all_queries
-    )
+    labelled = metrics is not None
+    dist, idx = neighbours.distances, neighbours.indices
+    depth = neighbours.depth
     names = query.class_names or database.class_names
     rows = stratified_sample(query.labels, n_queries, seed=seed)
     rows = rows[np.argsort(query.labels[rows], kind="stable")]  # rows in class order
@@ -426,7 +405,7 @@ def _retrieval(
         f"{shown} nearest database images by squared Euclidean distance d², nearest first"
         + (": green frame, same class as the query; red, another class." if labelled else "."),
     )
-    if evaluation is None:
+    if metrics is None:
         return
     precision, counts = per_class_precision(
         query.labels,
@@ -436,7 +415,7 @@ def _retrieval(
         same_set=splits.same_set,
         n_classes=len(names),
     )
-    overall = float(evaluation["precision_at_10"])
+    overall = float(metrics["precision_at_10"])
     path = figures.per_class_bars(
         names, precision, overall, out / "precision_per_class.png", metric="precision@10"
     )
@@ -456,15 +435,14 @@ def _retrieval(
 
 def _contingency(
     cluster: ImageData,
-    embeddings: np.ndarray,
-    evaluation: dict[str, Any],
+    assignments: np.ndarray,
+    metrics: dict[str, Any],
     out: Path,
     figs: list[dict[str, str]],
     extras: dict[str, Any],
 ) -> None:
+    """The cluster-versus-class map of the very clustering the evaluation scored."""
     known = cluster.labels >= 0
-    # The very clustering evaluate_run scores: same embeddings, same KMeans seed.
-    scores, assignments = kmeans_scores(embeddings, cluster.labels, seed=0)
     counts, order = matched_contingency(
         cluster.labels[known], assignments, n_classes=len(cluster.class_names)
     )
@@ -473,8 +451,8 @@ def _contingency(
         cluster.class_names,
         [int(c) for c in order],
         out / "contingency.png",
-        title=f"KMeans clusters against classes (NMI {scores['nmi']:.3f}, "
-        f"accuracy {scores['acc']:.3f})",
+        title=f"KMeans clusters against classes (NMI {metrics['nmi']:.3f}, "
+        f"accuracy {metrics['acc']:.3f})",
     )
     _figure(
         figs,
@@ -485,8 +463,4 @@ def _contingency(
         "columns are ordered so matched pairs lie on the diagonal; cells give image counts, "
         "shaded by the share of the class. Off-diagonal mass shows which classes are merged.",
     )
-    extras["contingency"] = {
-        "counts": counts.tolist(),
-        "cluster_order": order.tolist(),
-        "matches_evaluation": bool(abs(scores["nmi"] - float(evaluation["nmi"])) < 1e-9),
-    }
+    extras["contingency"] = {"counts": counts.tolist(), "cluster_order": order.tolist()}

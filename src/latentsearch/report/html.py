@@ -11,20 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# (key in evaluate_run's result, label, what it measures)
-CLUSTERING_METRICS = [
-    ("nmi", "NMI", "normalised mutual information between clusters and classes"),
-    ("ri", "Rand index", "share of image pairs on which clusters and classes agree"),
-    ("ari", "ARI", "Rand index corrected for chance (0: random, 1: perfect)"),
-    ("ami", "AMI", "mutual information corrected for chance"),
-    ("acc", "accuracy", "share of images in the cluster matched to their class"),
-]
-RETRIEVAL_METRICS = [
-    ("precision_at_1", "precision@1", "the nearest database image has the query's class"),
-    ("precision_at_10", "precision@10", "share of the 10 nearest with the query's class"),
-    ("map_at_r", "MAP@R", "average precision over the first R results (R: class size)"),
-    ("r_precision", "R-precision", "share of the first R results with the query's class"),
-]
+from latentsearch.metrics import CLUSTERING_METRICS, RETRIEVAL_METRICS
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -99,7 +86,8 @@ def metrics_table(
     )
     for title, names in groups:
         rows.append(f'<tr class="group"><th colspan="{cols}">{_e(title)}</th></tr>')
-        for key, label, what in names:
+        for info in names:
+            key, label, what = info.key, info.label, info.description
             if key not in metrics:
                 continue
             value, base = metrics[key], baseline.get(key)

@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from latentsearch.errors import LatentsearchError
+
 WANDB_PROJECT = "latentsearch"
 
 
-class TrackingError(ValueError):
+class TrackingError(LatentsearchError):
     """Tracking was asked for but cannot work; the message says what to install or set."""
 
 

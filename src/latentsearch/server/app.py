@@ -63,16 +63,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latentsearch.data import DataError, read_image
-from latentsearch.index import ImageIndex, IndexItem, Neighbor, UnknownItem
+from latentsearch.errors import ConfigError, LatentsearchError
+from latentsearch.index import (
+    ImageIndex,
+    IndexItem,
+    Neighbor,
+    StoredPixelsUnavailable,
+    UnknownItem,
+)
+from latentsearch.runs import Run, RunError, load_run
 from latentsearch.server import schemas
 from latentsearch.server.limits import (
     DEFAULT_K,
     DEFAULT_MAX_DECODES,
     DEFAULT_MAX_K,
-    DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_MAX_UPLOAD_PIXELS,
 )
-from latentsearch.training import Run, RunError, load_run
 
 MULTIPART_OVERHEAD = 64 * 1024
 """Room for boundaries, part headers and the ``k`` field around an upload of the largest size."""
@@ -196,55 +203,12 @@ def _content_disposition(filename: str) -> str:
     return f"inline; filename=\"{ascii_name}\"; filename*=utf-8''{quote(filename, safe='')}"
 
 
-class _StoredImages:
-    """PNG renderings of items without a file (digits, CIFAR-10 batches, idx files).
-
-    Their pixels come from the ``load_data`` spec the index recorded, loaded once on the first
-    request for one.
-    """
-
-    def __init__(self, spec: str | None, image_size: int) -> None:
-        self._spec = spec
-        self._image_size = image_size
-        self._lock = threading.Lock()
-        self._rows: dict[str, int] | None = None
-        self._pixels: np.ndarray | None = None
-        self._error: str | None = None
-
-    def _load(self) -> None:
-        from latentsearch.data import load_data
-        from latentsearch.index import all_images
-
-        if self._spec is None:
-            self._error = "the index does not record where its images came from"
-            return
-        try:
-            data = all_images(load_data(self._spec, image_size=self._image_size, download=False))
-        except (DataError, OSError) as e:
-            self._error = f"its source {self._spec!r} cannot be loaded here: {e}"
-            return
-        self._rows = {item_id: i for i, item_id in enumerate(data.ids)}
-        self._pixels = data.pixels
-
-    def png(self, item_id: str) -> bytes:
-        """The item's pixels as a PNG file.
-
-        Raises:
-            HTTPException: 404 when the source cannot be loaded or lacks the id.
-        """
-        with self._lock:
-            if self._rows is None and self._error is None:
-                self._load()
-        if self._rows is None or self._pixels is None:
-            raise HTTPException(404, f"item {item_id!r} has no image file, and {self._error}")
-        row = self._rows.get(item_id)
-        if row is None:
-            raise HTTPException(404, f"item {item_id!r} is no longer in {self._spec!r}")
-        pixels = np.asarray(self._pixels[row])
-        img = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return buf.getvalue()
+def _png(pixels: np.ndarray) -> bytes:
+    """Pixels as a PNG file. Shape: (H, W, C), uint8, C 1 or 3."""
+    img = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 class SearchService:
@@ -282,19 +246,15 @@ class SearchService:
         self.max_decodes = max_decodes
         self._decodes = threading.BoundedSemaphore(max_decodes)
         self.class_names = index.class_names
-        self.stored = _StoredImages(index.data_spec, run.model.image_size)
 
     # ------------------------------------------------------------------------ JSON
-    def _class_name(self, label: int) -> str | None:
-        return self.class_names[label] if 0 <= label < len(self.class_names) else None
-
     def item_json(self, item: IndexItem, prefix: str) -> dict[str, Any]:
         """An item's public metadata, with URLs under ``prefix`` (the app's root path)."""
         url = f"{prefix}/items/{_quoted(item.id)}"
         return {
             "id": item.id,
             "label": item.label,
-            "class_name": self._class_name(item.label),
+            "class_name": self.index.class_name(item.label),
             "filename": None if item.path is None else os.path.basename(item.path),
             "sha256": item.sha256,
             "image_url": f"{url}/image",
@@ -368,7 +328,11 @@ class SearchService:
             "Cache-Control": "max-age=300",
         }
         if item.path is None:
-            return Response(self.stored.png(item.id), media_type="image/png", headers=headers)
+            try:
+                pixels = self.index.stored_pixels(item.id)
+            except StoredPixelsUnavailable as e:
+                raise HTTPException(404, str(e)) from None
+            return Response(_png(pixels), media_type="image/png", headers=headers)
         data = self._indexed_bytes(item)
         try:
             with Image.open(io.BytesIO(data)) as img:
@@ -502,24 +466,7 @@ class SearchService:
         """
         started = time.perf_counter()
         item = self.item(item_id)
-        position = self.index.position(item.id)
-        distances, positions = self.index.search(self.index.embeddings[position : position + 1], k)
-        neighbors: list[Neighbor] = []
-        for d, p in zip(distances[0].tolist(), positions[0].tolist(), strict=True):
-            if p < 0:  # an approximate index may return fewer than k
-                continue
-            it = self.index.items[p]
-            neighbors.append(
-                Neighbor(
-                    rank=len(neighbors) + 1,
-                    position=p,
-                    id=it.id,
-                    path=it.path,
-                    label=it.label,
-                    class_name=self._class_name(it.label),
-                    distance=float(d),
-                )
-            )
+        neighbors = self.index.neighbors_of(item.id, k)
         query = schemas.ItemQuery(**self.item_json(item, prefix))
         return self._result(query, k, neighbors, started, prefix)
 
@@ -636,7 +583,7 @@ def load_service(
     run_path: str | Path | None = None,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
     max_k: int = DEFAULT_MAX_K,
     max_decodes: int = DEFAULT_MAX_DECODES,
 ) -> SearchService:
@@ -654,7 +601,7 @@ def load_service(
         IndexFormatError: When there is no readable index at ``index_path``.
         RunError: When the run cannot be loaded.
         FingerprintMismatch: When the run did not build the index.
-        ValueError: For limits below 1.
+        ConfigError: For limits below 1.
     """
     for name, value in (
         ("max_upload_bytes", max_upload_bytes),
@@ -663,16 +610,16 @@ def load_service(
         ("max_decodes", max_decodes),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ConfigError(name, f"must be a positive integer, got {value!r}")
     index = ImageIndex.load(index_path)
     if len(index) == 0:
-        raise ValueError(f"{index_path} holds no images: nothing to search")
+        raise LatentsearchError(f"{index_path} holds no images: nothing to search")
     if run_path is None:
         run_path = index.run_path
         if not Path(run_path).exists():
             raise RunError(
                 f"the run that built {index_path} is no longer at {run_path}: pass its new "
-                "location (--run RUN)"
+                "location (`run_path`)"
             )
     run = load_run(run_path)
     index.check_compatible(run)
@@ -700,7 +647,7 @@ def create_app(
     run_path: str | Path | None = None,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
     max_k: int = DEFAULT_MAX_K,
     max_decodes: int = DEFAULT_MAX_DECODES,
     allowed_hosts: Sequence[str] | None = None,
@@ -726,7 +673,7 @@ def create_app(
         IndexFormatError: When there is no readable index at ``index_path``.
         RunError: When the run cannot be loaded.
         FingerprintMismatch: When the run is not the one that built the index.
-        ValueError: For limits below 1.
+        ConfigError: For limits below 1.
     """
     service = load_service(
         index_path,
@@ -754,7 +701,7 @@ def create_app(
     )
     if allowed_hosts is not None:
         if not allowed_hosts:
-            raise ValueError("allowed_hosts is empty: no request could be answered")
+            raise ConfigError("allowed_hosts", "is empty: no request could be answered")
         app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))
     errors: dict[int | str, dict[str, Any]] = {
         404: {"model": schemas.Problem, "description": "no such item"},

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from latentsearch.data.images import DEFAULT_MAX_UPLOAD_PIXELS
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_MAX_DECODES",
+    "DEFAULT_MAX_K",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_MAX_UPLOAD_PIXELS",
+    "LOOPBACK_HOSTS",
+]
+
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 """Largest upload accepted by ``POST /search`` (10 MiB)."""
-
-DEFAULT_MAX_PIXELS = 40_000_000
-"""Largest width x height of an uploaded image, checked from its header before decoding."""
 
 DEFAULT_MAX_K = 100
 """Most neighbours one request may ask for."""

@@ -43,7 +43,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as e:
         sock.close()
-        hint = ": choose another with --port" if e.errno in (98, 48, 10048) else ""
+        hint = ": choose another `port`" if e.errno in (98, 48, 10048) else ""
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
     sock.set_inheritable(True)
     return sock

@@ -1,0 +1,410 @@
+"""Run state apart from the fit loop: the config, the run folder, its checkpoints, the fingerprint.
+
+A run folder holds::
+
+    config.json            the resolved TrainConfig
+    metrics.jsonl          one JSON line per finished epoch
+    checkpoints/epoch-NNN.pt   self-describing checkpoints (weights, model name and arguments,
+                               config, class names), one per epoch
+    eval.json              the last evaluation, when one was run
+    cluster_head.pt        a SCAN head, when ``latentsearch cluster`` trained one
+
+``load_run(path)`` rebuilds the trained model from the folder alone. Checkpoints hold only
+tensors and plain Python values, so they load with ``torch.load(weights_only=True)``. The fit
+loop (:mod:`latentsearch.training`) writes run folders; the index, the server, the report and
+the evaluation only read them, through this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latentsearch.device import resolve_device
+from latentsearch.errors import ConfigError, LatentsearchError
+from latentsearch.models import create_model
+from latentsearch.models.base import EmbeddingModel
+from latentsearch.precision import PRECISIONS
+
+CHECKPOINT_FORMAT = "latentsearch-checkpoint/1"
+"""Written to every checkpoint; loading refuses any other value."""
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+EVAL_FILE = "eval.json"
+CHECKPOINT_DIR = "checkpoints"
+
+OPTIMIZERS = ("adamw", "sgd")
+
+RESUMABLE_FIELDS = ("epochs", "threads", "device", "precision")
+"""Config fields a resumed run may change: where it runs and for how long, not what it learns."""
+
+
+class RunError(LatentsearchError):
+    """A run folder or checkpoint is missing, incomplete or incompatible."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run."""
+
+    data: str = "digits"  # data source: digits, cifar10, fashion-mnist or a folder path
+    data_dir: str | None = None  # where a named source's files are (None: cache / default)
+    protocol: str = "heldout"  # heldout (official split) or seed (the study's protocol)
+    model: str = "seed-ae"  # a name from latentsearch.models.MODELS
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra model arguments
+    image_size: int | None = None  # resize images to this size (None: the source's own)
+    objective: str = "reconstruction"  # a name from latentsearch.objectives.OBJECTIVES
+    objective_kwargs: dict[str, Any] = field(default_factory=dict)  # extra objective args
+    label_fraction: float = 0.0  # share of training labels the hint head sees (0: no head)
+    hint_weight: float = 1.0  # weight of the hint cross-entropy against the main loss
+    epochs: int = 10  # passes over the fit set
+    batch_size: int = 32  # images per step (the study: 32)
+    lr: float = 1e-3  # learning rate (the study: Keras Adam's default 1e-3)
+    optimizer: str = "adamw"  # adamw (decoupled weight decay) or sgd (Nesterov momentum 0.9)
+    weight_decay: float = 0.0  # AdamW: decoupled decay (0: plain Adam); SGD: L2 coefficient
+    cosine_schedule: bool = False  # cosine learning-rate decay over all epochs
+    seed: int = 0  # seeds weights, batch order, label subset and augmentations
+    device: str = "auto"  # auto, cpu, cuda or mps
+    threads: int | None = None  # torch CPU threads (None: every core this process may use)
+    precision: str = "auto"  # auto, fp32, bf16 or fp16 (auto: mixed precision where native)
+    init: str | None = None  # start from the matching tensors of this checkpoint / run / file
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(name, f"must be an integer, got {value!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int)
+        ):
+            raise ConfigError("threads", f"must be an integer, got {self.threads!r}")
+        for name in ("label_fraction", "hint_weight", "lr", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(name, f"must be a number, got {value!r}")
+        for name in ("model_kwargs", "objective_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(name, "must be a mapping")
+        if not 0.0 <= self.label_fraction <= 1.0:
+            raise ConfigError("label_fraction", f"must be in [0, 1], got {self.label_fraction}")
+        if self.epochs < 1:
+            raise ConfigError("epochs", f"must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ConfigError("batch_size", f"must be at least 2, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError("lr", f"must be positive, got {self.lr}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads", f"must be at least 1, got {self.threads}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                "optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise ConfigError("init", f"must be a path, got {self.init!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                "precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Rebuilds a config, ignoring keys this version does not know."""
+        if not isinstance(d, dict):
+            raise RunError(f"a run config must be a JSON object, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Run:
+    """A trained run, rebuilt from its folder.
+
+    Attributes:
+        path: The run folder.
+        config: Its resolved config.
+        model: The model with the newest checkpoint's weights, in eval mode.
+        class_names: Class names of the data it was trained on.
+        epoch: Epochs completed.
+        history: One dict per epoch from ``metrics.jsonl``.
+        fingerprint: Identifies model + weights; indexes refuse a run with another one.
+    """
+
+    path: Path
+    config: TrainConfig
+    model: EmbeddingModel
+    class_names: list[str]
+    epoch: int
+    history: list[dict[str, Any]]
+    fingerprint: dict[str, Any]
+
+    @classmethod
+    def from_model(
+        cls,
+        model: EmbeddingModel,
+        config: TrainConfig,
+        path: str | Path,
+        *,
+        class_names: list[str] | None = None,
+    ) -> Run:
+        """A run of a model that has no run folder (e.g. freshly initialised): epoch 0.
+
+        Args:
+            model: The model, named ``config.model``.
+            config: What it would be trained with.
+            path: Where its folder would be (nothing is read or written there).
+            class_names: Class names of its data (default none).
+        """
+        return cls(
+            path=Path(path),
+            config=config,
+            model=model,
+            class_names=list(class_names or []),
+            epoch=0,
+            history=[],
+            fingerprint=fingerprint(model, config.model),
+        )
+
+
+# ---------------------------------------------------------------------------- fingerprint
+def weights_hash(model: EmbeddingModel) -> str:
+    """SHA-256 of the model's parameters and buffers, in state-dict order."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(model: EmbeddingModel, model_name: str) -> dict[str, Any]:
+    """What identifies a model and its weights: an index built with it refuses any other.
+
+    Returns:
+        ``model`` (its registry name), ``weights_sha256``, ``image_size``, ``in_channels``
+        and ``embedding_dim``.
+    """
+    return {
+        "model": model_name,
+        "weights_sha256": weights_hash(model),
+        "image_size": model.image_size,
+        "in_channels": model.in_channels,
+        "embedding_dim": model.embedding_dim,
+    }
+
+
+def machine_description() -> str:
+    """A short description of the hardware, for results tables."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores"
+    if torch.cuda.is_available():
+        desc += f", {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+# ---------------------------------------------------------------------------- the run folder
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run folder's checkpoint files, oldest epoch first (empty when there are none)."""
+    return sorted((Path(run_dir) / CHECKPOINT_DIR).glob("epoch-*.pt"))
+
+
+def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
+    """Where the checkpoint of ``epoch`` (1 for the first) lives in a run folder."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"epoch-{epoch:03d}.pt"
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``metrics.jsonl`` (empty when the file is absent)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def prepare_run_folder(
+    out: str | Path, config: TrainConfig, *, resume: bool
+) -> dict[str, Any] | None:
+    """Checks that ``out`` can take a run of ``config``, before anything is trained.
+
+    Args:
+        out: The run folder.
+        config: The run's config.
+        resume: Continue the run in ``out`` rather than start a new one.
+
+    Returns:
+        The newest checkpoint's contents when resuming, else None.
+
+    Raises:
+        RunError: A new run's folder is a file or not empty, or resuming finds no checkpoint
+            or a run of another config (only ``RESUMABLE_FIELDS`` may change).
+    """
+    out = Path(out)
+    if not resume:
+        if out.exists() and not out.is_dir():
+            raise RunError(f"{out} is a file, not a run folder: choose a new `out` folder")
+        if out.exists() and any(out.iterdir()):
+            raise RunError(f"{out} is not empty: choose a new `out` folder or pass `resume=True`")
+        return None
+    ckpts = checkpoints(out)
+    if not ckpts:
+        raise RunError(
+            f"nothing to resume (`resume=True`): no checkpoint in {out}/{CHECKPOINT_DIR}"
+        )
+    saved = TrainConfig.from_dict(json.loads((out / CONFIG_FILE).read_text()))
+    comparable = dataclasses.replace(
+        saved, **{name: getattr(config, name) for name in RESUMABLE_FIELDS}
+    )
+    if comparable != config:
+        changeable = ", ".join(f"`{name}`" for name in RESUMABLE_FIELDS)
+        raise RunError(
+            f"cannot resume (`resume=True`) {out}: it was trained with another config; only "
+            f"{changeable} may change"
+        )
+    state: dict[str, Any] = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+    return state
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` into a temporary file renamed into place: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_versioned(
+    path: str | Path, fmt: str, *, what: str, error: type[LatentsearchError]
+) -> dict[str, Any]:
+    """Reads a file written by ``torch.save`` that names its format, refusing any other.
+
+    Loading is ``weights_only``: tensors and plain Python values, never pickled objects.
+
+    Args:
+        path: The file.
+        fmt: The ``format`` value it must carry (e.g. ``CHECKPOINT_FORMAT``).
+        what: What the file should be, for messages ("latentsearch checkpoint").
+        error: The exception to raise.
+
+    Raises:
+        error: The file cannot be read, or is not a dict of format ``fmt``.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types on a bad file
+        raise error(f"{path} is not a readable {what}: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise error(f"{path} is not a {what} ({fmt})")
+    return state
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def model_args(model: EmbeddingModel, config: TrainConfig) -> dict[str, Any]:
+    """The arguments that rebuild ``model`` with ``create_model(config.model, **args)``."""
+    return {
+        "in_channels": model.in_channels,
+        "image_size": model.image_size,
+        "num_classes": model.num_classes,
+        **config.model_kwargs,
+    }
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    *,
+    config: TrainConfig,
+    model: EmbeddingModel,
+    class_names: list[str],
+    epoch: int,
+    training_state: dict[str, Any],
+) -> Path:
+    """Writes the self-describing checkpoint of ``epoch`` atomically.
+
+    Args:
+        run_dir: The run folder.
+        config: The run's config.
+        model: The model after ``epoch`` epochs.
+        class_names: Class names of the data.
+        epoch: Epochs completed.
+        training_state: What resuming needs besides the weights (``optimizer``, and
+            ``scheduler``, ``objective``, ``scaler`` state dicts where they exist).
+
+    Returns:
+        The checkpoint's path.
+    """
+    state: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": config.model,
+        "model_args": model_args(model, config),
+        "config": config.to_dict(),
+        "class_names": class_names,
+        "epoch": epoch,
+        "state_dict": model.state_dict(),
+        **training_state,
+    }
+    return atomic_torch_save(state, checkpoint_path(run_dir, epoch))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Rebuilds a model from one checkpoint file.
+
+    Raises:
+        RunError: The file is not a latentsearch checkpoint or does not fit its model.
+    """
+    path = Path(path)
+    state = load_versioned(path, CHECKPOINT_FORMAT, what="latentsearch checkpoint", error=RunError)
+    try:
+        model = create_model(state["model_name"], **state["model_args"])
+        model.load_state_dict(state["state_dict"])
+    except (RuntimeError, TypeError, KeyError, ValueError) as e:
+        raise RunError(
+            f"{path}: the weights do not fit model {state.get('model_name')!r} "
+            f"with {state.get('model_args')}: {str(e).splitlines()[0]}"
+        ) from e
+    model.to(resolve_device(str(device)) if isinstance(device, str) else device).eval()
+    run_dir = path.parent.parent
+    return Run(
+        path=run_dir,
+        config=TrainConfig.from_dict(state["config"]),
+        model=model,
+        class_names=list(state["class_names"]),
+        epoch=int(state["epoch"]),
+        history=read_history(run_dir),
+        fingerprint=fingerprint(model, state["model_name"]),
+    )
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Rebuilds a run from its folder (newest checkpoint) or from a checkpoint file.
+
+    Raises:
+        RunError: Nothing loadable is there.
+    """
+    path = Path(path)
+    if path.is_file():
+        return load_checkpoint(path, device)
+    if not path.is_dir():
+        raise RunError(f"no run folder or checkpoint at {path}")
+    ckpts = checkpoints(path)
+    if not ckpts:
+        raise RunError(f"{path} holds no checkpoint: is it a run folder from `latentsearch train`?")
+    return load_checkpoint(ckpts[-1], device)

@@ -1,0 +1,272 @@
+"""From a folder of images to a trained run, an index and a report, reusing what is done.
+
+``prepare`` is what ``latentsearch up`` runs before it serves. It keeps its work in one folder::
+
+    WORK/runs/<key>/    the run, named by a key of the images' contents and the recipe
+    WORK/index/         the index over every readable image, updated in place
+    WORK/report/<key>/  the run's report (labelled collections)
+    WORK/up.json        what the last call did
+
+The key is the SHA-256 of the recipe's settings and of every image's id and content hash, so a
+second call on the same images and settings trains nothing and, when no file changed, embeds
+nothing. A run interrupted (Ctrl-C) is resumed from its last finished epoch; the index and the
+report are written into temporary folders and renamed into place, so an interruption leaves
+the previous ones intact and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from latentsearch.data import DataSplits, load_data
+from latentsearch.errors import LatentsearchError
+
+KEY_LENGTH = 16
+"""Hex digits of the key in a run folder's name."""
+
+STATE_FILE = "up.json"
+
+
+class WorkflowError(LatentsearchError):
+    """A folder that cannot be prepared (nothing readable, a work folder of something else)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` made or reused.
+
+    Attributes:
+        run: The run folder.
+        index: The index folder.
+        report: The report's ``index.html``, or None (unlabelled collections have no report).
+        recipe: ``"auto"`` (no labels) or ``"supervised"`` (class folders).
+        trained: Whether this call trained (False: the run was reused).
+        embedded: Images embedded by this call (0 when the index was up to date).
+        count: Images in the index.
+        skipped: ``(path, reason)`` of files that could not be read.
+    """
+
+    run: Path
+    index: Path
+    report: Path | None
+    recipe: str
+    trained: bool
+    embedded: int
+    count: int
+    skipped: list[tuple[str, str]]
+
+
+def collection_key(data: DataSplits, settings: dict[str, Any]) -> str:
+    """A key of a collection's contents and the training settings.
+
+    Args:
+        data: A loaded image folder (its images carry content hashes).
+        settings: What determines the training (JSON-ready).
+
+    Returns:
+        ``KEY_LENGTH`` hex digits: equal for the same files' contents under the same ids and
+        the same settings.
+    """
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for part in (data.train, data.test):
+        if part is None:
+            continue
+        hashes = part.sha256 if part.sha256 is not None else [None] * len(part)
+        for id_, sha in zip(part.ids, hashes, strict=True):
+            h.update(f"{id_}\0{sha}\n".encode())
+    return h.hexdigest()[:KEY_LENGTH]
+
+
+def _settings(data: DataSplits, use_labels: bool, epochs: int | None, seed: int) -> dict[str, Any]:
+    from latentsearch.presets import auto_recipe, resolve_preset
+    from latentsearch.protocols import make_splits
+
+    labelled = use_labels and data.train.has_labels
+    recipe = "supervised" if labelled else "auto"
+    if labelled:
+        overrides = resolve_preset("supervised")
+    else:
+        fit = make_splits(data, "heldout").fit
+        overrides = auto_recipe(fit.pixels, n_fit=len(fit)).overrides
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    return {"recipe": recipe, "seed": seed, **overrides}
+
+
+def _check_work(work: Path) -> None:
+    if work.exists() and not work.is_dir():
+        raise WorkflowError(f"work folder {work} exists and is not a folder")
+    if work.is_dir() and any(work.iterdir()) and not (work / STATE_FILE).is_file():
+        known = {"runs", "index", "report"}
+        if not {p.name for p in work.iterdir()} <= known:
+            raise WorkflowError(
+                f"{work} holds files that latentsearch did not write; choose an empty or new "
+                "work folder"
+            )
+
+
+def _last_state(work: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((work / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _replace_folder(tmp: Path, final: Path) -> None:
+    """Renames ``tmp`` onto ``final``, the old ``final`` removed only once ``tmp`` is whole."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def prepare(
+    photos: str | Path,
+    work: str | Path,
+    *,
+    use_labels: bool = True,
+    epochs: int | None = None,
+    seed: int = 0,
+    report: bool = True,
+    keep_model: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> Prepared:
+    """Trains (or reuses) a run on a folder of images, indexes it and writes its report.
+
+    Args:
+        photos: A folder of images (any layout; class folders give labels, see
+            :mod:`latentsearch.data.folder`).
+        work: The work folder (created).
+        use_labels: Train with the class folders' labels when there are some (``supervised``
+            recipe); False, or no labels, trains without (``auto``).
+        epochs: Train this many epochs instead of the recipe's.
+        seed: Training seed.
+        report: Write the run's report (labelled collections only).
+        keep_model: When the images changed since the last call, keep its run (if trained
+            with the same settings) and only update the index, instead of training anew.
+        log: Where progress lines go.
+        progress: Show progress bars.
+
+    Raises:
+        WorkflowError: The folder has no readable image, or ``work`` holds other files.
+        DataError: ``photos`` is not a readable folder.
+    """
+    from latentsearch.evaluation import evaluate_run
+    from latentsearch.index import ImageIndex, ImageIndexError, all_images
+    from latentsearch.runs import TrainConfig, load_run
+    from latentsearch.training import train
+
+    photos, work = Path(photos), Path(work)
+    if not photos.is_dir():
+        raise WorkflowError(f"{photos} is not a folder")
+    _check_work(work)
+    data = load_data(str(photos), progress=progress)
+    if len(data.train) == 0:
+        raise WorkflowError(f"{photos} holds no readable image; nothing was written")
+    settings = _settings(data, use_labels, epochs, seed)
+    key = collection_key(data, settings)
+    settings_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    recipe = settings.pop("recipe")
+    run_dir = work / "runs" / key
+    last = _last_state(work)
+    if (
+        keep_model
+        and last.get("settings_key") == settings_key
+        and Path(str(last.get("run"))).is_dir()
+    ):
+        run_dir = Path(str(last["run"]))
+        key = run_dir.name
+        log(f"keeping the model of {run_dir} (--keep-model), though the images changed")
+    config = TrainConfig(data=str(photos.resolve()), **settings)
+
+    trained = False
+    run = None
+    if (run_dir / "config.json").is_file():
+        try:
+            run = load_run(run_dir)
+        except ValueError:
+            run = None  # an epoch had not finished when it was interrupted: resume below
+    if run is not None and run.epoch >= config.epochs:
+        log(f"reusing run {run_dir} ({recipe} recipe, finished)")
+    else:
+        resume = run is not None
+        log(f"{'resuming' if resume else 'training'} run {run_dir} ({recipe} recipe)")
+        if not resume and run_dir.exists():
+            shutil.rmtree(run_dir)  # a folder with no finished epoch: start it afresh
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run = train(config, run_dir, resume=resume, progress=progress, data=data)
+        trained = True
+
+    images = all_images(data)
+    index_dir = work / "index"
+    existing = None
+    if index_dir.is_dir():
+        try:
+            existing = ImageIndex.load(index_dir)
+            existing.check_compatible(run)
+        except ImageIndexError:
+            existing = None  # built with another run: build afresh
+    if existing is not None:
+        update = existing.update(run, images, progress=progress, data_spec=str(photos))
+        index, embedded = existing, update.embedded
+        log(
+            f"index {index_dir}: {len(update.added)} added, {len(update.changed)} changed, "
+            f"{len(update.removed)} removed, {len(update.unchanged)} unchanged"
+        )
+    else:
+        index = ImageIndex.build(run, images, progress=progress, data_spec=str(photos))
+        embedded = len(index)
+        log(f"index {index_dir}: {len(index)} images")
+    if embedded or existing is None:
+        index.save(index_dir)
+
+    report_html: Path | None = None
+    report_dir = work / "report" / key
+    if report and (data.test or data.train).has_labels:
+        if (report_dir / "index.html").is_file():
+            report_html = report_dir / "index.html"
+        else:
+            from latentsearch.report import build_report
+
+            tmp = report_dir.with_name(report_dir.name + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            evaluation = evaluate_run(run, data=data, baseline=True, progress=progress)
+            build_report(run, tmp, data=data, evaluation=evaluation, progress=progress)
+            _replace_folder(tmp, report_dir)
+            report_html = report_dir / "index.html"
+
+    state = {
+        "photos": str(photos.resolve()),
+        "key": key,
+        "settings_key": settings_key,
+        "recipe": recipe,
+        "run": str(run_dir),
+        "index": str(index_dir),
+        "report": str(report_html) if report_html else None,
+    }
+    tmp_state = work / (STATE_FILE + ".tmp")
+    tmp_state.write_text(json.dumps(state, indent=2) + "\n")
+    tmp_state.replace(work / STATE_FILE)
+    return Prepared(
+        run=run_dir,
+        index=index_dir,
+        report=report_html,
+        recipe=recipe,
+        trained=trained,
+        embedded=embedded,
+        count=len(index),
+        skipped=list(images.skipped),
+    )

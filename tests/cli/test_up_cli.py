@@ -1,0 +1,46 @@
+"""`latentsearch up` end to end on a tiny folder (without serving)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latentsearch.cli import main
+
+
+def _photos(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for name, tint in (("sky", (0, 0, 200)), ("grass", (0, 200, 0))):
+        for i in range(6):
+            px = np.clip(rng.integers(0, 50, (10, 10, 3)) + np.array(tint), 0, 255)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(px.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_up_prepares_then_reuses_and_says_where_everything_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos, work = _photos(tmp_path / "photos"), tmp_path / "work"
+    argv = ["up", str(photos), "--work", str(work), "--epochs", "1", "--no-serve", "--no-report"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trained now" in out and "12 images" in out
+    assert f"latentsearch serve {work / 'index'}" in out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "reused" in out and "0 embedded now" in out
+
+
+def test_up_on_a_folder_without_images_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no pictures here")
+    rc = main(["up", str(tmp_path / "empty"), "--work", str(tmp_path / "w"), "--no-serve"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no readable image" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()

@@ -1,0 +1,105 @@
+"""``prepare`` (behind ``latentsearch up``): train, index and report once, then reuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latentsearch.data import DataError
+from latentsearch.index import ImageIndex
+from latentsearch.workflow import WorkflowError, prepare
+
+TINTS = {"blue": (0, 0, 1), "green": (0, 1, 0), "red": (1, 0, 0)}
+
+
+def _image(path: Path, seed: int, tint: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.integers(0, 120, (12, 12, 3)) + np.array(tint) * 130, 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+def _photos(root: Path, classes: bool = True, per_class: int = 8) -> Path:
+    for c, (name, tint) in enumerate(TINTS.items()):
+        for i in range(per_class):
+            _image(root / (name if classes else "") / f"{name}{i}.png", 10 * c + i, tint)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _quiet(line: str) -> None:
+    del line
+
+
+def test_a_second_call_on_unchanged_images_trains_and_embeds_nothing(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos")
+    first = prepare(photos, tmp_path / "work", epochs=1, log=_quiet, progress=False)
+    assert first.trained and first.recipe == "supervised"
+    assert first.count == 24 and first.embedded == 24
+    assert [p for p, _ in first.skipped] == [str(photos / "notes.txt")]
+    assert first.report is not None and first.report.is_file()
+    index = ImageIndex.load(first.index)
+    assert sorted(index.class_names) == sorted(TINTS)
+
+    again = prepare(photos, tmp_path / "work", epochs=1, log=_quiet, progress=False)
+    assert not again.trained and again.embedded == 0
+    assert again.run == first.run and again.report == first.report
+
+
+def test_changed_images_train_anew_unless_the_model_is_kept(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos", classes=False)
+    first = prepare(photos, tmp_path / "work", epochs=1, log=_quiet, progress=False)
+    assert first.recipe == "auto" and first.report is None  # no classes: nothing to score
+
+    _image(photos / "new.png", 99, (1, 1, 0))
+    kept = prepare(photos, tmp_path / "work", epochs=1, keep_model=True, log=_quiet, progress=False)
+    assert not kept.trained and kept.run == first.run
+    assert kept.count == 25 and kept.embedded == 1  # only the new image is embedded
+
+    (photos / "new.png").unlink()
+    _image(photos / "other.png", 98, (0, 1, 1))
+    fresh = prepare(photos, tmp_path / "work", epochs=1, log=_quiet, progress=False)
+    assert fresh.trained and fresh.run != first.run
+    assert fresh.count == 25 and fresh.embedded == 25  # a new model embeds every image
+
+
+def test_a_folder_without_readable_images_writes_nothing(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="no readable image"):
+        prepare(photos, tmp_path / "work", epochs=1, log=_quiet, progress=False)
+    assert not (tmp_path / "work").exists()
+    with pytest.raises(WorkflowError, match="is not a folder"):
+        prepare(tmp_path / "missing", tmp_path / "work", log=_quiet, progress=False)
+
+
+def test_a_work_folder_of_other_files_is_refused(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos", per_class=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "thesis.tex").write_text("precious")
+    with pytest.raises(WorkflowError, match="did not write"):
+        prepare(photos, work, epochs=1, log=_quiet, progress=False)
+    assert (work / "thesis.tex").read_text() == "precious"
+
+
+def test_an_interrupted_call_leaves_a_run_the_next_call_reuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos = _photos(tmp_path / "photos", per_class=4)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ImageIndex, "build", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(photos, tmp_path / "work", epochs=1, report=False, log=_quiet, progress=False)
+    assert not (tmp_path / "work" / "index").exists()  # no half-written index
+
+    done = prepare(photos, tmp_path / "work", epochs=1, report=False, log=_quiet, progress=False)
+    assert not done.trained and done.count == 12
