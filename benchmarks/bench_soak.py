@@ -112,7 +112,7 @@ def multipart(data: bytes) -> bytes:
 def make_index(run: str, work: Path, n_images: int) -> Path:
     from latentsearch.data import load_data
     from latentsearch.index import ImageIndex, all_images
-    from latentsearch.training import load_run
+    from latentsearch.runs import load_run
 
     loaded = load_run(run)
     folder = work / "images"

@@ -31,7 +31,8 @@ from torch import nn
 from latentsearch.data import DataSplits, ImageData
 from latentsearch.models.seed_ae import SeedAutoencoder
 from latentsearch.precision import autocast
-from latentsearch.training import TrainConfig, machine_description, train
+from latentsearch.runs import TrainConfig, machine_description
+from latentsearch.training import train
 
 
 def _plain_seed_ae() -> nn.Module:
