@@ -100,6 +100,10 @@ def test_top_level_help_imports_neither_torch_nor_faiss() -> None:
     assert "HEAVY []" in out.stdout
     for command in ("train", "search", "up", "export"):  # every command is listed
         assert command in out.stdout
+    # A search loads the index and the data readers, which need no scikit-learn either.
+    code = "import sys, latentsearch.index, latentsearch.data; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_a_command_line_parser_knows_every_command_fully_or_by_name() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits as _sklearn_load_digits
 
 from latentsearch.data.base import DataSplits, ImageData
 from latentsearch.data.images import check_image_size, resize_pixels
@@ -37,7 +36,9 @@ def load_digits(
         "0".."9".
     """
     size = check_image_size(image_size)
-    bunch = _sklearn_load_digits()
+    from sklearn.datasets import load_digits  # scikit-learn takes 0.5 s to import
+
+    bunch = load_digits()
     values = np.asarray(bunch.images, dtype=np.float64)  # (1797, 8, 8), 0..16
     pixels = np.rint(values * 255.0 / 16.0).astype(np.uint8)[:, :, :, None]
     if size is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from latentsearch.data.base import DataError
 
@@ -45,6 +44,8 @@ def stratified_split(
     n = len(y)
     if n < 2:
         raise DataError(f"cannot split {n} item(s) into train and test; need at least 2")
+    from sklearn.model_selection import train_test_split  # 0.5 s to import: only when used
+
     index = np.arange(n)
     train = test = None
     if (y >= 0).any():
