@@ -123,6 +123,7 @@ def test_auto_is_the_default_without_labels_and_adapts_to_tiny_grey_images() -> 
     # (a mirrored 3 is no digit).
     assert aug["crop_scale"][0] >= 0.5 and aug["flip"] is False
     assert aug["jitter_p"] > 0 and aug["saturation"] == 0.0 and aug["grayscale_p"] == 0.0
+    assert cfg.objective_kwargs["temperature"] == 0.5  # tiny images: a softer NT-Xent
     # With labels and no recipe named, the default stays the study's autoencoder + hint.
     args = build_parser().parse_args(["train", "--label-fraction", "1", "--out", "x"])
     assert _config_from_args(args, load_data("digits")).model == "seed-ae"
