@@ -204,7 +204,8 @@ class ClassificationObjective:
         known = batch.labels >= 0
         if int(known.sum()) < 2:
             # Too few labelled images for batch norm: a zero with a gradient.
-            loss = sum((p.sum() for p in model.parameters()), torch.zeros(())) * 0.0
+            zero = torch.zeros((), device=batch.images.device)
+            loss = sum((p.sum() for p in model.parameters()), zero) * 0.0
             return loss, {"ce": 0.0, "loss": 0.0}
         # Only labelled images are seen: with few labels most of a batch would be wasted work.
         out = model(augment(batch.images[known], self.augment))

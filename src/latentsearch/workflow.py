@@ -34,7 +34,7 @@ STATE_FILE = "up.json"
 
 
 class WorkflowError(LatentsearchError):
-    """A folder that cannot be prepared (nothing readable, a work folder of something else)."""
+    """A folder that cannot be prepared (not a folder, a work folder of something else)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ class Prepared:
     skipped: list[tuple[str, str]]
 
 
+def _settings_bytes(settings: dict[str, Any]) -> bytes:
+    return json.dumps(settings, sort_keys=True).encode()
+
+
 def collection_key(data: DataSplits, settings: dict[str, Any]) -> str:
     """A key of a collection's contents and the training settings.
 
@@ -73,7 +77,7 @@ def collection_key(data: DataSplits, settings: dict[str, Any]) -> str:
         ``KEY_LENGTH`` hex digits: equal for the same files' contents under the same ids and
         the same settings.
     """
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    h = hashlib.sha256(_settings_bytes(settings))
     for part in (data.train, data.test):
         if part is None:
             continue
@@ -119,18 +123,6 @@ def _last_state(work: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _replace_folder(tmp: Path, final: Path) -> None:
-    """Renames ``tmp`` onto ``final``, the old ``final`` removed only once ``tmp`` is whole."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def prepare(
     photos: str | Path,
     work: str | Path,
@@ -160,24 +152,23 @@ def prepare(
         progress: Show progress bars.
 
     Raises:
-        WorkflowError: The folder has no readable image, or ``work`` holds other files.
-        DataError: ``photos`` is not a readable folder.
+        WorkflowError: ``photos`` is not a folder, or ``work`` holds other files.
+        DataError: ``photos`` holds no readable image (nothing is written then).
     """
     from latentsearch.evaluation import evaluate_run
     from latentsearch.index import ImageIndex, ImageIndexError, all_images
-    from latentsearch.runs import TrainConfig, load_run
+    from latentsearch.index.storage import replace_dir
+    from latentsearch.runs import CONFIG_FILE, RunError, TrainConfig, load_run
     from latentsearch.training import train
 
     photos, work = Path(photos), Path(work)
     if not photos.is_dir():
         raise WorkflowError(f"{photos} is not a folder")
     _check_work(work)
-    data = load_data(str(photos), progress=progress)
-    if len(data.train) == 0:
-        raise WorkflowError(f"{photos} holds no readable image; nothing was written")
+    data = load_data(str(photos), progress=progress)  # DataError when nothing is readable
     settings = _settings(data, use_labels, epochs, seed)
     key = collection_key(data, settings)
-    settings_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    settings_key = hashlib.sha256(_settings_bytes(settings)).hexdigest()
     recipe = settings.pop("recipe")
     run_dir = work / "runs" / key
     last = _last_state(work)
@@ -185,6 +176,7 @@ def prepare(
         keep_model
         and last.get("settings_key") == settings_key
         and Path(str(last.get("run"))).is_dir()
+        and Path(str(last["run"])) != run_dir
     ):
         run_dir = Path(str(last["run"]))
         key = run_dir.name
@@ -193,10 +185,10 @@ def prepare(
 
     trained = False
     run = None
-    if (run_dir / "config.json").is_file():
+    if (run_dir / CONFIG_FILE).is_file():
         try:
             run = load_run(run_dir)
-        except ValueError:
+        except RunError:
             run = None  # an epoch had not finished when it was interrupted: resume below
     if run is not None and run.epoch >= config.epochs:
         log(f"reusing run {run_dir} ({recipe} recipe, finished)")
@@ -245,7 +237,9 @@ def prepare(
                 shutil.rmtree(tmp)
             evaluation = evaluate_run(run, data=data, baseline=True, progress=progress)
             build_report(run, tmp, data=data, evaluation=evaluation, progress=progress)
-            _replace_folder(tmp, report_dir)
+            old = replace_dir(tmp, report_dir)  # the previous report stays whole until then
+            if old is not None:
+                shutil.rmtree(old)
             report_html = report_dir / "index.html"
 
     state = {

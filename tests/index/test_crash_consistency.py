@@ -46,13 +46,13 @@ elif stage == "write":
         die()
     storage.write_file = write
 elif stage == "swap":
-    storage._replace_dir = lambda *a, **k: die()
+    storage.replace_dir = lambda *a, **k: die()
 elif stage == "after-swap":
-    real_replace = storage._replace_dir
+    real_replace = storage.replace_dir
     def replace(*a, **k):
         real_replace(*a, **k)
         die()
-    storage._replace_dir = replace
+    storage.replace_dir = replace
 sys.exit(main(sys.argv[2:]))
 """
 

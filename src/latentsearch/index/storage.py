@@ -72,7 +72,7 @@ def scratch_prefix(dest: Path) -> str:
     return f".{dest.name}.tmp-"
 
 
-def _replace_dir(new: Path, dest: Path) -> Path | None:
+def replace_dir(new: Path, dest: Path) -> Path | None:
     """Moves folder ``new`` to ``dest``; returns where the old ``dest`` went (to delete)."""
     if not dest.exists():
         os.rename(new, dest)
@@ -105,7 +105,7 @@ def write_folder(dest: Path, files: dict[str, Callable[[IO[bytes]], None]]) -> N
             for name, write in files.items():
                 write_file(tmp / name, write)
             fsync_dir(tmp)
-            old = _replace_dir(tmp, dest)
+            old = replace_dir(tmp, dest)
             fsync_dir(dest.parent)
         finally:
             if old is not None and old != tmp and old.exists():
