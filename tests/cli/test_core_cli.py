@@ -162,3 +162,21 @@ def test_init_of_another_architecture_lists_the_mismatch_and_writes_nothing(
     err = capsys.readouterr().err
     assert "no tensor of" in err and "missing" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_temperature_overrides_the_recipe_and_is_refused_without_a_contrastive_objective(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentsearch.cli.core import _config_from_args
+    from latentsearch.data import load_data
+
+    args = build_parser().parse_args(["train", "--temperature", "0.3", "--out", "x"])
+    cfg = _config_from_args(args, load_data("digits"))
+    assert cfg.objective_kwargs["temperature"] == 0.3
+    assert cfg.objective_kwargs["augment"]["flip"] is False  # the rest of the recipe stays
+    assert "replaces the recipe's 0.5" in capsys.readouterr().out
+    argv = ["train", "--model", "seed-ae", "--temperature", "0.3", "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--temperature is for the contrastive objective" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

@@ -85,6 +85,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="channels of resnet-s's first stage (presets: 16, sized for a CPU; 32-64 on a GPU)",
     )
     p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="NT-Xent temperature of the contrastive objective (auto: 0.5 under 20 px, else 0.2)",
+    )
+    p.add_argument(
         "--init",
         default=None,
         metavar="PATH",
@@ -150,6 +156,13 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
             settings[name] = getattr(args, name)
     if args.width is not None:
         settings["model_kwargs"] = {**settings.get("model_kwargs", {}), "width": args.width}
+    if args.temperature is not None:
+        if settings.get("objective", TrainConfig.objective) != "contrastive":
+            raise CLIError("--temperature is for the contrastive objective (--preset auto, simclr)")
+        kwargs = dict(settings.get("objective_kwargs", {}))
+        if "temperature" in kwargs and kwargs["temperature"] != args.temperature:
+            print(f"--temperature {args.temperature:g} replaces the recipe's {kwargs['temperature']:g}")
+        settings["objective_kwargs"] = {**kwargs, "temperature": args.temperature}
     return TrainConfig(
         data=args.data,
         data_dir=args.data_dir,
