@@ -71,7 +71,7 @@ def test_a_run_folder_refuses_a_second_run_and_a_resume_of_another_config(
     longer = dataclasses.replace(tiny_run.config, epochs=5, threads=1, precision="fp32")
     state = prepare_run_folder(folder, longer, resume=True)
     assert state is not None and state["epoch"] == 2 and state["format"] == CHECKPOINT_FORMAT
-    assert set(RESUMABLE_FIELDS) == {"epochs", "threads", "device", "precision"}
+    assert set(RESUMABLE_FIELDS) == {"epochs", "threads", "device", "precision", "world_size"}
     with pytest.raises(RunError, match="another config; only `epochs`"):
         prepare_run_folder(folder, dataclasses.replace(longer, seed=9), resume=True)
 

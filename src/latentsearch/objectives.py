@@ -13,6 +13,7 @@ from typing import Any, Protocol, cast
 import torch
 import torch.nn.functional as F
 
+from latentsearch import distributed
 from latentsearch.augment import AugmentConfig, augment
 from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models.base import EmbeddingModel
@@ -25,10 +26,13 @@ class Batch:
     Attributes:
         images: Images in [0, 1]. Shape: (B, C, H, W).
         labels: Class per image, -1 where the label is unknown or withheld. Shape: (B,).
+        distributed: This is one rank's share of a global batch (torchrun): terms over the
+            whole batch (NT-Xent's negatives) gather every rank's share.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
+    distributed: bool = False
 
 
 class Objective(Protocol):
@@ -87,7 +91,9 @@ class ReconstructionObjective:
         return loss, parts
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+def nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, *, gather: bool = False
+) -> torch.Tensor:
     """SimCLR's normalised-temperature cross-entropy (Chen et al., 2020).
 
     Each of the 2B views must pick out its partner among the other 2B - 1 views by cosine
@@ -97,18 +103,40 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
         z1: Projections of the first views. Shape: (B, P).
         z2: Projections of the second views. Shape: (B, P).
         temperature: Softmax temperature.
+        gather: In a distributed job, contrast this rank's views against every rank's (as
+            SimCLR does), through a gather that carries gradients: the mean over the ranks'
+            losses, each weighted by its share of the views, is then the loss of the global
+            batch. No effect in a plain process.
 
     Returns:
-        The mean loss over all 2B views (a scalar).
+        The mean loss over all 2B views (a scalar); with ``gather``, over this rank's views.
     """
     b = z1.shape[0]
     # In fp32 whatever the autocast: bf16 similarities divided by a small temperature lose
     # the differences the loss is about.
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    if gather and distributed.is_active():
+        return _nt_xent_gathered(z, b, temperature)
     sim = z @ z.T / temperature
     sim.fill_diagonal_(float("-inf"))  # a view is not its own positive
     targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
     return F.cross_entropy(sim, targets)
+
+
+def _nt_xent_gathered(z: torch.Tensor, b: int, temperature: float) -> torch.Tensor:
+    """NT-Xent of this rank's 2b views against every rank's views.
+
+    Args:
+        z: This rank's normalised projections, first views then second views. Shape: (2b, P).
+        b: Images on this rank.
+        temperature: Softmax temperature.
+    """
+    everyone, offset = distributed.all_gather_cat(z)  # (2B, P), rank blocks of [v1; v2]
+    sim = z @ everyone.T / temperature
+    rows = torch.arange(2 * b, device=z.device)
+    sim[rows, offset + rows] = float("-inf")  # a view is not its own positive
+    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, offset + partner)
 
 
 def as_augment_config(augment: AugmentConfig | dict[str, Any] | None) -> AugmentConfig | None:
@@ -158,7 +186,9 @@ class ContrastiveObjective:
                 f"{type(model).__name__} has no projection head: the contrastive objective "
                 "needs a model such as resnet-s"
             )
-        contrast = nt_xent(out.projection[:b], out.projection[b:], self.temperature)
+        contrast = nt_xent(
+            out.projection[:b], out.projection[b:], self.temperature, gather=batch.distributed
+        )
         parts = {"nt_xent": float(contrast.detach())}
         loss = contrast
         ce = hint_loss(out.logits, torch.cat([batch.labels, batch.labels]))

@@ -44,8 +44,12 @@ CHECKPOINT_DIR = "checkpoints"
 
 OPTIMIZERS = ("adamw", "sgd")
 
-RESUMABLE_FIELDS = ("epochs", "threads", "device", "precision")
-"""Config fields a resumed run may change: where it runs and for how long, not what it learns."""
+RESUMABLE_FIELDS = ("epochs", "threads", "device", "precision", "world_size")
+"""Config fields a resumed run may change: where it runs and for how long, not what it learns.
+
+``world_size`` is among them because ``batch_size`` is the global batch: the same run on
+another number of processes takes the same steps (BatchNorm statistics aside, unless
+``sync_batchnorm``)."""
 
 
 class RunError(LatentsearchError):
@@ -67,8 +71,13 @@ class TrainConfig:
     label_fraction: float = 0.0  # share of training labels the hint head sees (0: no head)
     hint_weight: float = 1.0  # weight of the hint cross-entropy against the main loss
     epochs: int = 10  # passes over the fit set
-    batch_size: int = 32  # images per step (the study: 32)
-    lr: float = 1e-3  # learning rate (the study: Keras Adam's default 1e-3)
+    # Images per optimisation step over ALL processes (the study: 32). With N torchrun ranks
+    # each computes on its contiguous share (sizes differ by at most one), so results and the
+    # learning rate do not depend on N.
+    batch_size: int = 32
+    # Learning rate for the global `batch_size` (the study: Keras Adam's default 1e-3); it is
+    # never rescaled with the number of processes: change it yourself with `batch_size`.
+    lr: float = 1e-3
     optimizer: str = "adamw"  # adamw (decoupled weight decay) or sgd (Nesterov momentum 0.9)
     weight_decay: float = 0.0  # AdamW: decoupled decay (0: plain Adam); SGD: L2 coefficient
     cosine_schedule: bool = False  # cosine learning-rate decay over all epochs
@@ -77,9 +86,11 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: every core this process may use)
     precision: str = "auto"  # auto, fp32, bf16 or fp16 (auto: mixed precision where native)
     init: str | None = None  # start from the matching tensors of this checkpoint / run / file
+    sync_batchnorm: bool = False  # several processes: BatchNorm statistics of the global batch
+    world_size: int = 1  # processes that trained it (train() records torchrun's WORLD_SIZE)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "seed"):
+        for name in ("epochs", "batch_size", "seed", "world_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(name, f"must be an integer, got {value!r}")
@@ -100,6 +111,18 @@ class TrainConfig:
             raise ConfigError("epochs", f"must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
             raise ConfigError("batch_size", f"must be at least 2, got {self.batch_size}")
+        if self.world_size < 1:
+            raise ConfigError("world_size", f"must be at least 1, got {self.world_size}")
+        if self.batch_size < 2 * self.world_size:
+            raise ConfigError(
+                "batch_size",
+                f"must be at least 2 per process ({2 * self.world_size} for {self.world_size}): "
+                f"it is the global batch, split across processes; got {self.batch_size}",
+            )
+        if not isinstance(self.sync_batchnorm, bool):
+            raise ConfigError(
+                "sync_batchnorm", f"must be true or false, got {self.sync_batchnorm!r}"
+            )
         if self.lr <= 0:
             raise ConfigError("lr", f"must be positive, got {self.lr}")
         if self.threads is not None and self.threads < 1:

@@ -7,6 +7,7 @@ The run folder's layout, the config, checkpoints and fingerprints live in
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -18,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from latentsearch import distributed
 from latentsearch.data import DataSplits, ImageData, load_data
 from latentsearch.data.splits import label_subset
 from latentsearch.device import resolve_device
@@ -89,22 +92,31 @@ def build_model(config: TrainConfig, data: ImageData, num_classes: int) -> Embed
     )
 
 
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+def batch_bounds(n: int, batch_size: int, *, min_last: int = 2) -> list[tuple[int, int]]:
     """``(start, stop)`` of each batch over ``n`` items; every item is in exactly one batch.
 
-    A last batch of a single item is merged into the one before it (BatchNorm cannot train on
-    one image), so nothing is dropped.
+    A last batch of fewer than ``min_last`` items is merged into the one before it (BatchNorm
+    cannot train on one image; with N processes ``min_last`` is 2N, so that each gets two),
+    so nothing is dropped.
     """
     edges = [*range(0, n, batch_size), n]
-    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
+    if len(edges) > 2 and edges[-1] - edges[-2] < min_last:
         del edges[-2]
     return list(itertools.pairwise(edges))
 
 
-def _iterate(images: torch.Tensor, labels: torch.Tensor, order: np.ndarray, batch_size: int) -> Any:
-    for start, stop in batch_bounds(len(order), batch_size):
-        idx = torch.from_numpy(order[start:stop])
-        yield images[idx], labels[idx]
+def _iterate(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    order: np.ndarray,
+    batch_size: int,
+    ctx: distributed.DistContext | None = None,
+) -> Any:
+    """This rank's share of each batch, and the batch's global size."""
+    ctx = ctx or distributed.DistContext()
+    for start, stop in batch_bounds(len(order), batch_size, min_last=2 * ctx.world_size):
+        idx = torch.from_numpy(order[start:stop][distributed.shard(stop - start, ctx)])
+        yield images[idx], labels[idx], stop - start
 
 
 @torch.no_grad()
@@ -124,7 +136,7 @@ def validation_loss(
     n = 0
     pixels = torch.from_numpy(np.ascontiguousarray(data.pixels))
     lab = torch.from_numpy(labels)
-    for x, y in _iterate(pixels, lab, np.arange(len(data)), max(batch_size, 256)):
+    for x, y, _ in _iterate(pixels, lab, np.arange(len(data)), max(batch_size, 256)):
         batch = Batch(images=to_tensor(x.numpy(), device), labels=y.to(device))
         with autocast(precision, device):
             _, parts = objective(model, batch)
@@ -238,6 +250,61 @@ def load_initial_weights(model: torch.nn.Module, path: str | Path) -> InitReport
     return report
 
 
+class _Step(nn.Module):
+    """The model and the objective as one module: one forward per step for DDP to hook.
+
+    DistributedDataParallel averages the gradients of whatever its module's forward used; the
+    objective (and any head it owns) runs inside that forward, with the plain model, so it
+    keeps reading ``model.num_classes`` and friends.
+    """
+
+    def __init__(self, model: EmbeddingModel, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective  # registered as a submodule when it is one (owns weights)
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = Batch(images=images, labels=labels, distributed=True)
+        return self.objective(self.model, batch)
+
+
+def _replicate(
+    model: EmbeddingModel, objective: Objective, device: torch.device
+) -> Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]:
+    """``step(batch) -> (loss, parts)``: the objective, wrapped in DDP when distributed."""
+    if not distributed.is_active():
+        return lambda batch: objective(model, batch)
+    ddp = nn.parallel.DistributedDataParallel(
+        _Step(model, objective),
+        device_ids=[device.index] if device.type == "cuda" else None,
+        # Heads a step does not use (a hint head on a shard without labels, the projection
+        # under the classification objective) must not stall the gradient all-reduce.
+        find_unused_parameters=True,
+    )
+    return lambda batch: ddp(batch.images, batch.labels)
+
+
+def _on_main(fn: Callable[[], Any], ctx: distributed.DistContext) -> Any:
+    """``fn()`` on rank 0 alone, its result on every rank; its error raised on every rank."""
+    if not ctx.enabled:
+        return fn()
+    outcome: tuple[str, Any] = ("ok", None)
+    error: LatentsearchError | None = None
+    if ctx.is_main:
+        try:
+            outcome = ("ok", fn())
+        except LatentsearchError as e:
+            error, outcome = e, ("error", str(e))
+    outcome = distributed.broadcast_object(outcome)
+    if error is not None:
+        raise error
+    if outcome[0] == "error":
+        raise RunError(f"(from rank 0) {outcome[1]}")
+    return outcome[1]
+
+
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -250,38 +317,91 @@ def train(
 ) -> Run:
     """Trains a model as ``config`` says and writes the run folder.
 
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank calls this with the same
+    arguments: it joins the process group (gloo on CPU, NCCL on CUDA; see
+    :mod:`latentsearch.distributed`), wraps the model in DistributedDataParallel, and
+    splits each global batch of ``config.batch_size`` into contiguous shares, one per rank,
+    of the same seed-derived epoch permutation. Each rank's loss is weighted by its share of
+    the batch, so uneven shares still average to the loss of the global batch. Rank 0 alone
+    reads the run folder (a resumed checkpoint is sent to the others), writes the config,
+    checkpoints and ``metrics.jsonl``, computes the validation loss and calls ``log`` and
+    ``notify``; the others wait at a barrier. ``config.world_size`` is set to the job's size.
+    The process group is left open for the caller (``distributed.teardown()``).
+
     Args:
         config: What to train.
         out: The run folder; must be empty or absent unless ``resume``.
         resume: Continue from the newest checkpoint in ``out`` (same config required).
-        progress: Show a progress bar on a terminal.
-        log: Called with each epoch's metrics dict.
+        progress: Show a progress bar on a terminal (rank 0 only).
+        log: Called with each epoch's metrics dict (rank 0 only).
         data: Already loaded data (otherwise loaded from ``config.data``).
-        notify: Called with a line for the user (what ``config.init`` loaded).
+        notify: Called with a line for the user (what ``config.init`` loaded; rank 0 only).
 
     Returns:
-        The finished run.
+        The finished run (on every rank; its model has plain BatchNorm layers).
 
     Raises:
         RunError: ``out`` holds another run, or resuming finds nothing to resume.
         ConfigError: Invalid settings (e.g. labels asked for on unlabelled data).
+        DistributedError: The ranks cannot work together (e.g. they loaded different data).
         RuntimeError: The loss stopped being finite (lower ``lr``).
     """
-    out = Path(out)
-    state = prepare_run_folder(out, config, resume=resume)
+    ctx = distributed.context()
+    device = distributed.rank_device(resolve_device(config.device), ctx)
+    ctx = distributed.setup(device)
+    with distributed.peer_failures(ctx):
+        return _train(
+            config,
+            Path(out),
+            ctx=ctx,
+            device=device,
+            resume=resume,
+            progress=progress,
+            log=log,
+            data=data,
+            notify=notify,
+        )
+
+
+def _train(
+    config: TrainConfig,
+    out: Path,
+    *,
+    ctx: distributed.DistContext,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    log: Callable[[dict[str, Any]], None] | None,
+    data: DataSplits | None,
+    notify: Callable[[str], None] | None,
+) -> Run:
+    """``train`` once the device is known and the process group joined."""
+    if config.world_size != ctx.world_size:
+        config = dataclasses.replace(config, world_size=ctx.world_size)
+    state = _on_main(lambda: prepare_run_folder(out, config, resume=resume), ctx)
     start_epoch = 0 if state is None else int(state["epoch"])
 
-    threads = config.threads or available_cores()
+    # torchrun starts one process per GPU or share of the CPU: by default each takes its
+    # share of the cores rather than all of them.
+    threads = config.threads or max(1, available_cores() // ctx.local_world_size)
     torch.set_num_threads(threads)
-    device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     scaler = grad_scaler(precision, device)
     if data is None:
         data = load_data(
-            config.data, image_size=config.image_size, data_dir=config.data_dir, progress=progress
+            config.data,
+            image_size=config.image_size,
+            data_dir=config.data_dir,
+            progress=progress and ctx.is_main,
         )
     splits: ProtocolSplits = make_splits(data, config.protocol)
     fit = splits.fit
+    distributed.check_same(len(fit), what="the number of training images")
+    if len(fit) < 2 * ctx.world_size:
+        raise distributed.DistributedError(
+            f"{len(fit)} training images cannot feed {ctx.world_size} processes (two each at "
+            "least): start fewer"
+        )
     class_names = list(data.train.class_names)
 
     num_classes = 0
@@ -299,10 +419,13 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_model(config, fit, num_classes).to(device)
-    if config.init is not None and state is None:
+    # Only rank 0 reads the file: DDP copies rank 0's weights to the others when it wraps.
+    if config.init is not None and state is None and ctx.is_main:
         report = load_initial_weights(model, config.init)
         if notify is not None:
             notify(report.summary())
+    if config.sync_batchnorm and ctx.enabled:
+        model = distributed.convert_sync_batchnorm(model, device)  # type: ignore[assignment]
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     objective = create_objective(
@@ -312,7 +435,8 @@ def train(
     if hasattr(objective, "parameters"):  # objectives may own a head (e.g. a projector)
         params += list(objective.parameters())
     optimizer = make_optimizer(config, params)
-    steps_per_epoch = len(batch_bounds(len(fit), config.batch_size))
+    min_last = 2 * ctx.world_size
+    steps_per_epoch = len(batch_bounds(len(fit), config.batch_size, min_last=min_last))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
         if config.cosine_schedule
@@ -327,22 +451,34 @@ def train(
             objective.load_state_dict(state["objective"])
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
+    step = _replicate(model, objective, device)
+    if ctx.enabled and ctx.is_main and notify is not None:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        per_rank = config.batch_size / ctx.world_size
+        notify(
+            f"distributed: {ctx.world_size} processes ({backend}), global batch "
+            f"{config.batch_size} (~{per_rank:.3g} per process), lr {config.lr:g} for the global "
+            "batch (not rescaled), BatchNorm "
+            + ("synchronised" if config.sync_batchnorm else "per process (sync_batchnorm: off)")
+        )
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     metrics_path = out / METRICS_FILE
-    history = read_history(out)[:start_epoch]
-    metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    history = read_history(out)[:start_epoch] if ctx.is_main else []
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
     pixels = torch.from_numpy(np.ascontiguousarray(fit.pixels))
     labels_t = torch.from_numpy(fit_labels)
     model.train()
     for epoch in range(start_epoch, config.epochs):
         # Batch order and augmentations depend on (seed, epoch) only, so resuming from a
-        # checkpoint replays exactly what an uninterrupted run would have done.
+        # checkpoint replays exactly what an uninterrupted run would have done. Every rank
+        # draws the same order; each augments its share with its own stream.
         order = np.random.default_rng([config.seed, epoch]).permutation(len(fit))
-        torch.manual_seed(config.seed * 100_003 + epoch)
+        torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ctx.rank)
         totals: dict[str, float] = {}
         seen = 0
         t0 = time.perf_counter()
@@ -350,14 +486,22 @@ def train(
             total=len(fit),
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="img",
-            disable=not show_progress(progress),
+            disable=not (ctx.is_main and show_progress(progress)),
             leave=False,
         )
-        for x, y in _iterate(pixels, labels_t, order, config.batch_size):
+        for x, y, global_size in _iterate(pixels, labels_t, order, config.batch_size, ctx):
             batch = Batch(images=to_tensor(x.numpy(), device), labels=y.to(device))
             with autocast(precision, device):
-                loss, parts = objective(model, batch)
-            if not torch.isfinite(loss):
+                loss, parts = step(batch)
+            if ctx.enabled:
+                # Each rank's mean, weighted by its share: DDP's average of the gradients is
+                # then the gradient of the global batch's mean, even for uneven shares.
+                loss = loss * (len(x) * ctx.world_size / global_size)
+                bad = distributed.all_reduce_sum((~torch.isfinite(loss.detach())).float())
+                finite = float(bad) == 0.0
+            else:
+                finite = bool(torch.isfinite(loss))
+            if not finite:
                 raise RuntimeError(
                     f"loss became {float(loss)} at epoch {epoch + 1}: lower `lr` and retry"
                 )
@@ -374,12 +518,15 @@ def train(
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v * len(x)
             seen += len(x)
-            bar.update(len(x))
+            bar.update(global_size)
             if bar.n % (config.batch_size * 20) < config.batch_size:
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                rate = bar.n / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}", img_s=f"{rate:.0f}")
         bar.close()
         seconds = time.perf_counter() - t0
+        if ctx.enabled:
+            totals = distributed.all_reduce_dict({**totals, "__seen__": float(seen)})
+            seen = int(totals.pop("__seen__"))
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "train": {k: v / max(seen, 1) for k, v in totals.items()},
@@ -388,44 +535,37 @@ def train(
             "lr": optimizer.param_groups[0]["lr"],
             "precision": precision,
             "threads": threads,
+            "world_size": ctx.world_size,
             # Other work on the cores slows an epoch: the 1-minute load average says how much.
             "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         }
-        if splits.val is not None and len(splits.val) >= 2:
-            val_labels = splits.val.labels if num_classes else np.full(len(splits.val), -1)
-            record["val"] = validation_loss(
-                model,
-                objective,
-                splits.val,
-                np.asarray(val_labels, dtype=np.int64),
-                batch_size=config.batch_size,
+        if ctx.is_main:
+            _finish_epoch(
+                record,
+                out=out,
+                config=config,
+                model=model,
+                objective=objective,
+                splits=splits,
+                num_classes=num_classes,
+                class_names=class_names,
                 device=device,
                 precision=precision,
+                training_state=_training_state(optimizer, scheduler, objective, scaler),
             )
-        training_state: dict[str, Any] = {"optimizer": optimizer.state_dict()}
-        if scheduler is not None:
-            training_state["scheduler"] = scheduler.state_dict()
-        if hasattr(objective, "state_dict"):
-            training_state["objective"] = objective.state_dict()
-        if scaler is not None:
-            training_state["scaler"] = scaler.state_dict()
-        save_checkpoint(
-            out,
-            config=config,
-            model=model,
-            class_names=class_names,
-            epoch=epoch + 1,
-            training_state=training_state,
-        )
-        # "seconds" is the optimisation alone; this adds validation and the checkpoint.
-        record["wall_seconds"] = time.perf_counter() - t0
+            record["wall_seconds"] = time.perf_counter() - t0
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if log is not None:
+                log(record)
         history.append(record)
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if log is not None:
-            log(record)
+        distributed.barrier()  # the others wait until rank 0 has written the epoch
 
     model.eval()
+    if config.sync_batchnorm and ctx.enabled:  # hand back the plain architecture
+        plain = build_model(config, fit, num_classes).to(device)
+        plain.load_state_dict(model.state_dict())
+        model = plain.eval()
     return Run(
         path=out,
         config=config,
@@ -434,4 +574,57 @@ def train(
         epoch=config.epochs,
         history=history,
         fingerprint=fingerprint(model, config.model),
+    )
+
+
+def _training_state(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    objective: Objective,
+    scaler: torch.amp.GradScaler | None,
+) -> dict[str, Any]:
+    """What resuming needs besides the weights."""
+    state: dict[str, Any] = {"optimizer": optimizer.state_dict()}
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    if hasattr(objective, "state_dict"):
+        state["objective"] = objective.state_dict()
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    return state
+
+
+def _finish_epoch(
+    record: dict[str, Any],
+    *,
+    out: Path,
+    config: TrainConfig,
+    model: EmbeddingModel,
+    objective: Objective,
+    splits: ProtocolSplits,
+    num_classes: int,
+    class_names: list[str],
+    device: torch.device,
+    precision: str,
+    training_state: dict[str, Any],
+) -> None:
+    """Rank 0's end of an epoch: the validation loss into ``record``, then the checkpoint."""
+    if splits.val is not None and len(splits.val) >= 2:
+        val_labels = splits.val.labels if num_classes else np.full(len(splits.val), -1)
+        record["val"] = validation_loss(
+            model,
+            objective,
+            splits.val,
+            np.asarray(val_labels, dtype=np.int64),
+            batch_size=config.batch_size,
+            device=device,
+            precision=precision,
+        )
+    save_checkpoint(
+        out,
+        config=config,
+        model=model,
+        class_names=class_names,
+        epoch=int(record["epoch"]),
+        training_state=training_state,
     )

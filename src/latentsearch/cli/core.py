@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latentsearch.cli.common import CLIError, metric_columns, print_table
+
+if TYPE_CHECKING:
+    from latentsearch.distributed import DistContext
 
 
 # ---------------------------------------------------------------------------- train
@@ -57,8 +60,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help=f"weight of the hint cross-entropy ({d.hint_weight:g})",
     )
     p.add_argument("--epochs", type=int, default=None, help=f"default: {d.epochs}")
-    p.add_argument("--batch-size", type=int, default=None, help=f"default: {d.batch_size}")
-    p.add_argument("--lr", type=float, default=None, help=f"default: {d.lr:g}")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"images per step over all processes (default: {d.batch_size}); under torchrun "
+        "each of N processes takes 1/N of it, so results do not depend on N",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help=f"learning rate of the global batch, never rescaled with the number of processes "
+        f"(default: {d.lr:g})",
+    )
     p.add_argument(
         "--optimizer",
         default=None,
@@ -98,9 +113,24 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "file of the same architecture (reports what it loaded; nothing is downloaded)",
     )
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: every core)"
+        "--device",
+        default=d.device,
+        help="auto, cpu, cuda or mps (under torchrun: cuda means each process's own GPU)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch per process (default: every core, shared among the "
+        "processes torchrun starts on a machine)",
+    )
+    p.add_argument(
+        "--sync-bn",
+        dest="sync_batchnorm",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics over the global batch rather than each "
+        "process's share (SyncBatchNorm; costs two all-reduces per layer and step)",
     )
     p.add_argument(
         "--precision",
@@ -133,12 +163,14 @@ def _wants_auto(args: argparse.Namespace) -> bool:
 
 
 def _auto_settings(args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    from latentsearch.distributed import context
     from latentsearch.presets import auto_recipe
     from latentsearch.protocols import make_splits
 
     fit = make_splits(data, args.protocol).fit
     recipe = auto_recipe(fit.pixels, n_fit=len(fit))
-    print("auto recipe: " + "; ".join(recipe.reasons), flush=True)
+    if context().is_main:
+        print("auto recipe: " + "; ".join(recipe.reasons), flush=True)
     return recipe.overrides
 
 
@@ -161,7 +193,8 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
             raise CLIError("--temperature is for the contrastive objective (--preset auto, simclr)")
         kwargs = dict(settings.get("objective_kwargs", {}))
         if "temperature" in kwargs and kwargs["temperature"] != args.temperature:
-            print(f"--temperature {args.temperature:g} replaces the recipe's {kwargs['temperature']:g}")
+            old = kwargs["temperature"]
+            print(f"--temperature {args.temperature:g} replaces the recipe's {old:g}")
         settings["objective_kwargs"] = {**kwargs, "temperature": args.temperature}
     return TrainConfig(
         data=args.data,
@@ -172,6 +205,7 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         device=args.device,
         threads=args.threads,
         init=str(Path(args.init).resolve()) if args.init else None,
+        sync_batchnorm=args.sync_batchnorm,
         **settings,
     )
 
@@ -215,6 +249,16 @@ def pixel_verdict(result: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Trains (as one of N ranks under torchrun: rank 0 alone evaluates and reports)."""
+    from latentsearch import distributed
+
+    try:
+        return _train_and_score(args, distributed.context())
+    finally:
+        distributed.teardown()
+
+
+def _train_and_score(args: argparse.Namespace, ctx: DistContext) -> int:
     from latentsearch.evaluation import evaluate_run
     from latentsearch.report.tracking import make_tracker
     from latentsearch.runs import EVAL_FILE
@@ -226,6 +270,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         data = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
     config = _config_from_args(args, data)
+    if not ctx.is_main:  # the other ranks only train: no tracker, output, evaluation
+        train(config, args.out, resume=args.resume, progress=False, data=data)
+        return 0
     tracker = make_tracker(args.wandb, args.out, config)
 
     def log(record: dict[str, Any]) -> None:
