@@ -101,3 +101,65 @@ def test_bad_vectors_are_refused() -> None:
     with pytest.raises(ImageIndexError, match="no vectors"):
         backends.build_index(np.zeros((0, 4), dtype=np.float32))
     assert backends.as_vectors(np.ones((2, 3), dtype=np.float64)).dtype == np.float32
+
+
+# ---------------------------------------------------------------------------- IVF-PQ
+@pytest.mark.parametrize("opq", [False, True])
+def test_ivfpq_is_tuned_to_the_target_recall_and_compresses(opq: bool) -> None:
+    import faiss
+
+    n, d = backends.IVFPQ_MIN_ITEMS, 16
+    x = _clusters(n, d=d)
+    built = backends.build_index(x, "ivfpq", target_recall=0.9, opq=opq)
+    assert built.index_type == "ivfpq" and backends.index_type_of(built.index) == "ivfpq"
+    assert built.params["M"] == 4 and built.params["opq"] == int(opq)
+    assert {"nlist", "nprobe", "k_factor"} <= set(built.params)
+    assert built.recall_at_10 is not None and built.recall_at_10 >= 0.9
+    # Unseen queries, checked with NumPy: the re-ranked search reaches the target too.
+    q = _clusters(200, d=d, seed=5)
+    dist, pos = backends.search_index(built, q, 10, vectors=x)
+    _, want = nearest_neighbors(q, x, 10)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pos, want, strict=True)])
+    assert overlap >= 0.8  # unseen queries from other centres, as in the IVF test above
+    # Re-ranked distances are the exact ones of the returned items.
+    exact = ((x[pos].astype(np.float64) - q[:, None, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(dist, exact, rtol=1e-4, atol=1e-4)
+    # 4 one-byte codes + an 8-byte id per vector, against 64 bytes of floats for flat.
+    flat = backends.index_bytes(backends.build_index(x, "flat").index)
+    assert backends.index_bytes(built.index) < flat / 2
+    copy = faiss.deserialize_index(faiss.serialize_index(built.index))
+    assert backends.index_type_of(copy) == "ivfpq"
+    backends.set_search_params(copy, "ivfpq", built.params)
+    assert faiss.extract_index_ivf(copy).nprobe == built.params["nprobe"]
+
+
+def test_ivfpq_refuses_too_few_vectors_to_train() -> None:
+    with pytest.raises(ImageIndexError, match=f"at least {backends.IVFPQ_MIN_ITEMS:,}"):
+        backends.build_index(_clusters(500), "ivfpq")
+
+
+def test_auto_picks_ivfpq_by_size_never_for_small_collections() -> None:
+    big = backends.COMPRESSED_MIN_ITEMS
+    assert backends.resolve_index_type("auto", big) == backends.APPROXIMATE_INDEX
+    assert backends.resolve_index_type("auto", big + 1) == "ivfpq"
+    assert backends.resolve_index_type("ivfpq", 10) == "ivfpq"  # asked for: build decides
+    small = {"exact_max_items": 100, "compressed_min_items": 1_000}
+    assert backends.resolve_index_type("auto", 100, **small) == "flat"
+    assert backends.resolve_index_type("auto", 500, **small) == "ivf"
+    # Above the passed threshold but too few to train IVF-PQ: still IVF.
+    assert backends.resolve_index_type("auto", backends.IVFPQ_MIN_ITEMS, **small) == "ivf"
+    assert backends.resolve_index_type("auto", backends.IVFPQ_MIN_ITEMS + 1, **small) == "ivfpq"
+
+
+@pytest.mark.parametrize(("d", "m"), [(128, 32), (64, 16), (32, 8), (12, 3), (10, 2), (7, 1)])
+def test_pq_subquantizers_divide_the_dimension(d: int, m: int) -> None:
+    assert backends.pq_subquantizers(d) == m
+
+
+def test_search_index_leaves_other_kinds_alone() -> None:
+    x = _clusters(300)
+    built = backends.build_index(x, "flat")
+    d1, i1 = backends.search_index(built, x[:5], 3, vectors=x)
+    d2, i2 = built.index.search(x[:5], 3)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)

@@ -21,7 +21,7 @@ DRIVER = r"""
 import os, sys
 from latentsearch.cli import main
 from latentsearch.data import folder
-from latentsearch.index import image_index, storage
+from latentsearch.index import image_index, storage, streaming
 
 stage = sys.argv[1]
 calls = {"n": 0}
@@ -37,8 +37,12 @@ if stage == "decode":
             die()
         return real_decode(*a, **k)
     folder._decode_file = decode
+    # `index --out` of a folder streams: die in its first chunk, decoded in this process.
+    streaming.decode_files = lambda *a, **k: die()
+    sys.argv += ["--workers", "0"]
 elif stage == "embed":
     image_index.embed_images = lambda *a, **k: die()
+    streaming.embed_images = lambda *a, **k: die()
 elif stage == "write":
     real_write = storage.write_file
     def write(*a, **k):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +16,9 @@ from latentsearch.cli.common import CLIError, print_table
 
 if TYPE_CHECKING:
     from latentsearch.index import ImageIndex
+    from latentsearch.index.streaming import FolderIndexResult
+    from latentsearch.index.vector_store import MilvusOptions
+    from latentsearch.runs import Run
 
 
 def _data_spec(spec: str) -> str:
@@ -31,51 +35,160 @@ def _describe_type(index: ImageIndex) -> str:
 
 
 # ---------------------------------------------------------------------------- index
+def _milvus_options(args: argparse.Namespace, out: str | None) -> MilvusOptions:
+    """The --milvus-* flags as options; the collection defaults to one named after ``out``."""
+    from latentsearch.index.milvus import collection_name_for
+    from latentsearch.index.vector_store import MilvusOptions
+
+    if not args.milvus_timeout > 0:
+        raise CLIError(f"--milvus-timeout must be positive, got {args.milvus_timeout}")
+    return MilvusOptions(
+        uri=args.milvus_uri,
+        token=args.milvus_token,
+        db_name=args.milvus_db,
+        collection=args.milvus_collection or collection_name_for(out or "index"),
+        timeout=args.milvus_timeout,
+    )
+
+
+def _backend(args: argparse.Namespace) -> str | MilvusOptions:
+    """What --backend and the --milvus-* flags ask for: ``faiss`` or Milvus options."""
+    milvus_flags = [
+        flag
+        for flag, value in (
+            ("--milvus-uri", args.milvus_uri),
+            ("--milvus-db", args.milvus_db),
+            ("--milvus-collection", args.milvus_collection),
+        )
+        if value is not None
+    ]
+    if args.update:
+        if args.backend is not None or milvus_flags:
+            given = "--backend" if args.backend is not None else milvus_flags[0]
+            raise CLIError(
+                f"{given}: --update keeps the index's own backend and Milvus collection; "
+                "build a new index with --out to change them"
+            )
+        return "faiss"  # unused: the index brings its own
+    backend = args.backend or ("milvus" if milvus_flags else "faiss")
+    if backend == "faiss":
+        if milvus_flags:
+            raise CLIError(f"{milvus_flags[0]} needs --backend milvus")
+        return "faiss"
+    return _milvus_options(args, args.out)
+
+
+def _index_streamed(
+    args: argparse.Namespace, run: Run, spec: str, backend: str | MilvusOptions
+) -> FolderIndexResult:
+    """``index_folder`` with the command's flags; under torchrun, one rank of the job."""
+    from latentsearch import distributed
+    from latentsearch.index.streaming import index_folder
+
+    if args.workers is not None and args.workers < 0:
+        raise CLIError(f"--workers must be 0 or more, got {args.workers}")
+    try:
+        return index_folder(
+            run,
+            args.images,
+            args.out,
+            index_type=args.index_type,
+            workers=args.workers,
+            progress=not args.json and distributed.context().is_main,
+            data_spec=spec,
+            backend=backend,
+        )
+    finally:
+        distributed.teardown()
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from latentsearch.data import load_data
     from latentsearch.index import ImageIndex, all_images
+    from latentsearch.index.streaming import is_image_folder
     from latentsearch.runs import load_run
 
     t0 = time.perf_counter()
+    backend = _backend(args)
+    if not isinstance(backend, str):
+        from latentsearch.index.milvus import check_reachable
+
+        check_reachable(backend)  # a wrong address fails in seconds, before any work
     run = load_run(args.run)
-    existing = ImageIndex.load(args.update) if args.update else None
-    if existing is not None:
+    existing = None
+    if args.update:
+        existing = ImageIndex.load(args.update, milvus=_milvus_options(args, args.update))
         existing.check_compatible(run)  # refuse before spending time on decoding
     t_decode = time.perf_counter()
-    splits = load_data(args.images, image_size=run.model.image_size, progress=not args.json)
-    data = all_images(splits)
-    t_index = time.perf_counter()
     spec = _data_spec(args.images)
     update = None
-    if existing is not None:
-        index = existing
-        update = index.update(run, data, progress=not args.json, data_spec=spec)
-        out = Path(args.update)
-    else:
-        index = ImageIndex.build(
-            run, data, index_type=args.index_type, progress=not args.json, data_spec=spec
+    streamed: dict[str, Any] | None = None
+    if existing is None and is_image_folder(args.images):
+        # A folder of files streams: decoded in parallel, a chunk at a time, resumable.
+        folder_result = _index_streamed(args, run, spec, backend)
+        if folder_result.index is None:
+            return 0  # a rank other than 0 of a torchrun job: rank 0 reports
+        index, out, source, skipped = (
+            folder_result.index,
+            folder_result.path,
+            folder_result.source,
+            folder_result.skipped,
         )
-        out = Path(args.out)
-    t_save = time.perf_counter()
-    index.save(out)
-    t_end = time.perf_counter()
+        st = folder_result.stats
+        t_index = t_decode + st.list_seconds + st.decode_wait_seconds
+        t_save = t_index + st.embed_seconds + st.merge_seconds
+        t_end = time.perf_counter()
+        streamed = {
+            "workers": st.workers,
+            "ranks": st.world_size,
+            "chunks": st.chunks,
+            "chunk_size": st.chunk_size,
+            "resumed_chunks": st.resumed_chunks,
+            "embedded_chunks": st.embedded_chunks,
+            "restarted": st.restarted,
+        }
+    else:
+        splits = load_data(args.images, image_size=run.model.image_size, progress=not args.json)
+        data = all_images(splits)
+        source, skipped = data.source, data.skipped
+        t_index = time.perf_counter()
+        if existing is not None:
+            index = existing
+            update = index.update(run, data, progress=not args.json, data_spec=spec)
+            out = Path(args.update)
+        else:
+            index = ImageIndex.build(
+                run,
+                data,
+                index_type=args.index_type,
+                progress=not args.json,
+                data_spec=spec,
+                backend=backend,
+            )
+            out = Path(args.out)
+        t_save = time.perf_counter()
+        index.save(out)
+        t_end = time.perf_counter()
 
     work = t_save - t_decode
     result: dict[str, Any] = {
         "index": str(out),
         "run": str(run.path),
-        "source": data.source,
+        "source": source,
         "count": len(index),
+        "backend": index.backend,
         "index_type": index.index_type,
         "index_params": index.index_params,
         "recall_at_10": index.recall_at_10,
-        "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
         "seconds": t_end - t0,
         "decode_seconds": t_index - t_decode,
         "index_seconds": t_save - t_index,
         "save_seconds": t_end - t_save,
-        "images_per_second": len(data) / work if work > 0 else None,
+        "images_per_second": len(index) / work if work > 0 else None,
     }
+    if streamed is not None:
+        result["streamed"] = streamed
     if update is not None:
         result["update"] = {
             "added": len(update.added),
@@ -94,11 +207,18 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"({update.embedded} embedded)"
         )
     else:
-        print(f"indexed {len(index)} images of {data.source} with run {run.path}")
-    print(f"index: {_describe_type(index)}, {len(index)} items")
-    if data.skipped:
-        print(f"skipped {len(data.skipped)} file{'s' if len(data.skipped) != 1 else ''}:")
-        for path, reason in data.skipped:
+        print(f"indexed {len(index)} images of {source} with run {run.path}")
+    if streamed is not None and streamed["restarted"]:
+        print(f"earlier partial shards discarded ({streamed['restarted']}); started over")
+    elif streamed is not None and streamed["resumed_chunks"]:
+        print(
+            f"resumed: {streamed['resumed_chunks']} of {streamed['chunks']} chunks were "
+            "already embedded by an interrupted run"
+        )
+    print(f"index: {_describe_type(index)}, {len(index)} items, {index.backend}")
+    if skipped:
+        print(f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''}:")
+        for path, reason in skipped:
             print(f"  {path}: {reason}")
     rate = result["images_per_second"]
     print(
@@ -195,12 +315,17 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         threshold = default_threshold(index.embeddings)
     else:
         threshold = 0.0
-    groups = index.duplicates(threshold) if len(index) >= 2 else []
+    groups, found = (
+        index.duplicate_search(threshold, method=args.method) if len(index) >= 2 else ([], None)
+    )
     if args.json:
         payload = {
             "index": str(args.index),
             "threshold": threshold,
             "default_threshold": args.threshold is None,
+            "method": found.method if found else "exact",
+            "missed_pair_rate_estimate": found.missed_pair_rate_estimate if found else 0.0,
+            "sample_pairs": found.sample_pairs if found else 0,
             "groups": [[asdict(it) for it in g] for g in groups],
         }
         print(json.dumps(payload, indent=2))
@@ -216,6 +341,19 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         f"{len(groups)} group{'s' if len(groups) != 1 else ''} of near-duplicates, {n_images} "
         f"images, closer than {threshold:.4g} (squared L2){how}"
     )
+    if found is not None and found.method == "approximate":
+        rate = found.missed_pair_rate_estimate
+        print(
+            f"approximate search (IVF, {found.params or 'the index'}): "
+            + (
+                f"it missed {found.sample_missed} of the {found.sample_pairs} close pairs of "
+                f"{found.sample_vectors:,} sampled images found by exact search "
+                f"(missed-pair rate ~{rate:.2%}); --method exact checks every pair"
+                if rate is not None
+                else f"no close pair among {found.sample_vectors:,} sampled images to check "
+                "its misses against exact search; --method exact checks every pair"
+            )
+        )
     for gi, group in enumerate(groups, 1):
         print(f"\ngroup {gi} ({len(group)} images)")
         for it in group:
@@ -234,6 +372,8 @@ COMMANDS = {
 def register(sub: Any) -> None:
     """Adds this module's commands to the ``latentsearch`` sub-parsers."""
     from latentsearch.index import DEFAULT_DUPLICATE_FRACTION, EXACT_MAX_ITEMS, INDEX_TYPES
+    from latentsearch.index.duplicates import DUPLICATE_METHODS, DUPLICATES_EXACT_MAX_ITEMS
+    from latentsearch.index.vector_store import BACKENDS, TOKEN_ENV
 
     p = sub.add_parser(
         "index",
@@ -252,9 +392,57 @@ def register(sub: Any) -> None:
         "--index-type",
         default="auto",
         choices=list(INDEX_TYPES),
-        help=f"auto: exact (flat) up to {EXACT_MAX_ITEMS:,} images, approximate above; "
-        "hnsw / ivf: approximate, recall@10 measured at build time (default: auto; "
+        help=f"auto: exact (flat) up to {EXACT_MAX_ITEMS:,} images, approximate above, "
+        "compressed (ivfpq) above 5,000,000; hnsw / ivf / ivfpq: approximate, recall@10 "
+        "measured at build time (default: auto; "
         "--update keeps the index's own)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes decoding a folder of images while this one embeds (default: one per "
+        "core; 0: decode here). A folder is indexed a chunk at a time into shards beside "
+        "--out; run the same command again after an interruption and it resumes from them",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=list(BACKENDS),
+        help="what holds and searches the vectors: faiss (in memory, saved in the folder) or "
+        "milvus (an embedded milvus-lite database in the folder, or the server of "
+        "--milvus-uri); default: faiss, or milvus when a --milvus-* option is given",
+    )
+    p.add_argument(
+        "--milvus-uri",
+        default=None,
+        metavar="URI",
+        help="a Milvus server or cluster, e.g. http://host:19530 (default: an embedded "
+        "milvus-lite database inside the index folder); the folder then holds only the "
+        "manifest",
+    )
+    p.add_argument(
+        "--milvus-token",
+        default=os.environ.get(TOKEN_ENV),
+        metavar="TOKEN",
+        help=f"Milvus credentials, user:password or an API key (default: ${TOKEN_ENV}, "
+        "which keeps it out of the shell history; never saved in the index)",
+    )
+    p.add_argument("--milvus-db", default=None, metavar="NAME", help="Milvus database name")
+    p.add_argument(
+        "--milvus-collection",
+        default=None,
+        metavar="NAME",
+        help="Milvus collection (default: latentsearch_<index folder name>); one that holds "
+        "another run's vectors is refused",
+    )
+    p.add_argument(
+        "--milvus-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the Milvus server (default: 10)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_index)
@@ -293,6 +481,14 @@ def register(sub: Any) -> None:
         f"duplicates (default: {DEFAULT_DUPLICATE_FRACTION:g} x the median squared distance "
         "between two random indexed images, which catches exact copies and re-encodings "
         "of the same picture; raise it for looser matches)",
+    )
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=list(DUPLICATE_METHODS),
+        help=f"exact: every pair (time grows as N^2); approximate: IVF range search, its "
+        "missed pairs measured on a sample; auto: exact up to "
+        f"{DUPLICATES_EXACT_MAX_ITEMS:,} images (default: auto)",
     )
     p.add_argument("--json", action="store_true", help="print the groups as JSON")
     p.set_defaults(func=cmd_duplicates)

@@ -102,6 +102,7 @@ class _Split:
     where: str  # the folder, for messages
     files: list[_File]
     problems: list[tuple[str, str]]  # (relative path, reason) for files that are not used
+    hashed: bool = True  # hash every file while scanning (False: only check it can be opened)
 
 
 def _is_hidden(name: str) -> bool:
@@ -135,7 +136,13 @@ def _add_files(
     for e in entries:
         rel = f"{prefix}/{e.name}" if prefix else e.name
         try:
-            digest = _hash_file(e.path)
+            if split.hashed:
+                digest = _hash_file(e.path)
+            else:
+                # The same check as hashing, without reading: the file is read (and hashed)
+                # once, later, by whoever decodes it.
+                with open(e.path, "rb"):
+                    digest = ""
         except OSError as exc:
             split.problems.append((rel, f"cannot read the file: {exc.strerror or exc}"))
             continue
@@ -145,7 +152,7 @@ def _add_files(
 def _walk(directory: str, rel: str, label: str | None, split: _Split) -> None:
     """Adds every non-hidden file under ``directory`` (recursively, sorted) to ``split``."""
     seen: set[tuple[int, int]] = set()
-    found = _Split(where=split.where, files=[], problems=[])
+    found = _Split(where=split.where, files=[], problems=[], hashed=split.hashed)
     stack = [(directory, rel)]
     while stack:
         path, prefix = stack.pop()
@@ -175,10 +182,14 @@ def _scan_all(directory: str, prefix: str, split: _Split) -> None:
 
 
 def _scan_classes(
-    directory: str, prefix: str, dirs: list[os.DirEntry[str]], files: list[os.DirEntry[str]]
+    directory: str,
+    prefix: str,
+    dirs: list[os.DirEntry[str]],
+    files: list[os.DirEntry[str]],
+    hashed: bool,
 ) -> _Split:
     """A class layout: each folder in ``dirs`` is a class; loose ``files`` stay unlabelled."""
-    split = _Split(where=directory, files=[], problems=[])
+    split = _Split(where=directory, files=[], problems=[], hashed=hashed)
     # Loose files are not images (or the layout would not be a class layout) but are still
     # tried, so each is reported with the decoder's reason.
     _add_files(split, files, prefix, None)
@@ -187,8 +198,11 @@ def _scan_classes(
     return split
 
 
-def _scan(root: Path) -> tuple[dict[str, _Split], list[str]]:
-    """Detects the layout of ``root``; returns its splits and the union of class names."""
+def _scan(root: Path, hashed: bool = True) -> tuple[dict[str, _Split], list[str]]:
+    """Detects the layout of ``root``; returns its splits and the union of class names.
+
+    With ``hashed`` False, files are only checked to open, not read (``_File.sha256`` is "").
+    """
     try:
         dirs, files, broken = _listdir(str(root))
     except OSError as exc:
@@ -207,13 +221,13 @@ def _scan(root: Path) -> tuple[dict[str, _Split], list[str]]:
             if name == "train":
                 labelled = bool(sub_dirs) and not any(_looks_like_image(f.path) for f in sub_files)
             if labelled:
-                split = _scan_classes(names[name].path, name, sub_dirs, sub_files)
+                split = _scan_classes(names[name].path, name, sub_dirs, sub_files, hashed)
                 split.problems.extend(
                     (f"{name}/{b.name}", "broken symbolic link; ignored") for b in sub_broken
                 )
                 classes.update(d.name for d in sub_dirs)
             else:
-                split = _Split(where=names[name].path, files=[], problems=[])
+                split = _Split(where=names[name].path, files=[], problems=[], hashed=hashed)
                 _scan_all(names[name].path, name, split)
             splits[name] = split
         # Files beside train/ and test/ are not images, but are tried and reported.
@@ -226,10 +240,10 @@ def _scan(root: Path) -> tuple[dict[str, _Split], list[str]]:
             "rename test/ if it is a class"
         )
     if len(dirs) >= 2 and not loose_images:
-        split = _scan_classes(str(root), "", dirs, files)
+        split = _scan_classes(str(root), "", dirs, files, hashed)
         split.problems.extend(top_problems)
         return {"train": split}, sorted(names)
-    split = _Split(where=str(root), files=[], problems=[])
+    split = _Split(where=str(root), files=[], problems=[], hashed=hashed)
     _scan_all(str(root), "", split)
     return {"train": split}, []
 
@@ -444,3 +458,168 @@ def load_image_folder(
         if data is None:
             raise DataError(f"the cache just written in {entry} cannot be read back")
     return DataSplits(train=data["train"], test=data.get("test"), name=root.name)
+
+
+# ---------------------------------------------------------------------------- streaming
+# ``load_image_folder`` decodes everything into one array. The functions below let a caller
+# stream instead: list the files once (same layouts, order, ids, labels and problems), then
+# decode them a chunk at a time, e.g. in worker processes (they are plain picklable functions).
+
+
+@dataclass(frozen=True)
+class FolderFile:
+    """One file of a listed folder, not yet read.
+
+    Attributes:
+        id: Path relative to the root, posix separators: the id ``load_image_folder`` gives it.
+        path: Absolute path.
+        label: Class index, -1 when unlabelled.
+    """
+
+    id: str
+    path: str
+    label: int
+
+
+@dataclass(frozen=True)
+class FolderSplit:
+    """The files of one split of a listed folder.
+
+    Attributes:
+        name: ``train`` or ``test``.
+        where: The folder, for messages.
+        files: Every candidate file, in ``load_image_folder``'s order.
+        problems: ``(absolute path, reason)`` for files already known to be unusable (broken
+            links, unreadable files); decoding failures come on top, from ``decode_files``.
+    """
+
+    name: str
+    where: str
+    files: list[FolderFile]
+    problems: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """What ``list_image_folder`` found: the splits and the class names.
+
+    Attributes:
+        root: The folder, absolute.
+        class_names: Sorted class folder names (empty when unlabelled).
+        splits: ``train`` and, where the layout has one, ``test``, in that order.
+    """
+
+    root: Path
+    class_names: list[str]
+    splits: list[FolderSplit]
+
+    @property
+    def source(self) -> str:
+        """The description ``all_images(load_image_folder(root))`` gives the images."""
+        if len(self.splits) == 1:
+            return f"image folder {self.root} ({self.splits[0].name})"
+        return f"{self.root.name} (train + test)"
+
+    def __len__(self) -> int:
+        return sum(len(s.files) for s in self.splits)
+
+
+@dataclass(frozen=True)
+class DecodedFiles:
+    """The result of ``decode_files`` for a list of files.
+
+    Attributes:
+        pixels: The readable images only, in order. Shape: (n_ok, S, S, 3), uint8.
+        ok: Whether each file decoded. Shape: (n,), bool.
+        sha256: SHA-256 of each file's bytes as read ("" when it could not be read).
+        errors: Why each file failed, None where it decoded.
+    """
+
+    pixels: np.ndarray
+    ok: np.ndarray
+    sha256: list[str]
+    errors: list[str | None]
+
+
+def list_image_folder(root: str | Path) -> FolderListing:
+    """Lists a folder of images as ``load_image_folder`` would read it, without reading files.
+
+    Each file is only opened (so unreadable ones are reported as ``load_image_folder``
+    reports them); nothing is read, hashed or decoded, and nothing is cached.
+
+    Args:
+        root: The folder (see the module docstring for the layouts).
+
+    Returns:
+        The splits, their files and the class names.
+
+    Raises:
+        DataError: When the folder does not exist, holds no file, or a split holds none.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder")
+    splits, class_names = _scan(root, hashed=False)
+    if not any(s.files for s in splits.values()):
+        raise DataError(
+            f"{root} holds no image files; expected train/<class>/*, <class>/* or images "
+            "directly in the folder"
+        )
+    class_index = {c: i for i, c in enumerate(class_names)}
+    out = []
+    for name, split in splits.items():
+        if not split.files:
+            raise DataError(f"{split.where} holds no files")
+        files = [
+            FolderFile(f.rel, f.path, -1 if f.label is None else class_index[f.label])
+            for f in split.files
+        ]
+        problems = [(str(root / rel), reason) for rel, reason in split.problems]
+        out.append(FolderSplit(name, split.where, files, problems))
+    return FolderListing(root=root, class_names=class_names, splits=out)
+
+
+def decode_files(paths: list[str], image_size: int) -> DecodedFiles:
+    """Reads and decodes files as ``load_image_folder`` does, each read exactly once.
+
+    Args:
+        paths: Files to decode.
+        image_size: Side of the decoded squares.
+
+    Returns:
+        The pixels of the readable files and, for every file, its hash and any failure.
+    """
+    pixels = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    hashes: list[str] = []
+    errors: list[str | None] = []
+    n = 0
+    for i, path in enumerate(paths):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            hashes.append("")
+            errors.append(f"cannot read the file: {exc.strerror or exc}")
+            continue
+        hashes.append(hashlib.sha256(data).hexdigest())
+        try:
+            pixels[n] = decode_image(data, image_size, channels=3, max_pixels=DEFAULT_MAX_PIXELS)
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        errors.append(None)
+        ok[i] = True
+        n += 1
+    return DecodedFiles(pixels=pixels[:n].copy(), ok=ok, sha256=hashes, errors=errors)
+
+
+def hash_files(paths: list[str]) -> list[str]:
+    """SHA-256 of each file's bytes, "" for a file that cannot be read."""
+    out = []
+    for path in paths:
+        try:
+            out.append(_hash_file(path))
+        except OSError:
+            out.append("")
+    return out

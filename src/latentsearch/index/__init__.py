@@ -34,9 +34,11 @@ from latentsearch.index.image_index import (
     UpdateReport,
     all_images,
 )
+from latentsearch.index.vector_store import BACKENDS, MilvusOptions, VectorStore
 
 __all__ = [
     "APPROXIMATE_INDEX",
+    "BACKENDS",
     "DEFAULT_DUPLICATE_FRACTION",
     "EXACT_MAX_ITEMS",
     "INDEX_FORMAT",
@@ -48,10 +50,12 @@ __all__ = [
     "ImageIndexError",
     "IndexFormatError",
     "IndexItem",
+    "MilvusOptions",
     "Neighbor",
     "StoredPixelsUnavailable",
     "UnknownItem",
     "UpdateReport",
+    "VectorStore",
     "all_images",
     "default_threshold",
 ]

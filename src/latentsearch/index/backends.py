@@ -1,4 +1,4 @@
-"""The FAISS structures behind an image index: exact flat, HNSW and IVF, built and tuned.
+"""The FAISS structures behind an image index: exact flat, HNSW, IVF and IVF-PQ, built and tuned.
 
 This module knows no images and no torch: it turns float32 vectors ``(N, D)`` into a FAISS
 index for squared Euclidean distance and, for the approximate kinds, picks the search
@@ -13,6 +13,20 @@ builds IVF: on 60,000 CIFAR-10 embeddings IVF and HNSW tie (recall@10 0.99 at ~0
 query), while at 1,000,000 vectors IVF reached recall@10 0.976 at 90x the exact index's
 single-query speed, built in half HNSW's time and needs only the vectors plus 8 bytes of id
 each, where HNSW (M=32) needed efSearch=128 for 0.963 at 36x, and 256 more bytes per vector.
+
+Above ``COMPRESSED_MIN_ITEMS`` vectors ``auto`` builds IVF-PQ, for memory: flat and IVF keep
+every vector, ``4 * D`` bytes (512 at D = 128: 5.1 GB for ten million), where IVF-PQ keeps
+``M`` one-byte codes (``M = D / 4`` sub-quantizers of 4 dimensions, 256 centroids each) plus
+an 8-byte id: 40 bytes at D = 128, 13x less. Product quantization alone ranks neighbours by
+approximate distances, so the index asks for ``k_factor * k`` candidates and re-ranks them with
+exact distances from the stored vectors (``search_index``; an index folder keeps them in
+``embeddings.npy`` anyway); ``k_factor`` and ``nprobe`` are tuned together to
+``TARGET_RECALL``. FAISS's own ``IndexRefineFlat`` would do the same but store the vectors a
+second time inside the index, 4 * D + M + 8 bytes per vector, more than IVF itself. IVF-PQ
+needs enough vectors to train (``IVFPQ_MIN_ITEMS``: 39 per PQ centroid, as FAISS's k-means
+asks), far below the threshold, so ``auto`` never picks it for a small collection. The
+threshold is where IVF's vectors reach about 2.5 GB at D = 128; ``benchmarks/bench_scale_index.py``
+measures recall@10, bytes per vector and latency of flat, IVF and IVF-PQ at 1,000,000.
 """
 
 from __future__ import annotations
@@ -27,14 +41,21 @@ from latentsearch.index.errors import ImageIndexError
 METRIC = "l2"
 """The distance every index uses: squared Euclidean."""
 
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
-"""Accepted ``index_type`` values; ``auto`` resolves to flat or ``APPROXIMATE_INDEX``."""
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+"""Accepted ``index_type`` values; ``auto`` resolves to flat, ``APPROXIMATE_INDEX`` or
+``COMPRESSED_INDEX`` by size."""
 
 EXACT_MAX_ITEMS = 200_000
 """``auto`` builds an exact flat index up to this many items, an approximate one above."""
 
 APPROXIMATE_INDEX = "ivf"
 """What ``auto`` builds above ``EXACT_MAX_ITEMS`` (chosen by measurement, see module doc)."""
+
+COMPRESSED_MIN_ITEMS = 5_000_000
+"""``auto`` builds ``COMPRESSED_INDEX`` above this many items (memory, see module doc)."""
+
+COMPRESSED_INDEX = "ivfpq"
+"""What ``auto`` builds above ``COMPRESSED_MIN_ITEMS``."""
 
 TARGET_RECALL = 0.97
 """Build-time tuning picks the cheapest search setting reaching this sample recall@10.
@@ -70,6 +91,22 @@ IVF_KMEANS_ITERATIONS = 10
 IVF_NPROBE = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 """``nprobe`` values tried at build time, cheapest first."""
 
+PQ_DIMS_PER_CODE = 4
+"""IVF-PQ sub-quantizer width: ``M = D / 4`` one-byte codes per vector (the largest divisor
+of D not above D / 4 when 4 does not divide D)."""
+
+PQ_BITS = 8
+"""Bits per PQ code: 256 centroids per sub-quantizer."""
+
+IVFPQ_MIN_ITEMS = 39 * (1 << PQ_BITS)
+"""Fewest vectors IVF-PQ trains on: 39 per PQ centroid, FAISS's k-means minimum."""
+
+IVFPQ_K_FACTOR = (1, 2, 4, 8, 16)
+"""Re-ranking depths tried at build time: ``k_factor * k`` candidates re-ranked exactly."""
+
+IVFPQ_TRAIN_POINTS = 65_536
+"""Most vectors the IVF-PQ codebooks train on (FAISS caps PQ training at 256 per centroid)."""
+
 
 @dataclass
 class BuiltIndex:
@@ -77,8 +114,9 @@ class BuiltIndex:
 
     Attributes:
         index: The FAISS index over the vectors, in their order.
-        index_type: ``flat``, ``hnsw`` or ``ivf``.
-        params: Build and search settings, e.g. ``{"M": 32, "efSearch": 64}``.
+        index_type: ``flat``, ``hnsw``, ``ivf`` or ``ivfpq``.
+        params: Build and search settings, e.g. ``{"M": 32, "efSearch": 64}``; for IVF-PQ
+            ``k_factor`` is the re-ranking depth ``search_index`` applies.
         recall_at_10: Sample recall@10 against exact search; None for the exact index.
     """
 
@@ -88,8 +126,20 @@ class BuiltIndex:
     recall_at_10: float | None = None
 
 
-def resolve_index_type(index_type: str, n: int) -> str:
-    """The concrete kind (``flat``, ``hnsw``, ``ivf``) that ``index_type`` means for ``n`` items.
+def resolve_index_type(
+    index_type: str,
+    n: int,
+    *,
+    exact_max_items: int | None = None,
+    compressed_min_items: int | None = None,
+) -> str:
+    """The concrete kind (``flat``, ``hnsw``, ``ivf``, ``ivfpq``) ``index_type`` means for ``n``.
+
+    Args:
+        index_type: One of ``INDEX_TYPES``.
+        n: Number of items.
+        exact_max_items: ``auto``'s exact limit; None for ``EXACT_MAX_ITEMS``.
+        compressed_min_items: ``auto``'s IVF-PQ threshold; None for ``COMPRESSED_MIN_ITEMS``.
 
     Raises:
         ImageIndexError: For an unknown ``index_type``.
@@ -99,7 +149,12 @@ def resolve_index_type(index_type: str, n: int) -> str:
             f"unknown index type {index_type!r}; choose one of: {', '.join(INDEX_TYPES)}"
         )
     if index_type == "auto":
-        return "flat" if n <= EXACT_MAX_ITEMS else APPROXIMATE_INDEX
+        exact = EXACT_MAX_ITEMS if exact_max_items is None else exact_max_items
+        compressed = COMPRESSED_MIN_ITEMS if compressed_min_items is None else compressed_min_items
+        if n <= exact:
+            return "flat"
+        # Never below what IVF-PQ can train on, whatever threshold is passed.
+        return COMPRESSED_INDEX if n > max(compressed, IVFPQ_MIN_ITEMS) else APPROXIMATE_INDEX
     return index_type
 
 
@@ -176,15 +231,21 @@ def recall_at_k(
 
 
 def index_type_of(index: Any) -> str | None:
-    """``flat``, ``hnsw`` or ``ivf``: what a FAISS index really is; None for anything else.
+    """``flat``, ``hnsw``, ``ivf`` or ``ivfpq``: what a FAISS index really is; None otherwise.
 
-    Only squared-L2 indexes count; an inner-product one is None too.
+    Only squared-L2 indexes count; an inner-product one is None too. IVF-PQ behind an OPQ
+    rotation (an ``IndexPreTransform``) is ``ivfpq``.
     """
     import faiss
 
     real = faiss.downcast_index(index)
     if getattr(real, "metric_type", None) != faiss.METRIC_L2:
         return None
+    if isinstance(real, faiss.IndexPreTransform):
+        inner = faiss.downcast_index(real.index)
+        return "ivfpq" if isinstance(inner, faiss.IndexIVFPQ) else None
+    if isinstance(real, faiss.IndexIVFPQ):
+        return "ivfpq"
     if isinstance(real, faiss.IndexFlat):
         return "flat"
     if isinstance(real, faiss.IndexHNSW):
@@ -195,13 +256,16 @@ def index_type_of(index: Any) -> str | None:
 
 
 def set_search_params(index: Any, index_type: str, params: dict[str, int]) -> None:
-    """Applies the stored search setting (``efSearch`` or ``nprobe``) to a loaded index."""
+    """Applies the stored search setting (``efSearch`` or ``nprobe``) to a loaded index.
+
+    IVF-PQ's ``k_factor`` is not a property of the FAISS index: ``search_index`` reads it.
+    """
     import faiss
 
     if index_type == "hnsw" and "efSearch" in params:
         hnsw: Any = faiss.downcast_index(index)
         hnsw.hnsw.efSearch = int(params["efSearch"])
-    elif index_type == "ivf" and "nprobe" in params:
+    elif index_type in ("ivf", "ivfpq") and "nprobe" in params:
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
 
 
@@ -233,6 +297,130 @@ def _tune(
     return best
 
 
+def pq_subquantizers(d: int) -> int:
+    """IVF-PQ's ``M`` for dimension ``d``: the largest divisor of ``d`` up to ``d / 4``."""
+    top = max(1, d // PQ_DIMS_PER_CODE)
+    return next(m for m in range(top, 0, -1) if d % m == 0)
+
+
+def search_index(
+    built: BuiltIndex, queries: np.ndarray, k: int, *, vectors: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Searches a built index; IVF-PQ candidates are re-ranked with exact distances.
+
+    For ``ivfpq`` with ``k_factor`` above 1 and the indexed ``vectors`` given, the index is
+    asked for ``k_factor * k`` candidates, ranked by product-quantized distances, and the
+    ``k`` nearest by exact squared L2 (from ``vectors``, which may be memory-mapped: only the
+    candidates' rows are read) are returned. Every other kind is searched as it is.
+
+    Args:
+        built: The index and its settings.
+        queries: Shape: (Q, D), float32.
+        k: Neighbours per query, 1 <= k <= N.
+        vectors: The indexed vectors, in index order. Shape: (N, D).
+
+    Returns:
+        ``(distances, positions)``, nearest first; missing slots hold position -1.
+        Shapes: (Q, k), (Q, k).
+    """
+    k_factor = int(built.params.get("k_factor", 1))
+    if built.index_type != "ivfpq" or k_factor <= 1 or vectors is None:
+        return built.index.search(queries, k)
+    depth = min(int(built.index.ntotal), k * k_factor)
+    _, candidates = built.index.search(queries, depth)
+    candidates = candidates.astype(np.int64)
+    out_d = np.empty((len(queries), k), dtype=np.float32)
+    out_i = np.empty((len(queries), k), dtype=np.int64)
+    step = max(1, (1 << 24) // max(1, depth * queries.shape[1]))  # ~64 MB of gathered rows
+    for start in range(0, len(queries), step):
+        cand = candidates[start : start + step]
+        rows = np.asarray(vectors[np.maximum(cand, 0).ravel()], dtype=np.float32)
+        diff = rows.reshape(*cand.shape, -1) - queries[start : start + step, None, :]
+        dist = np.einsum("qkd,qkd->qk", diff, diff)
+        dist[cand < 0] = np.inf
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        out_d[start : start + step] = np.take_along_axis(dist, order, axis=1)
+        out_i[start : start + step] = np.where(
+            np.isfinite(out_d[start : start + step]), np.take_along_axis(cand, order, axis=1), -1
+        )
+    return out_d, out_i
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists for ``n`` vectors: about ``4 * sqrt(n)``, at least 39 vectors each."""
+    return int(max(1, min(IVF_LISTS_PER_SQRT_N * np.sqrt(n), n // 39)))
+
+
+def _train_ivf(x: np.ndarray, factory: str, nlist: int, n_train: int, seed: int) -> Any:
+    """An IVF index from ``factory``, trained on ``n_train`` sampled rows of ``x``, filled."""
+    import faiss
+
+    n, d = x.shape
+    index = faiss.index_factory(d, factory, faiss.METRIC_L2)
+    ivf: Any = faiss.extract_index_ivf(index)
+    ivf.cp.seed = seed
+    ivf.cp.niter = IVF_KMEANS_ITERATIONS
+    ivf.cp.min_points_per_centroid = min(39, n // nlist)  # tiny sets: no warning on stderr
+    pq = getattr(faiss.downcast_index(ivf), "pq", None)
+    if pq is not None:
+        pq.cp.seed = seed
+    rng = np.random.default_rng(seed)
+    n_train = min(n, n_train)
+    train = x if n_train == n else x[np.sort(rng.choice(n, size=n_train, replace=False))]
+    index.train(train)
+    index.add(x)
+    return index
+
+
+def ivf_flat(vectors: np.ndarray, *, seed: int = 0) -> Any:
+    """An untuned IVF-Flat index (``ivf_lists(N)`` lists, nprobe 1) over float32 vectors.
+
+    Shape: (N, D), N >= 1.
+    """
+    nlist = ivf_lists(len(vectors))
+    return _train_ivf(vectors, f"IVF{nlist},Flat", nlist, IVF_TRAIN_POINTS_PER_LIST * nlist, seed)
+
+
+def _tune_ivfpq(
+    built: BuiltIndex, vectors: np.ndarray, target_recall: float, seed: int
+) -> tuple[int, int, float]:
+    """Cheapest ``nprobe``, then ``k_factor``, whose sample recall@10 reaches the target.
+
+    ``nprobe`` decides which vectors can be found at all, ``k_factor`` how many of them the
+    exact re-ranking sees; ``nprobe`` is chosen with the deepest re-ranking, then the
+    shallowest re-ranking that keeps the target at that ``nprobe``.
+    """
+    n = len(vectors)
+    k = min(RECALL_K, n)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(RECALL_SAMPLE, n), replace=False))
+    queries = vectors[sample]
+    _, exact = exact_neighbors(queries, vectors, k)
+    nlist = built.params["nlist"]
+
+    def recall(nprobe: int, k_factor: int) -> float:
+        set_search_params(built.index, "ivfpq", {"nprobe": nprobe})
+        built.params.update(nprobe=nprobe, k_factor=k_factor)
+        _, found = search_index(built, queries, k, vectors=vectors)
+        return recall_at_k(queries, vectors, found, exact)
+
+    deepest = IVFPQ_K_FACTOR[-1]
+    nprobe, best = nlist, 0.0
+    for value in (*(p for p in IVF_NPROBE if p < nlist), nlist):
+        nprobe, best = value, recall(value, deepest)
+        if best >= target_recall:
+            break
+    k_factor = deepest
+    for value in IVFPQ_K_FACTOR[:-1]:
+        r = recall(nprobe, value)
+        if r >= min(target_recall, best):
+            k_factor, best = value, r
+            break
+    set_search_params(built.index, "ivfpq", {"nprobe": nprobe})
+    built.params.update(nprobe=nprobe, k_factor=k_factor)
+    return nprobe, k_factor, best
+
+
 def build_index(
     vectors: np.ndarray,
     index_type: str = "auto",
@@ -240,6 +428,7 @@ def build_index(
     target_recall: float = TARGET_RECALL,
     hnsw_m: int = HNSW_M,
     ef_construction: int = HNSW_EF_CONSTRUCTION,
+    opq: bool = False,
     seed: int = 0,
 ) -> BuiltIndex:
     """Builds the FAISS index ``index_type`` asks for over ``vectors``, tuned for recall.
@@ -250,13 +439,15 @@ def build_index(
         target_recall: Sample recall@10 the approximate kinds are tuned to reach.
         hnsw_m: HNSW graph degree.
         ef_construction: HNSW insertion candidate-list size.
+        opq: IVF-PQ only: rotate the vectors with a trained OPQ matrix before quantizing.
         seed: Seeds the recall sample and the IVF training sample.
 
     Returns:
         The index with its settings and, for approximate kinds, the measured recall@10.
 
     Raises:
-        ImageIndexError: For an unknown ``index_type``, no vectors, or bad values.
+        ImageIndexError: For an unknown ``index_type``, no vectors, bad values, or IVF-PQ
+            over fewer than ``IVFPQ_MIN_ITEMS`` vectors.
     """
     import faiss
 
@@ -282,17 +473,27 @@ def build_index(
         params = {"M": hnsw_m, "efConstruction": ef_construction, "efSearch": ef}
         return BuiltIndex(index=index, index_type="hnsw", params=params, recall_at_10=recall)
     # IVF: at least 39 training vectors per list, as FAISS's k-means asks.
-    nlist = int(max(1, min(IVF_LISTS_PER_SQRT_N * np.sqrt(n), n // 39)))
-    index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_L2)
-    ivf: Any = faiss.extract_index_ivf(index)
-    ivf.cp.seed = seed
-    ivf.cp.niter = IVF_KMEANS_ITERATIONS
-    ivf.cp.min_points_per_centroid = min(39, n // nlist)  # tiny sets: no warning on stderr
-    rng = np.random.default_rng(seed)
-    n_train = min(n, IVF_TRAIN_POINTS_PER_LIST * nlist)
-    train = x if n_train == n else x[np.sort(rng.choice(n, size=n_train, replace=False))]
-    index.train(train)
-    index.add(x)
+    nlist = ivf_lists(n)
+    if kind == "ivfpq":
+        if n < IVFPQ_MIN_ITEMS:
+            raise ImageIndexError(
+                f"IVF-PQ needs at least {IVFPQ_MIN_ITEMS:,} vectors to train its codebooks, "
+                f"got {n:,}: use index type 'ivf' (or 'auto') for a collection this small"
+            )
+        m = pq_subquantizers(d)
+        rotate = f"OPQ{m}_{d}," if opq else ""
+        index = _train_ivf(
+            x,
+            f"{rotate}IVF{nlist},PQ{m}x{PQ_BITS}",
+            nlist,
+            max(IVF_TRAIN_POINTS_PER_LIST * nlist, IVFPQ_TRAIN_POINTS),
+            seed,
+        )
+        params = {"nlist": nlist, "M": m, "nbits": PQ_BITS, "opq": int(opq)}
+        built = BuiltIndex(index=index, index_type="ivfpq", params=params)
+        _, _, built.recall_at_10 = _tune_ivfpq(built, x, target_recall, seed)
+        return built
+    index = _train_ivf(x, f"IVF{nlist},Flat", nlist, IVF_TRAIN_POINTS_PER_LIST * nlist, seed)
     ladder = (*(p for p in IVF_NPROBE if p < nlist), nlist)
     nprobe, recall = _tune(index, "ivf", "nprobe", ladder, x, target_recall, seed)
     params = {"nlist": nlist, "nprobe": nprobe}
@@ -300,7 +501,10 @@ def build_index(
 
 
 def index_bytes(index: Any) -> int:
-    """Size of the index when serialised: the vectors plus the graph or lists."""
+    """Size of the index when serialised: the vectors (or IVF-PQ's codes) plus the graph or lists.
+
+    IVF-PQ's re-ranking reads the stored vectors, which this does not count.
+    """
     import faiss
 
     return int(faiss.serialize_index(index).nbytes)

@@ -9,11 +9,14 @@ An index folder holds ``index.faiss`` (the FAISS structure), ``embeddings.npy`` 
 ``(N, D)``, kept so updates re-embed only new files and so duplicates can be found) and
 ``manifest.json``: the format version, the run's fingerprint, the metric, the index kind and
 its settings, the measured recall, where the images came from, the class names and one entry
-per item (id, path, label, SHA-256 of the file).
+per item (id, path, label, SHA-256 of the file). With ``backend="milvus"`` the vectors live in
+Milvus instead of ``index.faiss`` (``latentsearch.index.milvus``): an embedded ``milvus.db``
+in the folder, or a server's collection named in the manifest.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import threading
@@ -27,8 +30,8 @@ import numpy as np
 
 from latentsearch.data import DataError, DataSplits, ImageData, load_data
 from latentsearch.embedding import embed_images
-from latentsearch.index import backends, storage
-from latentsearch.index.duplicates import duplicate_groups
+from latentsearch.index import backends, storage, vector_store
+from latentsearch.index.duplicates import DuplicateSearch, find_duplicates
 from latentsearch.index.errors import (
     FingerprintMismatch,
     ImageIndexError,
@@ -204,6 +207,42 @@ def _check_manifest_values(manifest: dict[str, Any]) -> None:
         raise ValueError(f"unknown index_type {manifest['index_type']!r:.40}")
 
 
+def _parse_manifest(path: Path, manifest: Any) -> list[IndexItem]:
+    """The items of a manifest, checked; IndexFormatError naming what is wrong.
+
+    Leaves ``items`` out of ``manifest`` (the index keeps them as :class:`IndexItem`).
+    """
+    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise IndexFormatError(
+            f"{path}/{MANIFEST_FILE} is not a {INDEX_FORMAT} manifest (format {found!r})"
+        )
+    try:
+        items = [_item_from_json(d) for d in manifest.pop("items")]
+        int(manifest["fingerprint"]["embedding_dim"])
+        str(manifest["index_type"])
+        {str(k): int(v) for k, v in manifest["index_params"].items()}
+        missing = [k for k in ("class_names", "run", "metric") if k not in manifest]
+        if missing:
+            raise KeyError(", ".join(missing))
+        _check_manifest_values(manifest)
+        vector_store.files_needed(manifest)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: {e!r}") from None
+    if len({it.id for it in items}) != len(items):
+        raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: ids are not unique")
+    return items
+
+
+def _check_embeddings(path: Path, embeddings: np.ndarray, manifest: Any, n: int) -> None:
+    dim = int(manifest["fingerprint"]["embedding_dim"])
+    if embeddings.dtype != np.float32 or embeddings.shape != (n, dim):
+        raise IndexFormatError(
+            f"{path}/{EMBEDDINGS_FILE} holds {embeddings.dtype} {embeddings.shape}, the "
+            f"manifest promises float32 ({n}, {dim})"
+        )
+
+
 def _check_images(run: Run, data: ImageData) -> None:
     s, c = run.model.image_size, run.model.in_channels
     h, w, ch = data.image_shape
@@ -233,13 +272,19 @@ class ImageIndex:
         embeddings: np.ndarray,
         items: Sequence[IndexItem],
         meta: dict[str, Any],
-        built: backends.BuiltIndex,
+        store: vector_store.VectorStore | None = None,
+        built: backends.BuiltIndex | None = None,
     ) -> None:
         self._embeddings = embeddings
         self._items = tuple(items)
         self._positions = {it.id: p for p, it in enumerate(self._items)}
         self._meta = meta
-        self._built = built
+        if store is None:
+            if built is None:
+                raise TypeError("ImageIndex needs a vector store")
+            store = vector_store.FaissStore(built, requested=meta.get("index_type_requested"))
+        self._store = store
+        store.rows = embeddings
         # The source of items without a file, loaded on the first request for one.
         self._stored_lock = threading.Lock()
         self._stored: tuple[dict[str, int], np.ndarray] | str | None = None
@@ -255,6 +300,7 @@ class ImageIndex:
         progress: bool = False,
         data_spec: str | None = None,
         embeddings: np.ndarray | None = None,
+        backend: str | vector_store.MilvusOptions = vector_store.DEFAULT_BACKEND,
     ) -> ImageIndex:
         """Embeds every image of ``data`` with ``run``'s model and indexes the embeddings.
 
@@ -269,6 +315,9 @@ class ImageIndex:
                 manifest so tools can show images of sources that have no files.
             embeddings: ``embed_images(run.model, data.pixels)`` if already computed.
                 Shape: (N, D), float32.
+            backend: Where the vectors live: ``faiss`` (in memory, saved as
+                ``index.faiss``), ``milvus`` (an embedded milvus-lite database in the index
+                folder) or ``MilvusOptions(uri=...)`` (a Milvus server or cluster).
 
         Returns:
             The index, not yet saved.
@@ -289,23 +338,84 @@ class ImageIndex:
                 f"embeddings must be float32 ({len(data)}, {run.model.embedding_dim}), one row "
                 f"per image, got {embeddings.dtype} {embeddings.shape}"
             )
-        built = backends.build_index(embeddings, index_type)
+        return cls.from_embeddings(
+            run,
+            embeddings,
+            items,
+            class_names=data.class_names,
+            source=data.source,
+            index_type=index_type,
+            data_spec=data_spec,
+            backend=backend,
+        )
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        run: Run,
+        embeddings: np.ndarray,
+        items: Sequence[IndexItem],
+        *,
+        class_names: Sequence[str],
+        source: str,
+        index_type: str = "auto",
+        data_spec: str | None = None,
+        backend: str | vector_store.MilvusOptions = vector_store.DEFAULT_BACKEND,
+    ) -> ImageIndex:
+        """Indexes embeddings already made with ``run``'s model (e.g. streamed, in chunks).
+
+        :meth:`build` is this after embedding the images; the result is the same index.
+
+        Args:
+            run: The run whose model made the embeddings.
+            embeddings: One row per item, in item order. Shape: (N, D), float32.
+            items: The indexed images (unique ids).
+            class_names: Names of the items' labels.
+            source: Where the images came from, for people.
+            index_type: See :meth:`build`.
+            data_spec: See :meth:`build`.
+            backend: See :meth:`build`.
+
+        Returns:
+            The index, not yet saved.
+
+        Raises:
+            ImageIndexError: For no items, duplicate ids, an unknown ``index_type``, or
+                embeddings that are not float32 ``(len(items), run.model.embedding_dim)``.
+        """
+        if not items:
+            raise ImageIndexError(f"nothing to index: {source or 'the data'} holds no images")
+        backends.resolve_index_type(index_type, len(items))
+        if embeddings.shape != (len(items), run.model.embedding_dim) or (
+            embeddings.dtype != np.float32
+        ):
+            raise ImageIndexError(
+                f"embeddings must be float32 ({len(items)}, {run.model.embedding_dim}), one "
+                f"row per item, got {embeddings.dtype} {embeddings.shape}"
+            )
+        if len({it.id for it in items}) != len(items):
+            raise ImageIndexError("image ids must be unique; some id appears more than once")
+        fingerprint = {k: run.fingerprint[k] for k in FINGERPRINT_KEYS}
+        store = vector_store.create_store(
+            embeddings, index_type, backend=backend, fingerprint=fingerprint
+        )
         meta: dict[str, Any] = {
             "format": INDEX_FORMAT,
             "created": _now(),
             "updated": None,
-            "fingerprint": {k: run.fingerprint[k] for k in FINGERPRINT_KEYS},
+            "fingerprint": fingerprint,
             "metric": backends.METRIC,
-            "index_type": built.index_type,
+            "backend": store.backend,
+            "index_type": store.index_type,
             "index_type_requested": index_type,
-            "index_params": built.params,
-            "recall_at_10": built.recall_at_10,
+            "index_params": dict(store.params),
+            "recall_at_10": store.recall_at_10,
             "run": str(Path(run.path).resolve()),
-            "source": data.source,
+            "source": source,
             "data": data_spec,
-            "class_names": list(data.class_names),
+            "class_names": list(class_names),
         }
-        return cls(embeddings=embeddings, items=items, meta=meta, built=built)
+        return cls(embeddings=embeddings, items=items, meta=meta, store=store)
 
     def update(
         self,
@@ -319,7 +429,8 @@ class ImageIndex:
 
         Items are matched by id; a file whose content (SHA-256) is unchanged keeps its stored
         embedding. Items without a content hash (array sources) cannot be compared and are
-        re-embedded. The FAISS index is rebuilt afterwards (same requested kind), in place.
+        re-embedded. The vector store is then brought in line (same requested kind), in place:
+        FAISS rebuilds its index, Milvus rewrites only the rows that changed.
 
         Args:
             run: The run that built the index.
@@ -358,15 +469,16 @@ class ImageIndex:
         if todo.size:
             embeddings[todo] = embed_images(run.model, data.pixels[todo], progress=progress)
         if report.embedded or report.removed or not np.array_equal(reuse, np.arange(len(items))):
-            self._built = backends.build_index(embeddings, self._meta["index_type_requested"])
+            self._store = self._store.replace(embeddings)
         self._embeddings = embeddings
+        self._store.rows = embeddings
         self._items = tuple(items)
         self._positions = {it.id: p for p, it in enumerate(self._items)}
         self._meta.update(
             updated=_now(),
-            index_type=self._built.index_type,
-            index_params=self._built.params,
-            recall_at_10=self._built.recall_at_10,
+            index_type=self._store.index_type,
+            index_params=dict(self._store.params),
+            recall_at_10=self._store.recall_at_10,
             source=data.source,
             class_names=list(data.class_names),
         )
@@ -380,6 +492,10 @@ class ImageIndex:
     def save(self, path: str | Path) -> Path:
         """Writes the index folder atomically: on any failure the previous one stays intact.
 
+        The folder holds the manifest and what the vector store keeps there: ``index.faiss``
+        and ``embeddings.npy`` for FAISS, ``milvus.db`` and ``embeddings.npy`` for embedded
+        Milvus, nothing more for a Milvus server (the vectors live in its collection).
+
         Args:
             path: The index folder; an existing index there is replaced.
 
@@ -391,8 +507,6 @@ class ImageIndex:
                 overwritten then).
             OSError: When the files cannot be written.
         """
-        import faiss
-
         path = Path(path)
         if path.exists() and not (
             path.is_dir() and ((path / MANIFEST_FILE).is_file() or not any(path.iterdir()))
@@ -401,11 +515,9 @@ class ImageIndex:
                 f"{path} exists and is not an index folder: refusing to overwrite it; "
                 "choose another path"
             )
-        manifest = json.dumps(self.manifest, indent=1, ensure_ascii=False).encode("utf-8")
-        io: Any = faiss  # the callback writer is missing from faiss's type stubs
-
-        def write_index(f: IO[bytes]) -> None:
-            faiss.write_index(self._built.index, io.PyCallbackIOWriter(f.write))
+        parts = self._store.save_parts()
+        manifest_data = {**self.manifest, **parts.manifest}
+        manifest = json.dumps(manifest_data, indent=1, ensure_ascii=False).encode("utf-8")
 
         def write_manifest(f: IO[bytes]) -> None:
             f.write(manifest)
@@ -413,40 +525,62 @@ class ImageIndex:
         def write_embeddings(f: IO[bytes]) -> None:
             np.save(f, self._embeddings, allow_pickle=False)
 
-        storage.write_folder(
-            path,
-            {
-                INDEX_FILE: write_index,
-                EMBEDDINGS_FILE: write_embeddings,
-                MANIFEST_FILE: write_manifest,
-            },
-        )
+        files = dict(parts.files)
+        if parts.keeps_embeddings:
+            files[EMBEDDINGS_FILE] = write_embeddings
+        files[MANIFEST_FILE] = write_manifest
+        storage.write_folder(path, files, parts.folders)
+        self._meta.update(parts.manifest)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> ImageIndex:
+    def load(
+        cls, path: str | Path, *, milvus: vector_store.MilvusOptions | None = None
+    ) -> ImageIndex:
         """Reads an index folder written by :meth:`save`.
+
+        Args:
+            path: The index folder.
+            milvus: For an index whose vectors live on a Milvus server: the token (never
+                saved in the folder) and timeout; the URI and collection come from the
+                manifest. Ignored for other indexes.
 
         Raises:
             IndexFormatError: When the folder is missing, incomplete, corrupt, or of another
-                format version.
+                format version, or its Milvus collection no longer matches it.
+            ImageIndexError: When its Milvus server cannot be reached.
         """
-        import faiss
-
-        io: Any = faiss  # the callback reader is missing from faiss's type stubs
         path = Path(path)
         if not path.is_dir():
             raise IndexFormatError(
                 f"no index at {path}: build one with `latentsearch index RUN IMAGES --out {path}`"
             )
-        names = [MANIFEST_FILE, EMBEDDINGS_FILE, INDEX_FILE]
+        embeddings: np.ndarray | None = None
         for attempt in range(2):
             try:
-                with storage.open_members(path, names) as files:
+                # Open what is there at once (one snapshot), then see what the manifest needs.
+                present = [n for n in (EMBEDDINGS_FILE, INDEX_FILE) if (path / n).is_file()]
+                with storage.open_members(path, [MANIFEST_FILE, *present]) as files:
                     manifest = json.loads(files[MANIFEST_FILE].read().decode("utf-8"))
-                    embeddings = np.load(files[EMBEDDINGS_FILE], allow_pickle=False)
-                    index = faiss.read_index(io.PyCallbackIOReader(files[INDEX_FILE].read))
+                    items = _parse_manifest(path, manifest)
+                    needed = vector_store.files_needed(manifest)
+                    absent = [n for n in needed if n not in files]
+                    if absent:
+                        raise FileNotFoundError(errno.ENOENT, "missing", absent[0])
+                    if EMBEDDINGS_FILE in needed:
+                        embeddings = np.load(files[EMBEDDINGS_FILE], allow_pickle=False)
+                        _check_embeddings(path, embeddings, manifest, len(items))
+                    store = vector_store.open_store(
+                        path,
+                        manifest,
+                        files,
+                        count=len(items),
+                        embeddings=embeddings,
+                        options=milvus,
+                    )
                 break
+            except ImageIndexError:
+                raise
             except FileNotFoundError as e:
                 # A concurrent save may have swapped the folder while we opened it: retry once.
                 if attempt == 0 and path.is_dir():
@@ -457,58 +591,16 @@ class ImageIndex:
                 ) from None
             except (OSError, ValueError, RuntimeError, UnicodeDecodeError) as e:
                 raise IndexFormatError(f"{path} holds a corrupt index: {e}") from None
-        return cls._from_parts(path, manifest, embeddings, index)
-
-    @classmethod
-    def _from_parts(
-        cls, path: Path, manifest: Any, embeddings: np.ndarray, index: Any
-    ) -> ImageIndex:
-        if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
-            found = manifest.get("format") if isinstance(manifest, dict) else None
+        if len(store) != len(items):
             raise IndexFormatError(
-                f"{path}/{MANIFEST_FILE} is not a {INDEX_FORMAT} manifest (format {found!r})"
+                f"{path} holds {len(store)} vectors, the manifest promises {len(items)}"
             )
-        try:
-            items = [_item_from_json(d) for d in manifest.pop("items")]
-            fingerprint = manifest["fingerprint"]
-            dim = int(fingerprint["embedding_dim"])
-            index_type = str(manifest["index_type"])
-            params = {str(k): int(v) for k, v in manifest["index_params"].items()}
-            missing = [k for k in ("class_names", "run", "metric") if k not in manifest]
-            if missing:
-                raise KeyError(", ".join(missing))
-            _check_manifest_values(manifest)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
-            raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: {e!r}") from None
+        if embeddings is None:
+            embeddings = store.stored_vectors()
+        if embeddings is None:  # a store must keep the vectors when the folder does not
+            raise IndexFormatError(f"{path} is not a complete index folder: no embeddings")
         manifest.pop("count", None)
-        n = len(items)
-        if len({it.id for it in items}) != n:
-            raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: ids are not unique")
-        if embeddings.dtype != np.float32 or embeddings.shape != (n, dim):
-            raise IndexFormatError(
-                f"{path}/{EMBEDDINGS_FILE} holds {embeddings.dtype} {embeddings.shape}, the "
-                f"manifest promises float32 ({n}, {dim})"
-            )
-        if int(index.ntotal) != n or int(index.d) != dim:
-            raise IndexFormatError(
-                f"{path}/{INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d}, the "
-                f"manifest promises {n} of dimension {dim}"
-            )
-        found = backends.index_type_of(index)
-        if found != index_type:
-            raise IndexFormatError(
-                f"{path}/{INDEX_FILE} holds a {found or 'unknown kind of'} index, the manifest "
-                f"says {index_type!r}: the folder was edited or mixed from two indexes; "
-                "rebuild it with `latentsearch index`"
-            )
-        backends.set_search_params(index, index_type, params)
-        built = backends.BuiltIndex(
-            index=index,
-            index_type=index_type,
-            params=params,
-            recall_at_10=manifest.get("recall_at_10"),
-        )
-        return cls(embeddings=embeddings, items=items, meta=manifest, built=built)
+        return cls(embeddings=embeddings, items=items, meta=manifest, store=store)
 
     # ------------------------------------------------------------------------ compatibility
     def check_compatible(self, run: Run) -> None:
@@ -552,10 +644,7 @@ class ImageIndex:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ImageIndexError(f"k must be a positive integer, got {k!r}")
         k = min(int(k), len(self))
-        distances, positions = self._built.index.search(q, k)
-        positions = positions.astype(np.int64)
-        distances = np.where(positions >= 0, distances, np.inf).astype(np.float32)
-        return distances, positions
+        return self._store.search(q, k)
 
     def search_images(self, run: Run, pixels: np.ndarray, k: int) -> list[list[Neighbor]]:
         """Embeds query images with ``run`` and returns their ``k`` nearest indexed images.
@@ -659,15 +748,16 @@ class ImageIndex:
         return {item_id: i for i, item_id in enumerate(data.ids)}, data.pixels
 
     # ------------------------------------------------------------------------ duplicates
-    def duplicates(self, threshold: float) -> list[list[IndexItem]]:
+    def duplicates(self, threshold: float, *, method: str = "auto") -> list[list[IndexItem]]:
         """Groups of images whose embeddings are closer than ``threshold`` (squared L2).
 
         Groups are connected components: A and C share a group when A is close to B and B to
-        C. Memory stays bounded (FAISS range searches in batches, never an N x N matrix);
-        the search is exact for a flat index and uses the approximate index otherwise.
+        C. Memory stays bounded (FAISS range searches in batches, never an N x N matrix).
+        See :meth:`duplicate_search` for ``method`` and what an approximate search missed.
 
         Args:
             threshold: Squared L2 distance, > 0; pairs strictly closer are joined.
+            method: ``auto``, ``exact`` or ``approximate``.
 
         Returns:
             Groups of two or more items, each in index order, ordered by first item.
@@ -675,9 +765,28 @@ class ImageIndex:
         Raises:
             ImageIndexError: When ``threshold`` is not a positive number.
         """
-        approximate = None if self._built.index_type == "flat" else self._built.index
-        groups = duplicate_groups(self._embeddings, threshold, index=approximate)
-        return [[self._items[p] for p in g] for g in groups]
+        return self.duplicate_search(threshold, method=method)[0]
+
+    def duplicate_search(
+        self, threshold: float, *, method: str = "auto"
+    ) -> tuple[list[list[IndexItem]], DuplicateSearch]:
+        """:meth:`duplicates` with how they were found and the missed-pair estimate.
+
+        ``auto`` is exact (all pairs) up to ``duplicates.DUPLICATES_EXACT_MAX_ITEMS`` images,
+        and above it an IVF range search (over the index's own IVF-Flat when it has one)
+        whose missed pairs are measured against exact search on a sample.
+
+        Returns:
+            The groups of items and the search's result (positions, method, estimate).
+
+        Raises:
+            ImageIndexError: For a threshold that is not a positive number or an unknown
+                method.
+        """
+        found = find_duplicates(
+            self._embeddings, threshold, method=method, index=self._store.duplicate_index
+        )
+        return [[self._items[p] for p in g] for g in found.groups], found
 
     # ------------------------------------------------------------------------ accessors
     def __len__(self) -> int:
@@ -758,14 +867,19 @@ class ImageIndex:
         return int(self._meta["fingerprint"]["image_size"])
 
     @property
+    def backend(self) -> str:
+        """``faiss`` or ``milvus``: what holds and searches the vectors."""
+        return self._store.backend
+
+    @property
     def index_type(self) -> str:
         """``flat``, ``hnsw`` or ``ivf``."""
-        return self._built.index_type
+        return self._store.index_type
 
     @property
     def index_params(self) -> dict[str, int]:
         """Settings of the FAISS index, e.g. ``{"M": 32, "efConstruction": 64, "efSearch": 48}``."""
-        return dict(self._built.params)
+        return dict(self._store.params)
 
     @property
     def data_spec(self) -> str | None:
@@ -776,7 +890,7 @@ class ImageIndex:
     @property
     def recall_at_10(self) -> float | None:
         """Build-time sample recall@10 for approximate indexes, None for exact ones."""
-        return self._built.recall_at_10
+        return self._store.recall_at_10
 
     @property
     def run_path(self) -> Path:

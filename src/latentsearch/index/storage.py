@@ -89,8 +89,30 @@ def replace_dir(new: Path, dest: Path) -> Path | None:
     return old
 
 
-def write_folder(dest: Path, files: dict[str, Callable[[IO[bytes]], None]]) -> None:
+def fsync_tree(path: Path) -> None:
+    """Flushes every file and folder under ``path`` (and ``path`` itself) to disk."""
+    for root, _dirs, names, root_fd in os.fwalk(path, topdown=False):
+        for name in names:
+            fd = os.open(name, os.O_RDONLY, dir_fd=root_fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(root))
+
+
+def write_folder(
+    dest: Path,
+    files: dict[str, Callable[[IO[bytes]], None]],
+    folders: dict[str, Callable[[Path], None]] | None = None,
+) -> None:
     """Writes ``files`` (name -> writer) as the folder ``dest``, replacing it atomically.
+
+    Args:
+        dest: The folder to write.
+        files: File name -> a writer that fills the open file.
+        folders: Sub-folder name -> a writer that creates that folder at the path it is
+            given (an embedded database, say); flushed to disk like the files.
 
     Raises:
         OSError: When a file cannot be written; ``dest`` is then as it was before.
@@ -104,6 +126,9 @@ def write_folder(dest: Path, files: dict[str, Callable[[IO[bytes]], None]]) -> N
         try:
             for name, write in files.items():
                 write_file(tmp / name, write)
+            for name, write_dir in (folders or {}).items():
+                write_dir(tmp / name)
+                fsync_tree(tmp / name)
             fsync_dir(tmp)
             old = replace_dir(tmp, dest)
             fsync_dir(dest.parent)

@@ -1,0 +1,311 @@
+"""Streamed folder indexing: equal to the in-memory build, resumable, sharded over ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latentsearch.data import DataError, load_data
+from latentsearch.index import ImageIndex, ImageIndexError, all_images, streaming
+from latentsearch.runs import Run
+
+SIZE = 8  # the session's colour runs take 8x8 images
+
+
+def noise_image(path: Path, seed: int, tint: tuple[int, int, int]) -> None:
+    """A tinted 20x20 random PNG (as conftest's fixture images)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.integers(0, 120, (20, 20, 3)) + np.array(tint) * 130, 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+def _expected(run: Run, folder: Path) -> tuple[ImageIndex, list[tuple[str, str]], str]:
+    data = all_images(load_data(str(folder), image_size=SIZE))
+    return ImageIndex.build(run, data), list(data.skipped), data.source
+
+
+def _assert_same(got: ImageIndex, want: ImageIndex) -> None:
+    assert [it.id for it in got.items] == [it.id for it in want.items]
+    assert got.items == want.items  # paths, labels and content hashes too
+    assert got.class_names == want.class_names
+    np.testing.assert_allclose(got.embeddings, want.embeddings, rtol=0, atol=1e-5)
+    assert got.index_type == want.index_type
+
+
+def _with_bad_files(folder: Path) -> Path:
+    """The fixture folder (one corrupt JPEG) plus a text file among the images."""
+    (folder / "green" / "notes.txt").write_text("not an image\n", encoding="utf-8")
+    return folder
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_index_equals_the_in_memory_build(
+    run: Run, folder: Path, tmp_path: Path, workers: int
+) -> None:
+    folder = _with_bad_files(folder)
+    want, want_skipped, want_source = _expected(run, folder)
+    out = tmp_path / "out.index"
+    result = streaming.index_folder(run, folder, out, workers=workers, chunk_size=4)
+    assert result.index is not None
+    _assert_same(result.index, want)
+    assert result.skipped == want_skipped
+    assert [Path(p).name for p, _ in result.skipped] == ["notes.txt", "broken.jpg"]
+    assert result.source == want_source
+    assert result.stats.chunks == 5 and result.stats.embedded_chunks == 5  # 20 files
+    _assert_same(ImageIndex.load(out), want)
+    assert ImageIndex.load(out).manifest["source"] == want_source
+    assert not streaming.shards_dir(out).exists()
+
+
+def test_train_and_test_folders_come_in_the_same_order(run: Run, tmp_path: Path) -> None:
+    root = tmp_path / "split"
+    for split, n in (("train", 5), ("test", 3)):
+        for c, tint in enumerate([(0, 0, 1), (1, 0, 0)]):
+            for i in range(n):
+                noise_image(root / split / f"c{c}" / f"{i}.png", seed=10 * c + i, tint=tint)
+    (root / "test" / "c1" / "bad.png").write_bytes(b"\x89PNG nonsense")
+    want, want_skipped, want_source = _expected(run, root)
+    result = streaming.index_folder(run, root, tmp_path / "o", workers=0, chunk_size=3)
+    assert result.index is not None
+    _assert_same(result.index, want)
+    assert result.skipped == want_skipped and len(want_skipped) == 1
+    assert result.source == want_source == "split (train + test)"
+
+
+def test_a_killed_job_resumes_from_its_shards(
+    run: Run, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    want, want_skipped, _ = _expected(run, folder)
+    out = tmp_path / "out.index"
+
+    def kill_after_first(chunk: int) -> None:
+        raise _Kill(chunk)
+
+    with pytest.raises(_Kill):
+        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill_after_first)
+    shards = streaming.shards_dir(out)
+    assert sorted(p.name for p in shards.glob("shard-*")) == ["shard-0000000.npz"]
+    assert not out.exists()
+
+    embedded: list[int] = []
+    real_embed = streaming.embed_images
+
+    def counting_embed(model: object, pixels: np.ndarray) -> np.ndarray:
+        embedded.append(len(pixels))
+        return real_embed(model, pixels)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(streaming, "embed_images", counting_embed)
+    done: list[int] = []
+    result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=done.append)
+    assert done == [1, 2, 3]  # chunk 0 (the first 6 files) was not decoded or embedded again
+    assert sum(embedded) == len(want) - 6
+    assert result.stats.resumed_chunks == 1 and result.stats.embedded_chunks == 3
+    assert result.stats.restarted is None
+    assert result.index is not None
+    _assert_same(result.index, want)
+    assert result.skipped == want_skipped
+    assert not shards.exists()
+
+
+def test_a_file_changed_since_its_shard_is_embedded_again(
+    run: Run, folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.index"
+
+    def kill(chunk: int) -> None:
+        raise _Kill(chunk)
+
+    with pytest.raises(_Kill):
+        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
+    # Same name, same list of files, other content: the first chunk's shard is stale.
+    noise_image(folder / "blue" / "00.png", seed=999, tint=(1, 1, 0))
+    want, _, _ = _expected(run, folder)
+    done: list[int] = []
+    result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=done.append)
+    assert done == [0, 1, 2, 3] and result.stats.resumed_chunks == 0
+    assert result.index is not None
+    _assert_same(result.index, want)
+
+
+def test_another_run_or_file_list_starts_over_and_says_why(
+    run: Run, other_run: Run, folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.index"
+
+    def kill(chunk: int) -> None:
+        raise _Kill(chunk)
+
+    with pytest.raises(_Kill):
+        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
+    want, _, _ = _expected(other_run, folder)
+    result = streaming.index_folder(other_run, folder, out, workers=0, chunk_size=6)
+    assert result.stats.restarted == "they were made with another run"
+    assert result.stats.resumed_chunks == 0 and result.stats.embedded_chunks == 4
+    assert result.index is not None
+    _assert_same(result.index, want)
+
+    with pytest.raises(_Kill):
+        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
+    noise_image(folder / "blue" / "new.png", seed=5, tint=(0, 0, 1))
+    result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6)
+    assert result.stats.restarted == "they were made with another file list"
+    assert result.index is not None and "blue/new.png" in {it.id for it in result.index.items}
+
+
+def test_a_second_job_on_the_same_output_is_refused(run: Run, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.index"
+
+    def nested(chunk: int) -> None:
+        streaming.index_folder(run, folder, out, workers=0)
+
+    with pytest.raises(ImageIndexError, match="another indexing job is writing"):
+        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=nested)
+
+
+def test_a_split_without_a_readable_image_is_refused_as_load_data_does(
+    run: Run, tmp_path: Path
+) -> None:
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"\x89PNG nonsense")
+    (root / "b.txt").write_text("text", encoding="utf-8")
+    with pytest.raises(DataError) as want:
+        load_data(str(root), image_size=SIZE)
+    with pytest.raises(DataError) as got:
+        streaming.index_folder(run, root, tmp_path / "o", workers=0)
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"workers": -1}, "workers must be 0 or more"),
+        ({"chunk_size": 0}, "chunk_size must be a positive integer"),
+        ({"index_type": "kd-tree"}, "unknown index type"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(
+    run: Run, folder: Path, tmp_path: Path, kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(ImageIndexError, match=match):
+        streaming.index_folder(run, folder, tmp_path / "o", **kwargs)  # type: ignore[arg-type]
+    assert not streaming.shards_dir(tmp_path / "o").exists()
+
+
+def test_image_folders_are_told_from_other_sources(folder: Path, tmp_path: Path) -> None:
+    assert streaming.is_image_folder(str(folder))
+    assert not streaming.is_image_folder("digits")
+    assert not streaming.is_image_folder(str(tmp_path / "missing"))
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    (cifar / "batches.meta").write_bytes(b"")
+    (cifar / "data_batch_1").write_bytes(b"")
+    assert not streaming.is_image_folder(str(cifar))
+
+
+_RANK_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from latentsearch import distributed
+    from latentsearch.index import streaming
+    from latentsearch.runs import load_run
+
+    run_path, folder, out, report = sys.argv[1:5]
+    result = streaming.index_folder(load_run(run_path), folder, out, workers=0, chunk_size=4)
+    distributed.teardown()
+    with open(report, "w") as f:
+        json.dump({"embedded": result.stats.embedded_chunks, "skipped": result.skipped,
+                   "saved": result.index is not None}, f)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_ranks_build_the_index_one_process_builds(
+    run: Run, folder: Path, tmp_path: Path
+) -> None:
+    folder = _with_bad_files(folder)
+    want, want_skipped, _ = _expected(run, folder)
+    out = tmp_path / "out.index"
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "LATENTSEARCH_DIST_TIMEOUT": "600",
+            "OMP_NUM_THREADS": "1",
+        }
+        args = [str(run.path), str(folder), str(out), str(tmp_path / f"rank{rank}.json")]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _RANK_SCRIPT, *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for p in procs:
+        output, _ = p.communicate(timeout=900)  # generous: a loaded machine imports slowly
+        assert p.returncode == 0, output
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["embedded"] for r in reports] == [3, 2]  # 5 chunks of 4 files, contiguous
+    assert [r["saved"] for r in reports] == [True, False]
+    # The corrupt JPEG and the text file are read by rank 1; rank 0 reports them.
+    assert [tuple(s) for s in reports[0]["skipped"]] == want_skipped
+    _assert_same(ImageIndex.load(out), want)
+    assert not streaming.shards_dir(out).exists()
+
+
+def test_the_index_command_streams_a_folder_and_resumes(
+    run: Run, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentsearch.cli import main
+
+    want, want_skipped, want_source = _expected(run, folder)
+    out = tmp_path / "out.index"
+
+    def kill(chunk: int) -> None:
+        raise _Kill(chunk)
+
+    with pytest.raises(_Kill):  # the command's chunking (auto), killed after the first shard
+        streaming.index_folder(run, folder, out, workers=0, on_shard=kill)
+    argv = ["index", str(run.path), str(folder), "--out", str(out), "--workers", "0"]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["streamed"]["resumed_chunks"] == 1
+    assert report["streamed"]["embedded_chunks"] == report["streamed"]["chunks"] - 1
+    assert report["source"] == want_source and report["count"] == len(want)
+    assert [(s["path"], s["reason"]) for s in report["skipped"]] == want_skipped
+    _assert_same(ImageIndex.load(out), want)
+
+    assert main(argv) == 0  # again, from scratch: the shards are gone
+    text = capsys.readouterr().out
+    assert "resumed" not in text and "skipped 1 file:" in text and "broken.jpg" in text
+    assert main([*argv[:-1], "-1"]) == 2
+    assert "--workers must be 0 or more" in capsys.readouterr().err
