@@ -81,6 +81,27 @@ def _pymilvus() -> Any:
     return pymilvus
 
 
+def _open_client(options: MilvusOptions, copy_of: Path | None = None) -> tuple[Any, Path | None]:
+    """A client of the server at ``options.uri`` or, without one, of an embedded database.
+
+    The embedded database lives in a private scratch folder (empty, or a copy of ``copy_of``
+    without its lock), so that a save can swap index folders while a server reads the old one.
+
+    Returns:
+        The client, and the scratch folder to remove when done (None for a server).
+    """
+    if options.uri is not None:
+        return _connect(options.uri, options), None
+    scratch = Path(tempfile.mkdtemp(prefix="latentsearch-milvus-"))
+    try:
+        if copy_of is not None:
+            shutil.copytree(copy_of, scratch / DB_FOLDER, ignore=shutil.ignore_patterns("LOCK"))
+        return _connect(str(scratch / DB_FOLDER), options), scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
 def _connect(uri: str, options: MilvusOptions) -> Any:
     """A dedicated client; ImageIndexError naming ``uri`` when it cannot be reached."""
     pymilvus = _pymilvus()
@@ -258,16 +279,7 @@ class MilvusStore(VectorStore):
                 f"the milvus backend builds {', '.join(MILVUS_INDEX)} indexes, not {kind!r}"
             )
         collection = _check_name(options.collection)
-        scratch: Path | None = None
-        if options.uri is None:
-            scratch = Path(tempfile.mkdtemp(prefix="latentsearch-milvus-"))
-            try:
-                client = _connect(str(scratch / DB_FOLDER), options)
-            except BaseException:
-                shutil.rmtree(scratch, ignore_errors=True)
-                raise
-        else:
-            client = _connect(options.uri, options)
+        client, scratch = _open_client(options)
         store = cls(
             options=options,
             collection=collection,
@@ -532,22 +544,12 @@ class MilvusStore(VectorStore):
             timeout=given.timeout,
         )
         fingerprint = dict(manifest["fingerprint"])
-        scratch: Path | None = None
-        if options.uri is None:
-            source = folder / DB_FOLDER
-            if not source.is_dir():
-                raise IndexFormatError(
-                    f"{folder} is not a complete index folder: {DB_FOLDER} is missing"
-                )
-            scratch = Path(tempfile.mkdtemp(prefix="latentsearch-milvus-"))
-            try:
-                shutil.copytree(source, scratch / DB_FOLDER, ignore=shutil.ignore_patterns("LOCK"))
-                client = _connect(str(scratch / DB_FOLDER), options)
-            except BaseException:
-                shutil.rmtree(scratch, ignore_errors=True)
-                raise
-        else:
-            client = _connect(options.uri, options)
+        source = folder / DB_FOLDER
+        if options.uri is None and not source.is_dir():
+            raise IndexFormatError(
+                f"{folder} is not a complete index folder: {DB_FOLDER} is missing"
+            )
+        client, scratch = _open_client(options, copy_of=source if options.uri is None else None)
         store = cls(
             options=options,
             collection=options.collection,
