@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from synthetic import clustered_vectors
 
 from latentsearch.index import backends
 from latentsearch.index.vector_store import VectorStore, create_store
@@ -52,24 +53,6 @@ STORES = {
     "faiss-ivf": ("faiss", "ivf"),
 }
 FINGERPRINT = {"model": "benchmark", "weights_sha256": "0" * 64, "embedding_dim": DIM}
-
-
-def clustered_vectors(n: int, *, seed: int = SEED) -> np.ndarray:
-    """A 1,000-component Gaussian mixture in 128-d, per-axis scale ``j ** -0.25``, rotated.
-
-    Shape: (n, 128), float32.
-    """
-    rng = np.random.default_rng(seed)
-    scale = np.arange(1, DIM + 1, dtype=np.float32) ** -0.25
-    rotation, _ = np.linalg.qr(rng.standard_normal((DIM, DIM)))
-    centres = rng.standard_normal((COMPONENTS, DIM)).astype(np.float32) * scale
-    out = np.empty((n, DIM), dtype=np.float32)
-    for start in range(0, n, 100_000):
-        stop = min(start + 100_000, n)
-        comp = rng.integers(0, COMPONENTS, stop - start)
-        x = centres[comp] + rng.standard_normal((stop - start, DIM), dtype=np.float32) * scale
-        out[start:stop] = x @ rotation.astype(np.float32)
-    return out
 
 
 def _queries(x: np.ndarray, n: int) -> np.ndarray:
@@ -161,7 +144,7 @@ def main() -> None:
 
     rows = []
     for n in args.sizes:
-        x = clustered_vectors(n)
+        x = clustered_vectors(n, DIM, COMPONENTS, seed=SEED)
         queries = _queries(x, args.batch_queries)
         _, exact = backends.exact_neighbors(queries, x, K)
         single = min(args.single_queries, len(queries))

@@ -34,6 +34,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from synthetic import clustered_vectors
 
 from latentsearch.index import backends, duplicates
 
@@ -45,21 +46,6 @@ SEED = 0
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def clustered_vectors(n: int, dim: int, components: int, *, seed: int = SEED) -> np.ndarray:
-    """Gaussian mixture, per-axis scale ``j ** -0.25``, random rotation. Shape: (n, dim)."""
-    rng = np.random.default_rng(seed)
-    scale = np.arange(1, dim + 1, dtype=np.float32) ** -0.25
-    rotation = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
-    centres = rng.standard_normal((components, dim)).astype(np.float32) * scale
-    out = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, 100_000):
-        stop = min(start + 100_000, n)
-        comp = rng.integers(0, components, stop - start)
-        x = centres[comp] + rng.standard_normal((stop - start, dim), dtype=np.float32) * scale
-        out[start:stop] = x @ rotation
-    return out
 
 
 def single_latency(
@@ -89,7 +75,7 @@ def bench_size(
     n: int, dim: int, components: int, n_queries: int, n_single: int, kinds: list[str]
 ) -> dict[str, Any]:
     log(f"{n:,} x {dim}: generating")
-    data = clustered_vectors(n + n_queries, dim, components)
+    data = clustered_vectors(n + n_queries, dim, components, seed=SEED)
     queries, x = data[:n_queries], np.ascontiguousarray(data[n_queries:])
     del data
     _, exact = backends.exact_neighbors(queries, x, K)

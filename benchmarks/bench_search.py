@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
+from synthetic import clustered_vectors
 from threadpoolctl import threadpool_limits
 
 from latentsearch.data import load_data, read_image
@@ -111,28 +112,6 @@ def seed_ae_run() -> tuple[Run, str]:
         "throughput and latency do not depend on the weights, recall and duplicate distances "
         "only slightly"
     )
-
-
-def clustered_vectors(n: int, *, seed: int = SEED) -> np.ndarray:
-    """A Gaussian mixture in 128-d with a decaying spectrum, randomly rotated.
-
-    1,000 components; centres and within-component noise both have per-axis scale
-    ``j ** -0.25`` (j = 1..128) before a random rotation, so components overlap and the
-    data is neither uniformly random (every neighbour equally far, hopeless for HNSW) nor
-    trivially separable. Shape: (n, 128), float32.
-    """
-    rng = np.random.default_rng(seed)
-    d = SYNTHETIC_DIM
-    scale = np.arange(1, d + 1, dtype=np.float32) ** -0.25
-    rotation, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    centres = rng.standard_normal((SYNTHETIC_COMPONENTS, d)).astype(np.float32) * scale
-    out = np.empty((n, d), dtype=np.float32)
-    for start in range(0, n, 100_000):
-        stop = min(start + 100_000, n)
-        comp = rng.integers(0, SYNTHETIC_COMPONENTS, stop - start)
-        x = centres[comp] + rng.standard_normal((stop - start, d), dtype=np.float32) * scale
-        out[start:stop] = x @ rotation.astype(np.float32)
-    return out
 
 
 # ------------------------------------------------------------------------------ timing
@@ -408,7 +387,9 @@ def bench_synthetic_hnsw() -> dict[str, Any]:
 
 
 def _synthetic() -> tuple[np.ndarray, np.ndarray]:
-    everything = clustered_vectors(SYNTHETIC_N + BATCH_QUERIES)
+    everything = clustered_vectors(
+        SYNTHETIC_N + BATCH_QUERIES, SYNTHETIC_DIM, SYNTHETIC_COMPONENTS, seed=SEED
+    )
     return everything[:SYNTHETIC_N], everything[SYNTHETIC_N:]
 
 
