@@ -96,3 +96,54 @@ def test_unreadable_head_and_too_few_images_are_clear_errors(tmp_path: Path) -> 
         load_cluster_head(bad)
     with pytest.raises(ValueError, match="too few"):
         fit_cluster_head(_Identity(), np.zeros((5, 2, 2, 1), np.uint8))
+
+
+class _Linear(EmbeddingModel):
+    """A trainable encoder of 2x2 images: a linear map starting as 'the first 2 pixels'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_channels, self.image_size, self.num_classes, self.embedding_dim = 1, 2, 0, 2
+        self.proj = torch.nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.eye(2, 4))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        return ModelOutput(embedding=self.embed(x))
+
+
+def test_finetuning_trains_a_copy_of_the_encoder_saved_with_the_head(tmp_path: Path) -> None:
+    from latentsearch.augment import AugmentConfig
+
+    rng = np.random.default_rng(0)
+    pixels, labels = _blobs(60, rng)
+    model = _Linear()
+    original = model.proj.weight.detach().clone()
+    views = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0)
+    cfg = ClusterConfig(
+        n_clusters=4,
+        n_neighbours=5,
+        epochs=40,
+        heads=3,
+        self_label_epochs=5,
+        finetune_epochs=3,
+        finetune_lr=1e-2,
+        finetune_batch_size=64,
+    )
+    head = fit_cluster_head(model, pixels, config=cfg, augment_config=views, encoder_sha256="abc")
+    assert torch.equal(model.proj.weight, original)  # the run's encoder is untouched
+    assert head.encoder is not None
+    assert not torch.equal(head.encoder.proj.weight, original)  # the copy was trained
+    assigned = head.assign_images(pixels, model)
+    assert normalized_mutual_info_score(labels, assigned) > 0.9
+    assert any("finetune_scan_loss" in row for row in head.history)
+    path = head.save(tmp_path / "cluster_head.pt")
+    with pytest.raises(ClusterHeadError, match="fine-tuned encoder"):
+        load_cluster_head(path, encoder_sha256="abc")  # needs the architecture to rebuild it
+    again = load_cluster_head(path, encoder_sha256="abc", run_model=model)
+    assert (again.assign_images(pixels, model) == assigned).all()
+    with pytest.raises(ValueError, match="finetune_epochs"):
+        ClusterConfig(finetune_epochs=-1)

@@ -1,18 +1,24 @@
-"""A clustering head on a trained encoder: SCAN (Van Gansbeke et al., 2020) on frozen embeddings.
+"""A clustering head on a trained encoder: SCAN (Van Gansbeke et al., 2020).
 
 KMeans on a contrastive embedding splits it by whatever dominates Euclidean distance; SCAN
 instead trains a small head to give an image and its nearest neighbours the same cluster,
 with an entropy term that keeps every cluster in use, then sharpens the head on its own
-confident predictions (self-labelling). Here the encoder stays frozen: every training image is
-embedded once unaugmented (to mine neighbours) and a few times augmented (the views the head
-learns from), so the head trains in seconds to minutes on a CPU.
+confident predictions (self-labelling).
+
+By default the encoder stays frozen: every training image is embedded once unaugmented (to
+mine neighbours) and a few times augmented (the views the head learns from), so the head
+trains in seconds to minutes on a CPU. With ``finetune_epochs`` the heads, once trained on the
+frozen views, go on training jointly with a copy of the encoder on freshly augmented anchors
+and neighbours, as in SCAN's own recipe; the run's encoder (and so its search) is untouched,
+and the fine-tuned copy is saved with the head, which then assigns clusters from images.
 
 The head is saved in the run folder as ``cluster_head.pt`` beside the checkpoints, tied to the
-encoder's weights by their SHA-256, and ``evaluate`` reports its clusters beside KMeans's.
+run's encoder weights by their SHA-256, and ``evaluate`` reports its clusters beside KMeans's.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Callable
@@ -28,6 +34,7 @@ from latentsearch.augment import AugmentConfig, augment
 from latentsearch.embedding import embed_images, to_tensor
 from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models.base import EmbeddingModel
+from latentsearch.precision import autocast
 from latentsearch.runs import atomic_torch_save, load_versioned
 
 HEAD_FILE = "cluster_head.pt"
@@ -54,8 +61,13 @@ class ClusterConfig:
     lr: float = 1e-3  # Adam learning rate
     hidden: int = 512  # hidden width of each head's MLP
     seed: int = 0  # seeds heads, sampling and augmentations
+    finetune_epochs: int = 0  # passes of SCAN with the encoder trained too (0: frozen)
+    finetune_lr: float = 1e-4  # Adam learning rate of encoder and heads when fine-tuning (SCAN)
+    finetune_batch_size: int = 256  # anchors per fine-tuning step (plus as many neighbours)
 
     def __post_init__(self) -> None:
+        if self.finetune_epochs < 0:
+            raise ConfigError("finetune_epochs", f"must be 0 or more, got {self.finetune_epochs}")
         if self.n_clusters < 2:
             raise ConfigError("n_clusters", f"must be at least 2, got {self.n_clusters}")
         if self.n_neighbours < 1 or self.views < 1 or self.heads < 1 or self.epochs < 1:
@@ -170,6 +182,8 @@ class ClusterHead:
         encoder_sha256: SHA-256 of the encoder weights it was trained on.
         history: Per-epoch losses of the SCAN and self-labelling steps.
         seconds: Wall time the head took to train, embedding included.
+        encoder: The fine-tuned copy of the encoder the head reads, or None when the head
+            reads the run's own (frozen) encoder.
     """
 
     net: nn.Sequential
@@ -177,6 +191,7 @@ class ClusterHead:
     encoder_sha256: str
     history: list[dict[str, float]]
     seconds: float = 0.0
+    encoder: EmbeddingModel | None = None
 
     @torch.no_grad()
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
@@ -186,8 +201,24 @@ class ClusterHead:
         return torch.cat([self.net(b).softmax(-1) for b in x.split(4096)]).numpy()
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
-        """The most probable cluster of each embedding. Shape: (N, D) -> (N,)."""
+        """The most probable cluster of each embedding. Shape: (N, D) -> (N,).
+
+        The embeddings must come from the encoder the head reads: :attr:`encoder` when it has
+        one (see :meth:`assign_images`), else the run's.
+        """
         return self.probabilities(embeddings).argmax(axis=1)
+
+    def assign_images(self, pixels: np.ndarray, run_model: EmbeddingModel) -> np.ndarray:
+        """The most probable cluster of each image, embedded by the encoder the head reads.
+
+        Args:
+            pixels: Shape: (N, H, W, C), uint8.
+            run_model: The run's encoder, used when the head has no fine-tuned one.
+
+        Returns:
+            Shape: (N,).
+        """
+        return self.assign(embed_images(self.encoder or run_model, pixels))
 
     def save(self, path: str | Path) -> Path:
         """Writes the head atomically; returns the path."""
@@ -201,18 +232,27 @@ class ClusterHead:
             "history": self.history,
             "seconds": self.seconds,
         }
+        if self.encoder is not None:
+            state["encoder_state"] = self.encoder.state_dict()
         return atomic_torch_save(state, path)
 
 
-def load_cluster_head(path: str | Path, encoder_sha256: str | None = None) -> ClusterHead:
+def load_cluster_head(
+    path: str | Path,
+    encoder_sha256: str | None = None,
+    run_model: EmbeddingModel | None = None,
+) -> ClusterHead:
     """Reads a head written by :meth:`ClusterHead.save`.
 
     Args:
         path: The head file.
         encoder_sha256: If given, the encoder the head must belong to.
+        run_model: The run's encoder; needed (as the architecture) to rebuild a head's
+            fine-tuned encoder, and otherwise unused.
 
     Raises:
-        ClusterHeadError: Unreadable, not a head, or trained on another encoder.
+        ClusterHeadError: Unreadable, not a head, trained on another encoder, or a fine-tuned
+            head read without ``run_model``.
     """
     path = Path(path)
     state = load_versioned(path, HEAD_FORMAT, what="cluster head", error=ClusterHeadError)
@@ -225,6 +265,15 @@ def load_cluster_head(path: str | Path, encoder_sha256: str | None = None) -> Cl
         config = ClusterConfig(**state["config"])
         net = _mlp(int(state["dim"]), config.n_clusters, config.hidden)
         net.load_state_dict(state["state_dict"])
+        encoder = None
+        if "encoder_state" in state:
+            if run_model is None:
+                raise ClusterHeadError(
+                    f"{path} holds a fine-tuned encoder: read it with the run's model"
+                )
+            encoder = copy.deepcopy(run_model)
+            encoder.load_state_dict(state["encoder_state"])
+            encoder.eval()
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ClusterHeadError(f"{path}: malformed cluster head: {e}") from e
     return ClusterHead(
@@ -233,6 +282,7 @@ def load_cluster_head(path: str | Path, encoder_sha256: str | None = None) -> Cl
         encoder_sha256=str(state["encoder_sha256"]),
         history=list(state.get("history", [])),
         seconds=float(state.get("seconds", 0.0)),
+        encoder=encoder,
     )
 
 
@@ -252,17 +302,19 @@ def fit_cluster_head(
     config: ClusterConfig | None = None,
     augment_config: AugmentConfig | None = None,
     encoder_sha256: str = "",
+    precision: str = "fp32",
     log: Callable[[str], None] | None = None,
 ) -> ClusterHead:
-    """Trains a SCAN head on the frozen embeddings of ``pixels``.
+    """Trains a SCAN head on the embeddings of ``pixels`` (and the encoder, if asked).
 
     Args:
-        model: The trained encoder (not modified).
+        model: The trained encoder (not modified; fine-tuning trains a copy).
         pixels: The images to learn clusters from, e.g. the training images.
             Shape: (N, H, W, C), uint8.
         config: Head settings (default ``ClusterConfig()``).
         augment_config: The views' augmentations (default: the run's contrastive ones).
         encoder_sha256: Recorded so that a head is never used with other weights.
+        precision: Autocast precision of the fine-tuning passes ("fp32", "bf16", "fp16").
         log: Receives one line per stage.
 
     Returns:
@@ -317,6 +369,14 @@ def fit_cluster_head(
             steps += 1
         per_head /= max(steps, 1)
         history.append({"epoch": epoch + 1, "scan_loss": float(per_head.min())})
+    encoder: EmbeddingModel | None = None
+    if cfg.finetune_epochs > 0:
+        encoder = copy.deepcopy(model)
+        per_head = _finetune(encoder, heads, pixels, neighbours, cfg, aug, rng, precision, history)
+        encoder.eval()
+        plain = embed_images(encoder, pixels)
+        views = torch.from_numpy(embed_views(encoder, pixels, cfg.views, aug))
+        say(f"cluster head: fine-tuned the encoder with the heads for {cfg.finetune_epochs} epochs")
     best = int(per_head.argmin())
     say(f"cluster head: SCAN loss {float(per_head[best]):.4f} (best of {cfg.heads} heads)")
     net = heads.heads[best]
@@ -329,7 +389,69 @@ def fit_cluster_head(
         encoder_sha256=encoder_sha256,
         history=history,
         seconds=time.perf_counter() - t0,
+        encoder=encoder,
     )
+
+
+def _finetune(
+    encoder: EmbeddingModel,
+    heads: ClusterHeads,
+    pixels: np.ndarray,
+    neighbours: np.ndarray,
+    cfg: ClusterConfig,
+    aug: AugmentConfig,
+    rng: np.random.Generator,
+    precision: str,
+    history: list[dict[str, float]],
+) -> torch.Tensor:
+    """SCAN with the encoder trained: anchors and a mined neighbour each, freshly augmented.
+
+    Anchors and neighbours go through the encoder as one batch (one BatchNorm batch), the
+    heads score each pair with :func:`scan_loss`, and both encoder and heads step with Adam.
+
+    Args:
+        encoder: Trained in place.
+        heads: Trained in place.
+        pixels: Shape: (N, H, W, C), uint8.
+        neighbours: Mined neighbour indices. Shape: (N, k).
+
+    Returns:
+        Each head's mean SCAN loss over the last epoch. Shape: (H,).
+    """
+    device = next(encoder.parameters()).device
+    heads.to(device)
+    params = [*encoder.parameters(), *heads.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.finetune_lr, weight_decay=1e-4)
+    encoder.train()
+    heads.train()
+    per_head = torch.zeros(cfg.heads)
+    for epoch in range(cfg.finetune_epochs):
+        per_head.zero_()
+        steps = 0
+        order = rng.permutation(len(pixels))
+        for start in range(0, len(order), cfg.finetune_batch_size):
+            anchors = order[start : start + cfg.finetune_batch_size]
+            if len(anchors) < 2:  # BatchNorm cannot train on one item
+                continue
+            picked = neighbours[anchors, rng.integers(0, neighbours.shape[1], len(anchors))]
+            x = augment(to_tensor(pixels[np.concatenate([anchors, picked])], device), aug)
+            with autocast(precision, device):
+                z = encoder.embed(x)
+            logits = heads(z.float())
+            total, _ = scan_loss(
+                logits[:, : len(anchors)], logits[:, len(anchors) :], cfg.entropy_weight
+            )
+            opt.zero_grad(set_to_none=True)
+            total.sum().backward()
+            opt.step()
+            per_head += total.detach().cpu()
+            steps += 1
+        per_head /= max(steps, 1)
+        history.append(
+            {"epoch": cfg.epochs + epoch + 1, "finetune_scan_loss": float(per_head.min())}
+        )
+    heads.cpu()
+    return per_head
 
 
 def _self_label(
@@ -379,7 +501,7 @@ def _self_label(
             steps += 1
         history.append(
             {
-                "epoch": cfg.epochs + epoch + 1,
+                "epoch": cfg.epochs + cfg.finetune_epochs + epoch + 1,
                 "self_label_loss": total / max(steps, 1),
                 "confident": float(len(keep)) / len(plain),
             }

@@ -282,10 +282,15 @@ def score_cluster_head(
     path = head_path(run.path)
     if not path.exists():
         return {}
-    head = load_cluster_head(path, encoder_sha256=run.fingerprint["weights_sha256"])
+    head = load_cluster_head(
+        path, encoder_sha256=run.fingerprint["weights_sha256"], run_model=run.model
+    )
     labels = splits.cluster.labels
     known = labels >= 0
-    assigned = head.assign(cluster_emb[known])
+    if head.encoder is None:
+        assigned = head.assign(cluster_emb[known])
+    else:  # a fine-tuned head reads its own copy of the encoder
+        assigned = head.assign_images(np.asarray(splits.cluster.pixels)[known], run.model)
     scores = clustering_scores(labels[known], assigned)
     return {HEAD_PREFIX + k: v for k, v in scores.items()}
 

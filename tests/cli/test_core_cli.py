@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from latentsearch.cli import build_parser, main
 from latentsearch.runs import Run
@@ -151,6 +152,18 @@ def test_cluster_command_saves_a_head_and_scores_it_beside_kmeans(
     assert main(["evaluate", str(run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["head_nmi"] <= 1.0 and 0.0 <= result["nmi"] <= 1.0
+    # SCAN with the encoder fine-tuned: a copy is trained and saved with the head; the run's
+    # own encoder, and so its search scores, stay as they were.
+    weights = sorted((run / "checkpoints").iterdir())
+    before = [w.read_bytes() for w in weights]
+    assert main(["cluster", str(run), "--finetune-epochs", "1"]) == 0
+    assert "fine-tuned the encoder" in capsys.readouterr().out
+    assert [w.read_bytes() for w in weights] == before
+    assert "encoder_state" in torch.load(run / "cluster_head.pt", weights_only=False)
+    assert main(["evaluate", str(run), "--json"]) == 0
+    tuned = json.loads(capsys.readouterr().out)
+    assert tuned["precision_at_10"] == pytest.approx(result["precision_at_10"])
+    assert 0.0 <= tuned["head_nmi"] <= 1.0
 
 
 def test_init_of_another_architecture_lists_the_mismatch_and_writes_nothing(
@@ -175,6 +188,10 @@ def test_temperature_overrides_the_recipe_and_is_refused_without_a_contrastive_o
     assert cfg.objective_kwargs["temperature"] == 0.3
     assert cfg.objective_kwargs["augment"]["flip"] is False  # the rest of the recipe stays
     assert "replaces the recipe's 0.5" in capsys.readouterr().out
+    args = build_parser().parse_args(["train", "--epochs", "3", "--out", "x"])
+    cfg = _config_from_args(args, load_data("digits"))
+    out = capsys.readouterr().out
+    assert cfg.epochs == 3 and "--epochs 3 replaces the recipe's" in out, out
     argv = ["train", "--model", "seed-ae", "--temperature", "0.3", "--epochs", "1"]
     assert main([*argv, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err

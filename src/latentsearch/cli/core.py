@@ -183,9 +183,14 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         settings: dict[str, Any] = _auto_settings(args, data)
     else:
         settings = resolve_preset(None if args.preset == "auto" else args.preset)
+    source = "recipe" if _wants_auto(args) else "preset"
     for name in _OVERRIDABLE:
-        if getattr(args, name) is not None:
-            settings[name] = getattr(args, name)
+        value = getattr(args, name)
+        if value is not None:
+            if name in settings and settings[name] != value:
+                flag = "--" + name.replace("_", "-")
+                print(f"{flag} {value} replaces the {source}'s {settings[name]}")
+            settings[name] = value
     if args.width is not None:
         settings["model_kwargs"] = {**settings.get("model_kwargs", {}), "width": args.width}
     if args.temperature is not None:
@@ -194,7 +199,7 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         kwargs = dict(settings.get("objective_kwargs", {}))
         if "temperature" in kwargs and kwargs["temperature"] != args.temperature:
             old = kwargs["temperature"]
-            print(f"--temperature {args.temperature:g} replaces the recipe's {old:g}")
+            print(f"--temperature {args.temperature:g} replaces the {source}'s {old:g}")
         settings["objective_kwargs"] = {**kwargs, "temperature": args.temperature}
     return TrainConfig(
         data=args.data,
@@ -342,7 +347,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from latentsearch.clusters import ClusterConfig, fit_cluster_head, head_path
     from latentsearch.data import load_data
     from latentsearch.objectives import ContrastiveObjective
-    from latentsearch.precision import available_cores
+    from latentsearch.precision import available_cores, resolve_precision
     from latentsearch.protocols import make_splits
     from latentsearch.runs import EVAL_FILE, load_run
 
@@ -356,7 +361,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     n_clusters = args.clusters or len(data.train.class_names)
     if n_clusters < 2:
         raise CLIError("these images have no classes to count: pass --clusters K")
-    config = ClusterConfig(n_clusters=n_clusters, seed=args.seed)
+    config = ClusterConfig(
+        n_clusters=n_clusters, seed=args.seed, finetune_epochs=args.finetune_epochs
+    )
     if cfg.objective == "contrastive":
         augment = ContrastiveObjective(**cfg.objective_kwargs).augment
     else:  # an encoder not trained for invariance: only mild views
@@ -367,6 +374,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         config=config,
         augment_config=augment,
         encoder_sha256=run.fingerprint["weights_sha256"],
+        precision=resolve_precision(cfg.precision, next(run.model.parameters()).device),
         log=lambda line: print(line, flush=True),
     )
     path = head.save(head_path(run.path))
@@ -480,11 +488,20 @@ def register(sub: Any) -> None:
         help=COMMANDS["cluster"],
         description="Train a clustering head (SCAN: nearest-neighbour consistency + entropy, "
         "then self-labelling) on the frozen embeddings of the run's training images, save it "
-        "in the run folder, and score it beside KMeans when labels exist.",
+        "in the run folder, and score it beside KMeans when labels exist. With "
+        "--finetune-epochs a copy of the encoder trains with the head (SCAN's full recipe); "
+        "the run's own encoder, and so its search, is unchanged.",
     )
     p.add_argument("run", help="run folder")
     p.add_argument(
         "--clusters", type=int, default=None, help="number of clusters (default: the classes)"
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="after the frozen SCAN step, train a copy of the encoder with the heads for this "
+        "many epochs (about one training epoch's time each; default 0: encoder frozen)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
