@@ -12,6 +12,7 @@ so runs can be scored as they finish. Writes benchmarks/results/beyond.json by d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -55,7 +56,16 @@ def score_run(setting: str, run_dir: Path, data_label: str | None) -> tuple[dict
     cfg = run.config
     result = evaluate_run(run)
     head_file = head_path(run_dir)
-    head_seconds = load_cluster_head(head_file).seconds if head_file.exists() else 0.0
+    head = load_cluster_head(head_file, run_model=run.model) if head_file.exists() else None
+    head_seconds = head.seconds if head else 0.0
+    finetuned: dict[str, Any] = {}
+    if head is not None and head.encoder is not None:
+        # SCAN fine-tuned a copy of the encoder: how that copy retrieves, beside the run's own.
+        tuned = evaluate_run(dataclasses.replace(run, model=head.encoder))
+        finetuned = {
+            "cluster_finetune_epochs": head.config.finetune_epochs,
+            **{f"finetuned_encoder_{k}": tuned[k] for k in KEYS},
+        }
     row: dict[str, Any] = {
         "data": data_label or result["data"],
         "setting": setting,
@@ -67,6 +77,7 @@ def score_run(setting: str, run_dir: Path, data_label: str | None) -> tuple[dict
         "epochs": run.epoch,
         "train_seconds": round(_train_seconds(run_dir) + head_seconds, 1),
         "cluster_head_seconds": round(head_seconds, 1),
+        **finetuned,
         "machine": machine_description(),
         "threads": run.history[-1].get("threads", cfg.threads),
         "precision": run.history[-1].get("precision", "fp32"),

@@ -133,7 +133,11 @@ def test_finetuning_trains_a_copy_of_the_encoder_saved_with_the_head(tmp_path: P
         finetune_lr=1e-2,
         finetune_batch_size=64,
     )
-    head = fit_cluster_head(model, pixels, config=cfg, augment_config=views, encoder_sha256="abc")
+    lines: list[str] = []
+    head = fit_cluster_head(
+        model, pixels, config=cfg, augment_config=views, encoder_sha256="abc", log=lines.append
+    )
+    assert sum("fine-tuning epoch" in line for line in lines) == 3  # the user sees progress
     assert torch.equal(model.proj.weight, original)  # the run's encoder is untouched
     assert head.encoder is not None
     assert not torch.equal(head.encoder.proj.weight, original)  # the copy was trained

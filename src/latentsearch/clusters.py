@@ -372,7 +372,9 @@ def fit_cluster_head(
     encoder: EmbeddingModel | None = None
     if cfg.finetune_epochs > 0:
         encoder = copy.deepcopy(model)
-        per_head = _finetune(encoder, heads, pixels, neighbours, cfg, aug, rng, precision, history)
+        per_head = _finetune(
+            encoder, heads, pixels, neighbours, cfg, aug, rng, precision, history, say
+        )
         encoder.eval()
         plain = embed_images(encoder, pixels)
         views = torch.from_numpy(embed_views(encoder, pixels, cfg.views, aug))
@@ -403,6 +405,7 @@ def _finetune(
     rng: np.random.Generator,
     precision: str,
     history: list[dict[str, float]],
+    say: Callable[[str], None],
 ) -> torch.Tensor:
     """SCAN with the encoder trained: anchors and a mined neighbour each, freshly augmented.
 
@@ -414,6 +417,7 @@ def _finetune(
         heads: Trained in place.
         pixels: Shape: (N, H, W, C), uint8.
         neighbours: Mined neighbour indices. Shape: (N, k).
+        say: Receives one line per epoch.
 
     Returns:
         Each head's mean SCAN loss over the last epoch. Shape: (H,).
@@ -426,6 +430,7 @@ def _finetune(
     heads.train()
     per_head = torch.zeros(cfg.heads)
     for epoch in range(cfg.finetune_epochs):
+        t0 = time.perf_counter()
         per_head.zero_()
         steps = 0
         order = rng.permutation(len(pixels))
@@ -449,6 +454,10 @@ def _finetune(
         per_head /= max(steps, 1)
         history.append(
             {"epoch": cfg.epochs + epoch + 1, "finetune_scan_loss": float(per_head.min())}
+        )
+        say(
+            f"cluster head: fine-tuning epoch {epoch + 1}/{cfg.finetune_epochs}: SCAN loss "
+            f"{float(per_head.min()):.4f}, {time.perf_counter() - t0:.0f}s"
         )
     heads.cpu()
     return per_head

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pytest
 
 from latentsearch.index import storage
@@ -57,3 +59,46 @@ def test_open_members_reads_one_snapshot(tmp_path: Path) -> None:
         assert files["b"].read() == b"v2"
     with pytest.raises(FileNotFoundError), storage.open_members(dest, ["a", "zzz"]):
         pass
+
+
+def _npy_writer(array: np.ndarray):  # type: ignore[no-untyped-def]
+    def write(f: IO[bytes]) -> None:
+        np.save(f, array, allow_pickle=False)
+
+    return write
+
+
+def test_read_npy_maps_the_vectors_copy_on_write_and_outlives_a_swap(tmp_path: Path) -> None:
+    dest = tmp_path / "idx"
+    vectors = np.arange(24, dtype=np.float32).reshape(6, 4)
+    storage.write_folder(dest, {"e.npy": _npy_writer(vectors)})
+    with storage.open_members(dest, ["e.npy"]) as files:
+        mapped = storage.read_npy(files["e.npy"])
+    if os.name == "posix":
+        assert isinstance(mapped, np.memmap)  # not copied into the process's memory
+    storage.write_folder(dest, {"e.npy": _npy_writer(vectors + 100)})  # old file deleted
+    np.testing.assert_array_equal(mapped, vectors)  # still the snapshot that was opened
+    mapped[0, 0] = -1.0  # copy-on-write: the change stays in this process
+    assert np.load(dest / "e.npy")[0, 0] == 100.0
+    empty = tmp_path / "empty"
+    storage.write_folder(empty, {"e.npy": _npy_writer(np.zeros((0, 4), np.float32))})
+    with storage.open_members(empty, ["e.npy"]) as files:
+        assert storage.read_npy(files["e.npy"]).shape == (0, 4)
+
+
+def test_read_npy_refuses_truncated_and_foreign_files(tmp_path: Path) -> None:
+    folder = tmp_path / "idx"
+    full = tmp_path / "full.npy"
+    np.save(full, np.ones((100, 8), np.float32))
+    storage.write_folder(
+        folder,
+        {
+            "cut.npy": _writer(full.read_bytes()[:-64]),
+            "text.npy": _writer(b"not an array at all"),
+        },
+    )
+    with storage.open_members(folder, ["cut.npy", "text.npy"]) as files:
+        with pytest.raises(ValueError, match="truncated"):
+            storage.read_npy(files["cut.npy"])
+        with pytest.raises(ValueError):
+            storage.read_npy(files["text.npy"])

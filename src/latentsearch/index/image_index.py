@@ -568,7 +568,7 @@ class ImageIndex:
                     if absent:
                         raise FileNotFoundError(errno.ENOENT, "missing", absent[0])
                     if EMBEDDINGS_FILE in needed:
-                        embeddings = np.load(files[EMBEDDINGS_FILE], allow_pickle=False)
+                        embeddings = storage.read_npy(files[EMBEDDINGS_FILE])
                         _check_embeddings(path, embeddings, manifest, len(items))
                     store = vector_store.open_store(
                         path,

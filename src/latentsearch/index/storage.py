@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 from latentsearch.data.scratch import remove_abandoned, scratch_dir
 
 _AT_FDCWD = -100
@@ -164,3 +166,38 @@ def open_members(path: Path, names: list[str]) -> Iterator[dict[str, IO[bytes]]]
         else:
             files = {n: stack.enter_context(open(path / n, "rb")) for n in names}
         yield files
+
+
+def read_npy(f: IO[bytes]) -> np.ndarray:
+    """Reads a ``.npy`` array from an open file, memory-mapped where the system allows.
+
+    Mapping keeps a large index's vectors (4·D bytes each) out of the process's own memory
+    until pages are touched, so an IVF-PQ index re-ranks from the page cache instead of
+    holding every float in RAM. The map is copy-on-write: writing to the array never reaches
+    the file. On POSIX the open file (and so the map) outlives a save that swaps and deletes
+    the folder; on Windows, where a mapped file cannot be deleted, the array is read instead.
+
+    Raises:
+        ValueError: When the file is not a valid ``.npy`` array.
+    """
+    if os.name != "posix":
+        return np.asarray(np.load(f, allow_pickle=False))
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:  # pragma: no cover - read_magic refuses other versions already
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError("the array holds Python objects, not numbers")
+    offset = f.tell()
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = os.fstat(f.fileno()).st_size
+    if size < expected:
+        raise ValueError(f"truncated .npy file: {size} bytes, the header promises {expected}")
+    if int(np.prod(shape, dtype=np.int64)) == 0:  # mmap cannot map zero bytes
+        return np.zeros(shape, dtype=dtype, order="F" if fortran else "C")
+    return np.memmap(
+        f, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C"
+    )
