@@ -54,14 +54,15 @@ def score_run(setting: str, run_dir: Path, data_label: str | None) -> tuple[dict
     """One table row for a trained run, and the run's data spec."""
     run = load_run(run_dir)
     cfg = run.config
-    result = evaluate_run(run)
+    data = load_data(cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir)
+    result = evaluate_run(run, data=data)
     head_file = head_path(run_dir)
     head = load_cluster_head(head_file, run_model=run.model) if head_file.exists() else None
     head_seconds = head.seconds if head else 0.0
     finetuned: dict[str, Any] = {}
     if head is not None and head.encoder is not None:
         # SCAN fine-tuned a copy of the encoder: how that copy retrieves, beside the run's own.
-        tuned = evaluate_run(dataclasses.replace(run, model=head.encoder))
+        tuned = evaluate_run(dataclasses.replace(run, model=head.encoder), data=data)
         finetuned = {
             "cluster_finetune_epochs": head.config.finetune_epochs,
             **{f"finetuned_encoder_{k}": tuned[k] for k in KEYS},

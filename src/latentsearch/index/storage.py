@@ -187,7 +187,7 @@ def read_npy(f: IO[bytes]) -> np.ndarray:
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
     elif version in ((2, 0), (3, 0)):
         shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:  # pragma: no cover - read_magic refuses other versions already
+    else:
         raise ValueError(f"unsupported .npy version {version}")
     if dtype.hasobject:
         raise ValueError("the array holds Python objects, not numbers")
