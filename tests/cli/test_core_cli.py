@@ -197,3 +197,20 @@ def test_temperature_overrides_the_recipe_and_is_refused_without_a_contrastive_o
     err = capsys.readouterr().err
     assert "--temperature is for the contrastive objective" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_under_torchrun_only_rank_0_says_what_replaces_the_recipe(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentsearch.cli.core import _config_from_args
+    from latentsearch.data import load_data
+
+    argv = ["train", "--temperature", "0.3", "--epochs", "3", "--out", "x"]
+    for rank, expected in (("1", ""), ("0", "--epochs 3 replaces the recipe's")):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        cfg = _config_from_args(build_parser().parse_args(argv), load_data("digits"))
+        out = capsys.readouterr().out
+        assert cfg.epochs == 3 and cfg.objective_kwargs["temperature"] == 0.3  # same config
+        assert expected in out and ("replaces" in out) == (rank == "0"), out
+        assert ("auto recipe:" in out) == (rank == "0"), out

@@ -23,7 +23,7 @@ def is_expected(error: BaseException) -> bool:
     return isinstance(error, LatentsearchError | CLIError | FileNotFoundError)
 
 
-PARAMETER_ALIASES = {"run_path": "run", "index_path": "index"}
+PARAMETER_ALIASES = {"run_path": "run", "index_path": "index", "variants": "models"}
 """Library parameters whose command-line option has another destination name."""
 
 _NAMED = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)(?:=([^`]*))?`")

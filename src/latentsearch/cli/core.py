@@ -103,7 +103,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--temperature",
         type=float,
         default=None,
-        help="NT-Xent temperature of the contrastive objective (auto: 0.5 under 20 px, else 0.2)",
+        help="NT-Xent temperature of the contrastive objective (default: 0.5)",
     )
     p.add_argument(
         "--init",
@@ -162,15 +162,21 @@ def _wants_auto(args: argparse.Namespace) -> bool:
     return args.model is None and args.objective is None and not args.label_fraction
 
 
-def _auto_settings(args: argparse.Namespace, data: Any) -> dict[str, Any]:
+def _say(line: str) -> None:
+    """Prints a line once per job: on rank 0 only when torchrun starts several processes."""
     from latentsearch.distributed import context
+
+    if context().is_main:
+        print(line, flush=True)
+
+
+def _auto_settings(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     from latentsearch.presets import auto_recipe
     from latentsearch.protocols import make_splits
 
     fit = make_splits(data, args.protocol).fit
     recipe = auto_recipe(fit.pixels, n_fit=len(fit))
-    if context().is_main:
-        print("auto recipe: " + "; ".join(recipe.reasons), flush=True)
+    _say("auto recipe: " + "; ".join(recipe.reasons))
     return recipe.overrides
 
 
@@ -189,7 +195,7 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         if value is not None:
             if name in settings and settings[name] != value:
                 flag = "--" + name.replace("_", "-")
-                print(f"{flag} {value} replaces the {source}'s {settings[name]}")
+                _say(f"{flag} {value} replaces the {source}'s {settings[name]}")
             settings[name] = value
     if args.width is not None:
         settings["model_kwargs"] = {**settings.get("model_kwargs", {}), "width": args.width}
@@ -199,7 +205,7 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         kwargs = dict(settings.get("objective_kwargs", {}))
         if "temperature" in kwargs and kwargs["temperature"] != args.temperature:
             old = kwargs["temperature"]
-            print(f"--temperature {args.temperature:g} replaces the {source}'s {old:g}")
+            _say(f"--temperature {args.temperature:g} replaces the {source}'s {old:g}")
         settings["objective_kwargs"] = {**kwargs, "temperature": args.temperature}
     return TrainConfig(
         data=args.data,
@@ -391,8 +397,19 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- reproduce
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from latentsearch.reproduce import reproduce
+    from latentsearch.reproduce import merge_rows, reproduce, seed_spread
 
+    json_out = Path(args.json_out) if args.json_out else None
+    old_rows: list[dict[str, Any]] = []
+    if json_out is not None and json_out.exists():
+        # Read before training, so a file that is not ours fails in seconds, not hours.
+        try:
+            old_rows = json.loads(json_out.read_text())["rows"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CLIError(
+                f"--json-out {json_out} exists but is not a reproduce results file ({e}); "
+                "choose another path"
+            ) from e
     rows = reproduce(
         data=args.data,
         data_dir=args.data_dir,
@@ -401,17 +418,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         threads=args.threads,
         data_label=args.data_label,
+        seeds=args.seeds,
+        variants=args.models,
         log=lambda line: print(line, flush=True),
     )
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-        print(f"wrote {args.json_out}")
+    if json_out is not None:
+        all_rows = merge_rows(old_rows, rows)
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(
+            json.dumps({"rows": all_rows, "seed_spread": seed_spread(all_rows)}, indent=2) + "\n"
+        )
+        print(f"wrote {json_out} ({len(rows)} new rows, {len(all_rows)} in all)")
     print_table(
         rows,
         [
             "protocol",
             "model",
+            "seed",
             "nmi",
             "published_nmi",
             "ri",
@@ -423,6 +446,35 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             "train_seconds",
         ],
     )
+    spread = seed_spread(rows)
+    if spread:
+        print("\nover training seeds (mean ± sample sd):")
+        print_table(
+            [
+                {
+                    "protocol": r["protocol"],
+                    "model": r["model"],
+                    "seeds": " ".join(map(str, r["seeds"])),
+                    **{
+                        k: f"{r[k + '_mean']:.3f} ± {r[k + '_sd']:.3f}"
+                        for k in ("nmi", "ri", "precision_at_10")
+                    },
+                    "published_nmi": r["published_nmi"],
+                    "published_ri": r["published_ri"],
+                }
+                for r in spread
+            ],
+            [
+                "protocol",
+                "model",
+                "seeds",
+                "nmi",
+                "published_nmi",
+                "ri",
+                "published_ri",
+                "precision_at_10",
+            ],
+        )
     return 0
 
 
@@ -519,8 +571,29 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="runs/reproduce", help="folder for the four runs")
     p.add_argument("--protocols", nargs="+", default=list(STUDY_PROTOCOLS), choices=list(PROTOCOLS))
     p.add_argument("--epochs", type=int, default=STUDY_EPOCHS, help=f"the study: {STUDY_EPOCHS}")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["vanilla", "hint"],
+        choices=["vanilla", "hint"],
+        help="which of the study's models to train (default: both)",
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="training seeds (weights, batch order; the split stays the protocol's); with two "
+        "or more, the mean and standard deviation over seeds are printed and written. Seed 0 "
+        "trains into <protocol>-<model>, others into <protocol>-<model>-seed<S>",
+    )
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json-out", default=None, help="also write the rows to this JSON file")
+    p.add_argument(
+        "--json-out",
+        default=None,
+        help="also write the rows to this JSON file; rows already in it for another "
+        "(protocol, model, seed) are kept, and the seed spread is recomputed over all of them",
+    )
     p.add_argument("--data-label", default=None, help="how to name the data in the rows")
     p.set_defaults(func=cmd_reproduce)
 
