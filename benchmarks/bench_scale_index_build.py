@@ -135,10 +135,17 @@ def _generate(root: Path, n: int, sources: list[Path], jobs: int) -> float:
 
 
 def _index(
-    run: Path, images: Path, out: Path, workers: int | None, ranks: int, report: Path
+    run: Path,
+    images: Path,
+    out: Path,
+    workers: int | None,
+    ranks: int,
+    report: Path,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Runs ``latentsearch index`` once; returns its JSON summary, wall time and memory."""
     argv = ["index", str(run), str(images), "--out", str(out), "--json"]
+    argv += ["--precision", precision]
     if workers is not None:
         argv += ["--workers", str(workers)]
     if ranks > 1:
@@ -166,6 +173,7 @@ def _index(
         "embed_and_index_s": round(summary["index_seconds"], 3),
         "save_s": round(summary["save_seconds"], 3),
         "index_type": summary["index_type"],
+        "precision": summary["precision"],
         "streamed": summary.get("streamed"),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
@@ -177,12 +185,12 @@ def _index(
     return row
 
 
-def _merge_results(path: Path, section: dict[str, Any]) -> None:
-    """Sets ``index_build`` in the JSON file at ``path``, keeping its other sections."""
+def _merge_results(path: Path, name: str, section: dict[str, Any]) -> None:
+    """Sets section ``name`` in the JSON file at ``path``, keeping its other sections."""
     data: dict[str, Any] = {}
     if path.exists():
         data = json.loads(path.read_text(encoding="utf-8"))
-    data["index_build"] = section
+    data[name] = section
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -207,7 +215,19 @@ def main() -> None:
         default=[-1],
         help="--workers values for the CIFAR-10 run (-1: the command's default)",
     )
+    ap.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="`index --precision` values for the CIFAR-10 runs (the scale runs use the first)",
+    )
     ap.add_argument("--ranks", type=int, default=2, help="also run CIFAR-10 under torchrun")
+    ap.add_argument(
+        "--section",
+        default="index_build",
+        help="the results file's section to write (the others are kept)",
+    )
     ap.add_argument("--workdir", default=None, help="where images are generated (deleted)")
     ap.add_argument("--out", default="benchmarks/results/scale.json", type=Path)
     args = ap.parse_args()
@@ -225,15 +245,20 @@ def main() -> None:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(src, dest)
         cifar_rows = []
-        for w in args.workers:
-            workers = None if w < 0 else w
-            row = _index(run, cifar, work / "c.index", workers, 1, work / "r.json")
-            cifar_rows.append(row)
-            print(f"cifar10 workers={w}: {row['images_per_second']:.0f} img/s", flush=True)
-        if args.ranks > 1:
-            row = _index(run, cifar, work / "c.index", None, args.ranks, work / "r.json")
-            cifar_rows.append(row)
-            print(f"cifar10 ranks={args.ranks}: {row['images_per_second']:.0f} img/s", flush=True)
+        for precision in args.precisions:
+            for w in args.workers:
+                workers = None if w < 0 else w
+                row = _index(run, cifar, work / "c.index", workers, 1, work / "r.json", precision)
+                cifar_rows.append(row)
+                rate = row["images_per_second"]
+                print(f"cifar10 {precision} workers={w}: {rate:.0f} img/s", flush=True)
+            if args.ranks > 1:
+                row = _index(
+                    run, cifar, work / "c.index", None, args.ranks, work / "r.json", precision
+                )
+                cifar_rows.append(row)
+                rate = row["images_per_second"]
+                print(f"cifar10 {precision} ranks={args.ranks}: {rate:.0f} img/s", flush=True)
         shutil.rmtree(work / "c.index", ignore_errors=True)
 
         scale_rows = []
@@ -242,7 +267,9 @@ def main() -> None:
             images = work / f"images-{n}"
             gen_s = _generate(images, n, sources, jobs=os.cpu_count() or 1)
             try:
-                row = _index(run, images, work / "s.index", None, 1, work / "r.json")
+                row = _index(
+                    run, images, work / "s.index", None, 1, work / "r.json", args.precisions[0]
+                )
                 row["generate_s"] = round(gen_s, 1)
                 index_bytes = sum(
                     p.stat().st_size for p in (work / "s.index").iterdir() if p.is_file()
@@ -276,8 +303,8 @@ def main() -> None:
         "chunk at a time and stay flat. An index must hold 128 float32 (512 bytes) plus an "
         "id, path, label and SHA-256 per image.",
     }
-    _merge_results(args.out, section)
-    print(f"merged index_build into {args.out}")
+    _merge_results(args.out, args.section, section)
+    print(f"merged {args.section} into {args.out}")
 
 
 if __name__ == "__main__":

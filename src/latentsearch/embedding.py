@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from latentsearch.models.base import EmbeddingModel
+from latentsearch.precision import autocast, resolve_precision
 
 
 def to_tensor(pixels: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
@@ -36,6 +37,7 @@ def embed_images(
     batch_size: int = 512,
     device: torch.device | None = None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Embeds images in batches, in eval mode.
 
@@ -45,12 +47,16 @@ def embed_images(
         batch_size: Images per forward pass.
         device: Where to run; defaults to the model's device.
         progress: Show a progress bar on a terminal.
+        precision: ``fp32`` (exact, the default), ``bf16``/``fp16`` autocast, or ``auto``
+            (see ``latentsearch.precision``). Mixed precision is about twice as fast on CPUs
+            with native bf16 and moves each vector by ~1e-2 of its length.
 
     Returns:
-        Embeddings. Shape: (N, D), float32.
+        Embeddings, float32 whatever the precision. Shape: (N, D).
 
     Raises:
         ValueError: When the images do not have the model's input shape.
+        PrecisionError: When the device cannot run ``precision``.
     """
     if pixels.ndim != 4:
         raise ValueError(f"expected images of shape (N, H, W, C), got {pixels.shape}")
@@ -65,6 +71,7 @@ def embed_images(
     from latentsearch.progress import show_progress
 
     device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     was_training = model.training
     model.eval()
     out = np.empty((len(pixels), model.embedding_dim), dtype=np.float32)
@@ -76,7 +83,9 @@ def embed_images(
             disable=not show_progress(progress),
         ):
             x = to_tensor(pixels[start : start + batch_size], device)
-            out[start : start + len(x)] = model.embed(x).float().cpu().numpy()
+            with autocast(precision, device):
+                z = model.embed(x)
+            out[start : start + len(x)] = z.float().cpu().numpy()
     finally:
         model.train(was_training)
     return out

@@ -77,6 +77,7 @@ def test_index_search_duplicates_end_to_end(
     assert built["index_type"] == "flat" and built["recall_at_10"] is None
     assert [s["path"] for s in built["skipped"]] == [str(folder.resolve() / "green/bad.jpg")]
     assert built["images_per_second"] > 0 and built["seconds"] > 0
+    assert built["precision"] == "fp32"  # the default: exact vectors
 
     query = folder / "red" / "3.png"
     found = _json(capsys, ["search", str(idx), str(query), "-k", "4", "--json"])
@@ -156,6 +157,8 @@ def test_errors_are_one_line_with_exit_code_2(
     assert "weights" in _fails(capsys, ["search", str(idx), query, "--run", str(other)])
     update = ["index", str(other), str(folder), "--update", str(idx)]
     assert "not the run that built" in _fails(capsys, update)
+    again = ["index", str(run), str(folder), "--update", str(idx), "--precision", "bf16"]
+    assert "--update embeds in the index's own precision (fp32)" in _fails(capsys, again)
     assert "refusing" in _fails(capsys, ["index", str(run), str(folder), "--out", str(folder)])
     assert "-k" in _fails(capsys, ["search", str(idx), query, "-k", "0"])
     assert "positive" in _fails(capsys, ["duplicates", str(idx), "--threshold", "-1"])

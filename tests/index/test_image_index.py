@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from latentsearch import embedding
 from latentsearch.data import ImageData, load_data, read_image
 from latentsearch.index import (
     FingerprintMismatch,
@@ -22,6 +23,7 @@ from latentsearch.index import (
     storage,
 )
 from latentsearch.metrics import nearest_neighbors
+from latentsearch.precision import PrecisionError, cpu_has_native_bf16
 from latentsearch.runs import Run
 
 PER_CLASS = 6  # images per class folder in the fixture (conftest.make_folder)
@@ -423,3 +425,76 @@ def test_stored_pixels_of_array_sources_come_from_the_recorded_spec(tiny_run: Ru
     elsewhere = ImageIndex.build(tiny_run, subset, data_spec="/no/such/folder")
     with pytest.raises(StoredPixelsUnavailable, match="cannot be loaded here"):
         elsewhere.stored_pixels(item_id)
+
+
+# ---------------------------------------------------------------------------- precision
+needs_bf16 = pytest.mark.skipif(
+    not cpu_has_native_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 / AMX)"
+)
+
+
+@needs_bf16
+def test_a_bf16_index_records_its_precision_and_queries_in_it(
+    run: Run, index: ImageIndex, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _data(folder)
+    fast = ImageIndex.build(run, data, precision="bf16")
+    assert (index.precision, fast.precision) == ("fp32", "bf16")
+    # Close to the fp32 vectors, not equal to them: autocast did run.
+    gap = np.linalg.norm(fast.embeddings - index.embeddings, axis=1)
+    assert 0 < gap.max() < 0.05 * np.linalg.norm(index.embeddings, axis=1).min()
+    fast.save(tmp_path / "bf16")
+    loaded = ImageIndex.load(tmp_path / "bf16")
+    assert loaded.precision == "bf16" and loaded.manifest["precision"] == "bf16"
+    used: list[str] = []
+    real = image_index.embed_images
+
+    def spying(model, pixels, **kw):  # type: ignore[no-untyped-def]
+        used.append(kw.get("precision", "fp32"))
+        return real(model, pixels, **kw)
+
+    monkeypatch.setattr(image_index, "embed_images", spying)
+    hits = loaded.search_images(run, data.pixels, 1)
+    assert used == ["bf16"]
+    assert [row[0].id for row in hits] == [it.id for it in loaded.items]
+    assert max(row[0].distance for row in hits) < 1e-6  # the same vectors as indexed
+
+
+def test_an_index_without_a_recorded_precision_is_fp32(index: ImageIndex, tmp_path: Path) -> None:
+    index.save(tmp_path / "old")
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    assert manifest.pop("precision") == "fp32"
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    assert ImageIndex.load(tmp_path / "old").precision == "fp32"
+    manifest["precision"] = "int3"
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="unknown precision 'int3'"):
+        ImageIndex.load(tmp_path / "old")
+
+
+def test_a_precision_that_is_not_a_made_one_is_refused(run: Run, index: ImageIndex) -> None:
+    with pytest.raises(ImageIndexError, match="precision must be one of fp32, bf16, fp16"):
+        ImageIndex.from_embeddings(
+            run, index.embeddings.copy(), index.items, class_names=[], source="", precision="auto"
+        )
+
+
+def test_queries_fall_back_to_fp32_with_a_warning_where_the_precision_is_missing(
+    run: Run, index: ImageIndex, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An index embedded in bf16 elsewhere, searched on a machine without bf16.
+    elsewhere = ImageIndex.from_embeddings(
+        run, index.embeddings.copy(), index.items, class_names=[], source="", precision="bf16"
+    )
+
+    def no_bf16(name: str, device: object) -> str:
+        if name != "fp32":
+            raise PrecisionError(f"precision {name}: this CPU has no native bf16")
+        return name
+
+    monkeypatch.setattr(image_index, "resolve_precision", no_bf16)
+    monkeypatch.setattr(embedding, "resolve_precision", no_bf16)
+    pixels = _data(folder).pixels[:3]
+    with pytest.warns(RuntimeWarning, match="embedded in bf16, which this machine lacks"):
+        hits = elsewhere.search_images(run, pixels, 2)
+    assert [[n.id for n in row] for row in hits] == _neighbor_ids(index, run, pixels, 2)

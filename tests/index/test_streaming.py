@@ -16,6 +16,7 @@ from PIL import Image
 
 from latentsearch.data import DataError, load_data
 from latentsearch.index import ImageIndex, ImageIndexError, all_images, streaming
+from latentsearch.precision import cpu_has_native_bf16
 from latentsearch.runs import Run
 
 SIZE = 8  # the session's colour runs take 8x8 images
@@ -104,9 +105,9 @@ def test_a_killed_job_resumes_from_its_shards(
     embedded: list[int] = []
     real_embed = streaming.embed_images
 
-    def counting_embed(model: object, pixels: np.ndarray) -> np.ndarray:
+    def counting_embed(model: object, pixels: np.ndarray, **kw: str) -> np.ndarray:
         embedded.append(len(pixels))
-        return real_embed(model, pixels)  # type: ignore[arg-type]
+        return real_embed(model, pixels, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(streaming, "embed_images", counting_embed)
     done: list[int] = []
@@ -164,6 +165,25 @@ def test_another_run_or_file_list_starts_over_and_says_why(
     result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6)
     assert result.stats.restarted == "they were made with another file list"
     assert result.index is not None and "blue/new.png" in {it.id for it in result.index.items}
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_another_precision_starts_over_and_the_index_records_it(
+    run: Run, folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.index"
+
+    def kill(chunk: int) -> None:
+        raise _Kill(chunk)
+
+    with pytest.raises(_Kill):
+        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
+    result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6, precision="bf16")
+    assert result.stats.restarted == "they were made with another precision"
+    assert result.stats.resumed_chunks == 0 and result.index is not None
+    assert result.index.precision == "bf16"
+    want = ImageIndex.build(run, all_images(load_data(str(folder), image_size=8)), precision="bf16")
+    np.testing.assert_allclose(result.index.embeddings, want.embeddings, rtol=1e-5, atol=1e-5)
 
 
 def test_a_second_job_on_the_same_output_is_refused(run: Run, folder: Path, tmp_path: Path) -> None:

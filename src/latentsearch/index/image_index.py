@@ -8,10 +8,12 @@
 An index folder holds ``index.faiss`` (the FAISS structure), ``embeddings.npy`` (float32
 ``(N, D)``, kept so updates re-embed only new files and so duplicates can be found) and
 ``manifest.json``: the format version, the run's fingerprint, the metric, the index kind and
-its settings, the measured recall, where the images came from, the class names and one entry
-per item (id, path, label, SHA-256 of the file). With ``backend="milvus"`` the vectors live in
-Milvus instead of ``index.faiss`` (``latentsearch.index.milvus``): an embedded ``milvus.db``
-in the folder, or a server's collection named in the manifest.
+its settings, the measured recall, the precision the images were embedded in (``fp32``, or
+``bf16``/``fp16`` autocast; queries are embedded in the same one), where the images came from,
+the class names and one entry per item (id, path, label, SHA-256 of the file). With
+``backend="milvus"`` the vectors live in Milvus instead of ``index.faiss``
+(``latentsearch.index.milvus``): an embedded ``milvus.db`` in the folder, or a server's
+collection named in the manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import errno
 import hashlib
 import json
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -39,6 +42,7 @@ from latentsearch.index.errors import (
     StoredPixelsUnavailable,
     UnknownItem,
 )
+from latentsearch.precision import PrecisionError, resolve_precision
 
 if TYPE_CHECKING:
     from latentsearch.runs import Run
@@ -49,6 +53,9 @@ INDEX_FORMAT = "latentsearch-index/1"
 INDEX_FILE = "index.faiss"
 EMBEDDINGS_FILE = "embeddings.npy"
 MANIFEST_FILE = "manifest.json"
+
+EMBED_PRECISIONS = ("fp32", "bf16", "fp16")
+"""What a manifest's ``precision`` may say: how the indexed images were embedded."""
 
 FINGERPRINT_KEYS = ("model", "weights_sha256", "image_size", "in_channels", "embedding_dim")
 """What identifies the run that built an index."""
@@ -205,6 +212,8 @@ def _check_manifest_values(manifest: dict[str, Any]) -> None:
         raise TypeError(f"recall_at_10 must be a number or null, got {recall!r:.80}")
     if manifest["index_type"] not in backends.INDEX_TYPES[1:]:
         raise ValueError(f"unknown index_type {manifest['index_type']!r:.40}")
+    if manifest.get("precision", "fp32") not in EMBED_PRECISIONS:
+        raise ValueError(f"unknown precision {manifest['precision']!r:.40}")
 
 
 def _parse_manifest(path: Path, manifest: Any) -> list[IndexItem]:
@@ -255,6 +264,11 @@ def _check_images(run: Run, data: ImageData) -> None:
         raise ImageIndexError(f"nothing to index: {data.source or 'the data'} holds no images")
 
 
+def _model_device(run: Run) -> Any:
+    """The device the run's model is on (``torch.device``)."""
+    return next(run.model.parameters()).device
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -301,6 +315,7 @@ class ImageIndex:
         data_spec: str | None = None,
         embeddings: np.ndarray | None = None,
         backend: str | vector_store.MilvusOptions = vector_store.DEFAULT_BACKEND,
+        precision: str = "fp32",
     ) -> ImageIndex:
         """Embeds every image of ``data`` with ``run``'s model and indexes the embeddings.
 
@@ -318,6 +333,10 @@ class ImageIndex:
             backend: Where the vectors live: ``faiss`` (in memory, saved as
                 ``index.faiss``), ``milvus`` (an embedded milvus-lite database in the index
                 folder) or ``MilvusOptions(uri=...)`` (a Milvus server or cluster).
+            precision: How to embed (``embed_images``): ``fp32`` (the default, exact),
+                ``bf16``/``fp16`` autocast or ``auto``. Recorded in the manifest; queries and
+                updates embed in the same precision. With ``embeddings``: the precision they
+                were made in.
 
         Returns:
             The index, not yet saved.
@@ -325,12 +344,16 @@ class ImageIndex:
         Raises:
             ImageIndexError: For images of the wrong size, no images, duplicate ids, an
                 unknown ``index_type``, or ``embeddings`` of another shape.
+            PrecisionError: When this machine cannot embed in ``precision``.
         """
         backends.resolve_index_type(index_type, len(data))
         _check_images(run, data)
         items = _items_of(data)
+        precision = resolve_precision(precision, _model_device(run))
         if embeddings is None:
-            embeddings = embed_images(run.model, data.pixels, progress=progress)
+            embeddings = embed_images(
+                run.model, data.pixels, progress=progress, precision=precision
+            )
         elif embeddings.shape != (len(data), run.model.embedding_dim) or (
             embeddings.dtype != np.float32
         ):
@@ -347,6 +370,7 @@ class ImageIndex:
             index_type=index_type,
             data_spec=data_spec,
             backend=backend,
+            precision=precision,
         )
 
     @classmethod
@@ -361,6 +385,7 @@ class ImageIndex:
         index_type: str = "auto",
         data_spec: str | None = None,
         backend: str | vector_store.MilvusOptions = vector_store.DEFAULT_BACKEND,
+        precision: str = "fp32",
     ) -> ImageIndex:
         """Indexes embeddings already made with ``run``'s model (e.g. streamed, in chunks).
 
@@ -375,14 +400,22 @@ class ImageIndex:
             index_type: See :meth:`build`.
             data_spec: See :meth:`build`.
             backend: See :meth:`build`.
+            precision: The precision the embeddings were made in, one of
+                ``EMBED_PRECISIONS``; queries will be embedded in it too.
 
         Returns:
             The index, not yet saved.
 
         Raises:
-            ImageIndexError: For no items, duplicate ids, an unknown ``index_type``, or
-                embeddings that are not float32 ``(len(items), run.model.embedding_dim)``.
+            ImageIndexError: For no items, duplicate ids, an unknown ``index_type`` or
+                ``precision``, or embeddings that are not float32
+                ``(len(items), run.model.embedding_dim)``.
         """
+        if precision not in EMBED_PRECISIONS:
+            raise ImageIndexError(
+                f"precision must be one of {', '.join(EMBED_PRECISIONS)} (how the embeddings "
+                f"were made), got {precision!r}"
+            )
         if not items:
             raise ImageIndexError(f"nothing to index: {source or 'the data'} holds no images")
         backends.resolve_index_type(index_type, len(items))
@@ -410,6 +443,7 @@ class ImageIndex:
             "index_type_requested": index_type,
             "index_params": dict(store.params),
             "recall_at_10": store.recall_at_10,
+            "precision": precision,
             "run": str(Path(run.path).resolve()),
             "source": source,
             "data": data_spec,
@@ -467,7 +501,9 @@ class ImageIndex:
         embeddings[kept] = self._embeddings[reuse[kept]]
         todo = np.flatnonzero(~kept)
         if todo.size:
-            embeddings[todo] = embed_images(run.model, data.pixels[todo], progress=progress)
+            embeddings[todo] = embed_images(
+                run.model, data.pixels[todo], progress=progress, precision=self._precision_for(run)
+            )
         if report.embedded or report.removed or not np.array_equal(reuse, np.arange(len(items))):
             self._store = self._store.replace(embeddings)
         self._embeddings = embeddings
@@ -669,8 +705,22 @@ class ImageIndex:
             )
         if pixels.dtype != np.uint8:
             raise ImageIndexError(f"pixels must be uint8, got {pixels.dtype}")
-        distances, positions = self.search(embed_images(run.model, pixels), k)
+        vectors = embed_images(run.model, pixels, precision=self._precision_for(run))
+        distances, positions = self.search(vectors, k)
         return [self._neighbors(d, p) for d, p in zip(distances, positions, strict=True)]
+
+    def _precision_for(self, run: Run) -> str:
+        """The index's precision where this machine has it, else fp32 with a warning."""
+        try:
+            return resolve_precision(self.precision, _model_device(run))
+        except PrecisionError as e:
+            warnings.warn(
+                f"the index was embedded in {self.precision}, which this machine lacks ({e}); "
+                "embedding in fp32: neighbours may differ slightly from the index's own",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return "fp32"
 
     def neighbors_of(self, id: str, k: int) -> list[Neighbor]:
         """The ``k`` nearest items of an indexed item, from its stored embedding.
@@ -886,6 +936,12 @@ class ImageIndex:
         """The ``load_data`` spec the images came from, when the builder recorded one."""
         spec = self._meta.get("data")
         return None if spec is None else str(spec)
+
+    @property
+    def precision(self) -> str:
+        """How the indexed images were embedded: ``fp32`` (indexes from before it was
+        recorded), ``bf16`` or ``fp16``; queries and updates are embedded the same way."""
+        return str(self._meta.get("precision", "fp32"))
 
     @property
     def recall_at_10(self) -> float | None:

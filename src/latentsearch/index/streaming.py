@@ -55,6 +55,7 @@ from latentsearch.embedding import embed_images
 from latentsearch.index import backends, vector_store
 from latentsearch.index.errors import ImageIndexError
 from latentsearch.index.image_index import FINGERPRINT_KEYS, ImageIndex, IndexItem
+from latentsearch.precision import resolve_precision
 
 try:
     import fcntl
@@ -182,8 +183,12 @@ class _Job:
     def chunk(self, c: int) -> list[FolderFile]:
         return self.files[c * self.chunk_size : (c + 1) * self.chunk_size]
 
+    @property
+    def precision(self) -> str:
+        return str(self.description["precision"])
 
-def _make_job(run: Run, listing: FolderListing, chunk_size: int) -> _Job:
+
+def _make_job(run: Run, listing: FolderListing, chunk_size: int, precision: str) -> _Job:
     files = [f for split in listing.splits for f in split.files]
     # The file list (ids, labels, known problems) goes in as a digest: job.json stays small.
     h = hashlib.sha256()
@@ -199,6 +204,7 @@ def _make_job(run: Run, listing: FolderListing, chunk_size: int) -> _Job:
         "root": str(listing.root),
         "image_size": int(run.model.image_size),
         "chunk_size": int(chunk_size),
+        "precision": precision,
         "files": len(files),
         "file_list_sha256": h.hexdigest(),
     }
@@ -215,6 +221,7 @@ def _why_different(old: Any, new: dict[str, Any]) -> str | None:
         "root": "another folder",
         "image_size": "another image size",
         "chunk_size": "another chunk size",
+        "precision": "another precision",
         "files": "another file list",
         "file_list_sha256": "another file list",
     }
@@ -406,6 +413,7 @@ def index_folder(
     data_spec: str | None = None,
     backend: str | vector_store.MilvusOptions = vector_store.DEFAULT_BACKEND,
     on_shard: Callable[[int], None] | None = None,
+    precision: str = "fp32",
 ) -> FolderIndexResult:
     """Embeds a folder of images as a stream and saves its index to ``out``.
 
@@ -426,6 +434,8 @@ def index_folder(
         backend: Where the vectors live, see ``ImageIndex.build``.
         on_shard: Called with each chunk's number once its shard is written (a hook for
             tests and progress reports; an exception raised there stops the job, resumably).
+        precision: How to embed, see ``ImageIndex.build``. Part of the job: a restart in
+            another precision starts over.
 
     Returns:
         The index (rank 0 only), where it went, the skipped files and statistics.
@@ -435,6 +445,7 @@ def index_folder(
             image.
         ImageIndexError: For a run that does not take RGB images, a bad ``index_type``,
             ``workers`` or ``chunk_size``, or another job writing the same ``out``.
+        PrecisionError: When this machine cannot embed in ``precision``.
         OSError: When the shards or the index cannot be written.
     """
     from latentsearch import distributed
@@ -450,12 +461,13 @@ def index_folder(
         raise ImageIndexError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     _check_run(run)
     backends.resolve_index_type(index_type, 1)  # an unknown kind fails before any work
+    precision = resolve_precision(precision, next(run.model.parameters()).device)
     if dist.enabled:
         distributed.setup(next(run.model.parameters()).device)
 
     t0 = time.perf_counter()
     listing = list_image_folder(folder)
-    job = _make_job(run, listing, chunk_size)
+    job = _make_job(run, listing, chunk_size, precision)
     out = Path(os.path.abspath(out))
     scratch = shards_dir(out)
     t_list = time.perf_counter()
@@ -588,7 +600,7 @@ def _embed_chunks(
                 decoded = next(stream)
                 t1 = time.perf_counter()
                 embeddings = (
-                    embed_images(run.model, decoded.pixels)
+                    embed_images(run.model, decoded.pixels, precision=job.precision)
                     if len(decoded.pixels)
                     else np.empty((0, dim), dtype=np.float32)
                 )
@@ -673,5 +685,6 @@ def _merge(
         index_type=index_type,
         data_spec=data_spec,
         backend=backend,
+        precision=job.precision,
     )
     return index, skipped
