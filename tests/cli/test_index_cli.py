@@ -141,7 +141,11 @@ def test_hnsw_index_reports_recall(
 
 
 def test_errors_are_one_line_with_exit_code_2(
-    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    runs: tuple[Path, Path],
+    folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run, other = runs
     idx = tmp_path / "idx"
@@ -159,6 +163,11 @@ def test_errors_are_one_line_with_exit_code_2(
     assert "not the run that built" in _fails(capsys, update)
     again = ["index", str(run), str(folder), "--update", str(idx), "--precision", "bf16"]
     assert "--update embeds in the index's own precision (fp32)" in _fails(capsys, again)
+    with monkeypatch.context() as m:  # every torchrun rank would rewrite the same folder
+        m.setenv("RANK", "0")
+        m.setenv("WORLD_SIZE", "2")
+        err = _fails(capsys, ["index", str(run), str(folder), "--update", str(idx)])
+        assert "--update runs in one process" in err
     assert "refusing" in _fails(capsys, ["index", str(run), str(folder), "--out", str(folder)])
     assert "-k" in _fails(capsys, ["search", str(idx), query, "-k", "0"])
     assert "positive" in _fails(capsys, ["duplicates", str(idx), "--threshold", "-1"])

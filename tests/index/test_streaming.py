@@ -15,7 +15,13 @@ import pytest
 from PIL import Image
 
 from latentsearch.data import DataError, load_data
-from latentsearch.index import ImageIndex, ImageIndexError, all_images, streaming
+from latentsearch.index import (
+    FingerprintMismatch,
+    ImageIndex,
+    ImageIndexError,
+    all_images,
+    streaming,
+)
 from latentsearch.precision import cpu_has_native_bf16
 from latentsearch.runs import Run
 
@@ -329,3 +335,63 @@ def test_the_index_command_streams_a_folder_and_resumes(
     assert "resumed" not in text and "skipped 1 file:" in text and "broken.jpg" in text
     assert main([*argv[:-1], "-1"]) == 2
     assert "--workers must be 0 or more" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the update
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_streamed_update_equals_the_in_memory_one_and_decodes_only_what_changed(
+    run: Run, folder: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    folder = _with_bad_files(folder)
+    streamed, _, _ = _expected(run, folder)
+    in_memory, _, _ = _expected(run, folder)
+    noise_image(folder / "blue" / "new.png", seed=7, tint=(0, 0, 1))  # added
+    noise_image(folder / "green" / "01.png", seed=8, tint=(0, 1, 0))  # changed
+    (folder / "red" / "04.png").unlink()  # removed
+    (folder / "red" / "05.jpg").write_bytes(b"\xff\xd8 broken now")  # readable before
+    (folder / "blue" / "bad-new.jpg").write_bytes(b"\xff\xd8 never an image")  # new, unreadable
+    decoded: list[str] = []
+    real = streaming.decode_files
+
+    def spying(paths: list[str], image_size: int) -> object:
+        decoded.extend(Path(p).name for p in paths)
+        return real(paths, image_size)
+
+    if workers == 0:  # the workers' decoding cannot be watched from here
+        monkeypatch.setattr(streaming, "decode_files", spying)
+    result = streaming.update_folder(streamed, run, folder, workers=workers, chunk_size=4)
+    data = all_images(load_data(str(folder), image_size=SIZE))
+    want = in_memory.update(run, data)
+
+    assert result.report == want
+    assert want.added == ["blue/new.png"] and want.changed == ["green/01.png"]
+    assert sorted(want.removed) == ["red/04.png", "red/05.jpg"]
+    assert result.skipped == list(data.skipped)
+    assert result.source == data.source
+    _assert_same(streamed, in_memory)
+    # Hashed: every listed file. Decoded: the new, the changed and the unreadable ones (the
+    # fixture's corrupt red/broken.jpg and green/notes.txt are tried again: they may have
+    # been fixed).
+    names = ["01.png", "05.jpg", "bad-new.jpg", "broken.jpg", "new.png", "notes.txt"]
+    if workers == 0:
+        assert sorted(decoded) == names
+    assert result.decoded == len(names) and result.hashed == len(data) + len(data.skipped)
+
+
+def test_a_streamed_update_without_changes_embeds_nothing(
+    run: Run, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, _, _ = _expected(run, folder)
+    before = index.embeddings.copy()
+    monkeypatch.setattr(streaming, "embed_images", lambda *a, **k: pytest.fail("embedded"))
+    result = streaming.update_folder(index, run, folder, workers=0)
+    assert result.decoded == 1  # only the fixture's corrupt JPEG, tried again and skipped
+    assert [Path(p).name for p, _ in result.skipped] == ["broken.jpg"]
+    assert result.report.embedded == 0 and not result.report.removed
+    np.testing.assert_array_equal(index.embeddings, before)
+
+
+def test_a_streamed_update_refuses_another_run(run: Run, other_run: Run, folder: Path) -> None:
+    index, _, _ = _expected(run, folder)
+    with pytest.raises(FingerprintMismatch):
+        streaming.update_folder(index, other_run, folder, workers=0)

@@ -118,6 +118,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     existing = None
     if args.update:
+        from latentsearch import distributed
+
+        if distributed.context().enabled:
+            raise CLIError("--update runs in one process: start it without torchrun")
         existing = ImageIndex.load(args.update, milvus=_milvus_options(args, args.update))
         existing.check_compatible(run)  # refuse before spending time on decoding
         if args.precision is not None and args.precision != existing.precision:
@@ -130,7 +134,27 @@ def cmd_index(args: argparse.Namespace) -> int:
     spec = _data_spec(args.images)
     update = None
     streamed: dict[str, Any] | None = None
-    if existing is None and is_image_folder(args.images):
+    if existing is not None and is_image_folder(args.images):
+        # Unchanged files are only hashed; new and changed ones are decoded in workers.
+        from latentsearch.index.streaming import update_folder
+
+        if args.workers is not None and args.workers < 0:
+            raise CLIError(f"--workers must be 0 or more, got {args.workers}")
+        t_index = time.perf_counter()
+        folder_update = update_folder(
+            existing,
+            run,
+            args.images,
+            workers=args.workers,
+            progress=not args.json,
+            data_spec=spec,
+        )
+        index, update, out = existing, folder_update.report, Path(args.update)
+        source, skipped = folder_update.source, folder_update.skipped
+        t_save = time.perf_counter()
+        index.save(out)
+        t_end = time.perf_counter()
+    elif existing is None and is_image_folder(args.images):
         # A folder of files streams: decoded in parallel, a chunk at a time, resumable.
         folder_result = _index_streamed(args, run, spec, backend)
         if folder_result.index is None:

@@ -349,8 +349,8 @@ class ImageIndex:
         backends.resolve_index_type(index_type, len(data))
         _check_images(run, data)
         items = _items_of(data)
-        precision = resolve_precision(precision, _model_device(run))
         if embeddings is None:
+            precision = resolve_precision(precision, _model_device(run))
             embeddings = embed_images(
                 run.model, data.pixels, progress=progress, precision=precision
             )
@@ -482,6 +482,33 @@ class ImageIndex:
         self.check_compatible(run)
         _check_images(run, data)
         items = _items_of(data)
+        report, reuse = self.plan_update(items)
+        todo = np.flatnonzero(reuse < 0)
+        new = np.empty((len(todo), self.embedding_dim), dtype=np.float32)
+        if todo.size:
+            new = embed_images(
+                run.model, data.pixels[todo], progress=progress, precision=self.precision_for(run)
+            )
+        self.apply_update(
+            items,
+            reuse,
+            new,
+            source=data.source,
+            class_names=data.class_names,
+            data_spec=data_spec,
+        )
+        return report
+
+    def plan_update(self, items: Sequence[IndexItem]) -> tuple[UpdateReport, np.ndarray]:
+        """What :meth:`update` to ``items`` must embed, without embedding anything.
+
+        Args:
+            items: The images as they are now, with their content hashes.
+
+        Returns:
+            The report, and for each item the position of the stored embedding it keeps
+            (-1: embed it). Shape of the second: (len(items),), int64.
+        """
         report = UpdateReport()
         reuse = np.full(len(items), -1, dtype=np.int64)
         for p, item in enumerate(items):
@@ -495,16 +522,50 @@ class ImageIndex:
                 report.changed.append(item.id)
         new_ids = {it.id for it in items}
         report.removed.extend(it.id for it in self._items if it.id not in new_ids)
+        return report, reuse
 
-        kept = reuse >= 0
+    def apply_update(
+        self,
+        items: Sequence[IndexItem],
+        reuse: np.ndarray,
+        new: np.ndarray,
+        *,
+        source: str,
+        class_names: Sequence[str],
+        data_spec: str | None = None,
+    ) -> None:
+        """Replaces the items with ``items``, as planned by :meth:`plan_update`.
+
+        Args:
+            items: The images as they are now (unique ids).
+            reuse: From :meth:`plan_update`. Shape: (len(items),), int64.
+            new: Embeddings of the items whose ``reuse`` is -1, in item order, made in
+                :attr:`precision`. Shape: (number of -1s, D), float32.
+            source: Where the images came from, for people.
+            class_names: Names of the items' labels.
+            data_spec: New value for the manifest's ``data`` (None keeps the old one).
+
+        Raises:
+            ImageIndexError: For no items, duplicate ids, or arrays of the wrong shape.
+        """
+        if not items:
+            raise ImageIndexError(f"nothing to index: {source or 'the data'} holds no images")
+        if len({it.id for it in items}) != len(items):
+            raise ImageIndexError("image ids must be unique; some id appears more than once")
+        reuse = np.asarray(reuse, dtype=np.int64)
+        todo = np.flatnonzero(reuse < 0)
+        if reuse.shape != (len(items),) or new.shape != (len(todo), self.embedding_dim):
+            raise ImageIndexError(
+                f"an update of {len(items)} items embedding {len(todo)} needs reuse of shape "
+                f"({len(items)},) and new embeddings ({len(todo)}, {self.embedding_dim}), got "
+                f"{reuse.shape} and {new.shape}"
+            )
+        kept = ~(reuse < 0)
         embeddings = np.empty((len(items), self.embedding_dim), dtype=np.float32)
         embeddings[kept] = self._embeddings[reuse[kept]]
-        todo = np.flatnonzero(~kept)
-        if todo.size:
-            embeddings[todo] = embed_images(
-                run.model, data.pixels[todo], progress=progress, precision=self._precision_for(run)
-            )
-        if report.embedded or report.removed or not np.array_equal(reuse, np.arange(len(items))):
+        embeddings[todo] = new
+        same = len(items) == len(self._items) and np.array_equal(reuse, np.arange(len(items)))
+        if not same:
             self._store = self._store.replace(embeddings)
         self._embeddings = embeddings
         self._store.rows = embeddings
@@ -515,14 +576,13 @@ class ImageIndex:
             index_type=self._store.index_type,
             index_params=dict(self._store.params),
             recall_at_10=self._store.recall_at_10,
-            source=data.source,
-            class_names=list(data.class_names),
+            source=source,
+            class_names=list(class_names),
         )
         if data_spec is not None:
             self._meta["data"] = data_spec
         with self._stored_lock:
             self._stored = None  # the source may have changed: load it again when asked
-        return report
 
     # ------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -705,11 +765,11 @@ class ImageIndex:
             )
         if pixels.dtype != np.uint8:
             raise ImageIndexError(f"pixels must be uint8, got {pixels.dtype}")
-        vectors = embed_images(run.model, pixels, precision=self._precision_for(run))
+        vectors = embed_images(run.model, pixels, precision=self.precision_for(run))
         distances, positions = self.search(vectors, k)
         return [self._neighbors(d, p) for d, p in zip(distances, positions, strict=True)]
 
-    def _precision_for(self, run: Run) -> str:
+    def precision_for(self, run: Run) -> str:
         """The index's precision where this machine has it, else fp32 with a warning."""
         try:
             return resolve_precision(self.precision, _model_device(run))

@@ -19,6 +19,10 @@ the chunks (``shard``) into the same scratch folder (the ranks share a file syst
 merges and saves, so the index is the one a single process builds. A file a rank cannot read
 is recorded in its shard and reported by rank 0 like any other skipped file.
 
+Updating: :func:`update_folder` brings an index in line with its folder the same way: every
+file is hashed (in the workers), and only new and changed files are decoded and embedded, a
+chunk at a time; the result equals ``ImageIndex.update`` on the fully decoded folder.
+
 Pixels are not kept: every item of a folder has its file, which is what the page and
 ``search --grid`` show; ``ImageIndex.stored_pixels`` serves only sources without files.
 """
@@ -54,7 +58,7 @@ from latentsearch.data.idx import is_idx_folder
 from latentsearch.embedding import embed_images
 from latentsearch.index import backends, vector_store
 from latentsearch.index.errors import ImageIndexError
-from latentsearch.index.image_index import FINGERPRINT_KEYS, ImageIndex, IndexItem
+from latentsearch.index.image_index import FINGERPRINT_KEYS, ImageIndex, IndexItem, UpdateReport
 from latentsearch.precision import resolve_precision
 
 try:
@@ -688,3 +692,135 @@ def _merge(
         precision=job.precision,
     )
     return index, skipped
+
+
+# ---------------------------------------------------------------------------- the update
+@dataclass(frozen=True)
+class FolderUpdateResult:
+    """What :func:`update_folder` did.
+
+    Attributes:
+        report: Ids added, changed, removed and unchanged.
+        source: Where the images came from, as ``all_images(load_data(folder)).source``.
+        skipped: ``(path, reason)`` for every file not indexed, as ``ImageData.skipped``.
+        hashed: Files hashed to compare with the index (every listed file).
+        decoded: Files decoded and embedded (the new and changed ones).
+    """
+
+    report: UpdateReport
+    source: str
+    skipped: list[tuple[str, str]]
+    hashed: int
+    decoded: int
+
+
+def update_folder(
+    index: ImageIndex,
+    run: Run,
+    folder: str | Path,
+    *,
+    workers: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    data_spec: str | None = None,
+) -> FolderUpdateResult:
+    """Brings ``index`` in line with a folder, decoding only its new and changed files.
+
+    The result equals ``index.update(run, all_images(load_data(folder, image_size=...)))``
+    (same items and order, same report, same skipped files), but unchanged files are only
+    hashed, never decoded, and new ones are decoded a chunk at a time in worker processes.
+    The index is changed in memory; save it to keep the result.
+
+    Args:
+        index: The index to update, built by ``run``.
+        run: The run that built it.
+        folder: A folder of image files (see ``index_folder``).
+        workers: Hashing and decoding processes; None: one per core, 0: in this process.
+        chunk_size: Files per decoded chunk; None picks ``auto_chunk_size``.
+        progress: Show a progress bar on a terminal.
+        data_spec: New value for the manifest's ``data`` (None keeps the old one).
+
+    Returns:
+        The report, the skipped files and how many files were hashed and decoded.
+
+    Raises:
+        FingerprintMismatch: When ``run`` did not build ``index``.
+        DataError: When the folder is missing or a split holds no readable image.
+        ImageIndexError: For a run that does not take RGB images, or bad ``workers`` or
+            ``chunk_size``.
+    """
+    from tqdm.auto import tqdm
+
+    from latentsearch.progress import show_progress
+
+    index.check_compatible(run)
+    _check_run(run)
+    if workers is None:
+        workers = default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ImageIndexError(f"workers must be 0 or more, got {workers!r}")
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(run.model.image_size)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ImageIndexError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    listing = list_image_folder(folder)
+    files = [f for split in listing.splits for f in split.files]
+    split_of = [split.name for split in listing.splits for _ in split.files]
+    cut = [files[i : i + chunk_size] for i in range(0, len(files), chunk_size)]
+    decoder = _Decoder(min(workers, len(cut)), run.model.image_size)
+    try:
+        hashes = [h for chunk in decoder.hashes([[f.path for f in c] for c in cut]) for h in chunk]
+        # A file that cannot be read has no hash: it goes to the decoder, which says why.
+        candidates = [
+            IndexItem(f.id, f.path, f.label, h or None) for f, h in zip(files, hashes, strict=True)
+        ]
+        _, plan = index.plan_update(candidates)
+        todo = [i for i in range(len(files)) if plan[i] < 0]
+        ok = np.ones(len(files), dtype=bool)
+        errors: dict[int, str] = {}
+        new = np.empty((len(todo), index.embedding_dim), dtype=np.float32)
+        n_new = 0
+        precision = index.precision_for(run)
+        batches = [todo[i : i + chunk_size] for i in range(0, len(todo), chunk_size)]
+        with tqdm(
+            total=len(todo), desc="update", unit="img", disable=not show_progress(progress)
+        ) as bar:
+            stream = decoder.decoded([[files[i].path for i in b] for b in batches])
+            for batch in batches:
+                decoded = next(stream)
+                for j, i in enumerate(batch):
+                    if decoded.ok[j]:
+                        # The bytes decoded are the ones to record (the file may have changed
+                        # between hashing and decoding).
+                        candidates[i] = dataclasses.replace(candidates[i], sha256=decoded.sha256[j])
+                    else:
+                        ok[i] = False
+                        errors[i] = decoded.errors[j] or "unreadable"
+                if len(decoded.pixels):
+                    vectors = embed_images(run.model, decoded.pixels, precision=precision)
+                    new[n_new : n_new + len(vectors)] = vectors
+                    n_new += len(vectors)
+                bar.update(len(batch))
+    finally:
+        decoder.close()
+    items = [it for it, good in zip(candidates, ok, strict=True) if good]
+    report, _ = index.plan_update(items)  # unreadable files drop out: removed, or never added
+    reuse = plan[ok]  # -1 exactly where ``new`` has a row, in order
+    skipped: list[tuple[str, str]] = []
+    for part in listing.splits:
+        failed = [(files[i].path, why) for i, why in errors.items() if split_of[i] == part.name]
+        if not any(good and split_of[i] == part.name for i, good in enumerate(ok)):
+            root = listing.root
+            both = [*part.problems, *failed]
+            reasons = "; ".join(f"{Path(p).relative_to(root)}: {why}" for p, why in both[:3])
+            raise DataError(f"no readable image in {part.where} (e.g. {reasons})")
+        skipped.extend([*part.problems, *failed])
+    index.apply_update(
+        items,
+        reuse,
+        new[:n_new],
+        source=listing.source,
+        class_names=listing.class_names,
+        data_spec=data_spec,
+    )
+    return FolderUpdateResult(report, listing.source, skipped, len(files), len(todo))
