@@ -395,6 +395,17 @@ class _Decoder:
 
 
 # ---------------------------------------------------------------------------- the build
+def _checked_sizes(run: Run, workers: object, chunk_size: int | None) -> int:
+    """Refuses bad ``workers`` / ``chunk_size``; returns the chunk size (None: automatic)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ImageIndexError(f"workers must be 0 or more, got {workers!r}")
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(run.model.image_size)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ImageIndexError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return chunk_size
+
+
 def _check_run(run: Run) -> None:
     s, c = run.model.image_size, run.model.in_channels
     if c != 3:
@@ -457,12 +468,7 @@ def index_folder(
     dist = distributed.context()
     if workers is None:
         workers = max(1, default_workers() // dist.local_world_size)  # ranks share the cores
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ImageIndexError(f"workers must be 0 or more, got {workers!r}")
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(run.model.image_size)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ImageIndexError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    chunk_size = _checked_sizes(run, workers, chunk_size)
     _check_run(run)
     backends.resolve_index_type(index_type, 1)  # an unknown kind fails before any work
     precision = resolve_precision(precision, next(run.model.parameters()).device)
@@ -757,12 +763,7 @@ def update_folder(
     _check_run(run)
     if workers is None:
         workers = default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ImageIndexError(f"workers must be 0 or more, got {workers!r}")
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(run.model.image_size)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ImageIndexError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    chunk_size = _checked_sizes(run, workers, chunk_size)
     listing = list_image_folder(folder)
     files = [f for split in listing.splits for f in split.files]
     split_of = [split.name for split in listing.splits for _ in split.files]
