@@ -26,6 +26,9 @@ class AugmentConfig:
     contrast: float = 0.4  # contrast range ±
     saturation: float = 0.4  # saturation range ± (colour images only)
     grayscale_p: float = 0.2  # probability of dropping colour (colour images only)
+    # Hue rotation range ± in turns (colour images only). SimCLR's CIFAR-10 recipe uses 0.1;
+    # the default 0 keeps runs stored before it existed training as they did.
+    hue: float = 0.0
 
 
 def _uniform(n: int, lo: float, hi: float, device: torch.device) -> torch.Tensor:
@@ -72,8 +75,39 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=1, keepdim=True)
 
 
+# RGB -> YIQ (NTSC): Y is luma, the (I, Q) plane holds the hue as an angle.
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]]
+)
+
+
+def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotates each colour image's hue by an angle, keeping its luma.
+
+    The rotation turns the chroma plane of YIQ, a linear colour space, so it is one 3×3 matrix
+    per image: close to HSV's hue shift (what torchvision does) at a fraction of the cost.
+
+    Args:
+        x: RGB images in [0, 1]. Shape: (B, 3, H, W).
+        turns: Hue rotation per image, in turns (1 = 360°). Shape: (B,).
+
+    Returns:
+        Shape: (B, 3, H, W); not clamped.
+    """
+    to_yiq = _RGB_TO_YIQ.to(device=x.device, dtype=torch.float32)
+    from_yiq = torch.linalg.inv(to_yiq)
+    angle = turns.to(torch.float32) * (2 * math.pi)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.zeros(x.shape[0], 3, 3, device=x.device)
+    rot[:, 0, 0] = 1.0
+    rot[:, 1, 1], rot[:, 1, 2] = cos, -sin
+    rot[:, 2, 1], rot[:, 2, 2] = sin, cos
+    m = (from_yiq @ rot @ to_yiq).to(x.dtype)  # (B, 3, 3)
+    return torch.einsum("bij,bjhw->bihw", m, x)
+
+
 def color_jitter(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """Random brightness, contrast and saturation, each applied with probability ``jitter_p``.
+    """Random brightness, contrast, saturation and hue, applied with probability ``jitter_p``.
 
     Args:
         x: Images in [0, 1]. Shape: (B, C, H, W).
@@ -94,6 +128,8 @@ def color_jitter(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     if x.shape[1] == 3:
         g = _grey(y)
         y = (y - g) * factor(cfg.saturation) + g
+        if cfg.hue > 0:
+            y = rotate_hue(y, _uniform(b, -cfg.hue, cfg.hue, dev))
     y = y.clamp(0.0, 1.0)
     return torch.where(apply, y, x)
 
