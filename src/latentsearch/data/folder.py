@@ -466,7 +466,7 @@ def load_image_folder(
 # decode them a chunk at a time, e.g. in worker processes (they are plain picklable functions).
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # no per-object dict: a listing may hold millions
 class FolderFile:
     """One file of a listed folder, not yet read.
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import threading
 import warnings
 from collections.abc import Sequence
@@ -41,6 +40,16 @@ from latentsearch.index.errors import (
     IndexFormatError,
     StoredPixelsUnavailable,
     UnknownItem,
+)
+from latentsearch.index.items import (
+    IndexItem,
+    ItemTable,
+    ItemTableBuilder,
+    ManifestFormatError,
+    ManifestItemsError,
+    item_json,
+    read_manifest,
+    write_manifest,
 )
 from latentsearch.precision import PrecisionError, resolve_precision
 
@@ -68,23 +77,6 @@ _FINGERPRINT_WORDS = {
     "embedding_dim": "embedding size",
 }
 _HASH_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class IndexItem:
-    """One indexed image.
-
-    Attributes:
-        id: Stable identifier from the data source (a folder's path relative to its root).
-        path: Absolute file path, None for array sources (digits, CIFAR-10 batches).
-        label: Class index, -1 when unknown.
-        sha256: SHA-256 of the file's bytes, None for array sources.
-    """
-
-    id: str
-    path: str | None
-    label: int
-    sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -159,38 +151,27 @@ def file_sha256(path: str | Path) -> str | None:
     return h.hexdigest()
 
 
-def _items_of(data: ImageData) -> list[IndexItem]:
+def _items_of(data: ImageData) -> ItemTable:
     labels = data.labels.tolist()
+    builder = ItemTableBuilder()
     if data.paths is None:
-        items = [IndexItem(i, None, int(y), None) for i, y in zip(data.ids, labels, strict=True)]
+        for i, y in zip(data.ids, labels, strict=True):
+            builder.add(i, None, int(y), None)
     else:
         # The source's hashes are those of the bytes its pixels came from; hashing the files
         # again could pair a file changed since decoding with its old pixels.
         hashes = data.sha256 if data.sha256 is not None else [file_sha256(p) for p in data.paths]
-        items = [
-            IndexItem(i, p, int(y), h)
-            for i, p, y, h in zip(data.ids, data.paths, labels, hashes, strict=True)
-        ]
-    seen: set[str] = set()
-    for it in items:
-        if it.id in seen:
-            raise ImageIndexError(f"image ids must be unique; {it.id!r} appears more than once")
-        seen.add(it.id)
-    return items
+        for i, p, y, h in zip(data.ids, data.paths, labels, hashes, strict=True):
+            builder.add(i, p, int(y), h)
+    return _table(builder)
 
 
-def _item_from_json(d: Any) -> IndexItem:
-    """One manifest entry as an item; TypeError / KeyError / ValueError when malformed."""
-    item_id, path, label, sha = d["id"], d["path"], d["label"], d["sha256"]
-    if not isinstance(item_id, str):
-        raise TypeError(f"item id {item_id!r} is not a string")
-    if path is not None and not isinstance(path, str):
-        raise TypeError(f"item {item_id!r}: path {path!r} is not a string")
-    if isinstance(label, bool) or not isinstance(label, int):
-        raise TypeError(f"item {item_id!r}: label {label!r} is not an integer")
-    if sha is not None and not isinstance(sha, str):
-        raise TypeError(f"item {item_id!r}: sha256 {sha!r} is not a string")
-    return IndexItem(item_id, path, label, sha)
+def _table(items: Sequence[IndexItem] | ItemTableBuilder) -> ItemTable:
+    """The items as a table; ImageIndexError when an id appears more than once."""
+    try:
+        return items.build() if isinstance(items, ItemTableBuilder) else ItemTable.from_items(items)
+    except ValueError as e:
+        raise ImageIndexError(str(e)) from None
 
 
 def _check_manifest_values(manifest: dict[str, Any]) -> None:
@@ -216,18 +197,22 @@ def _check_manifest_values(manifest: dict[str, Any]) -> None:
         raise ValueError(f"unknown precision {manifest['precision']!r:.40}")
 
 
-def _parse_manifest(path: Path, manifest: Any) -> list[IndexItem]:
-    """The items of a manifest, checked; IndexFormatError naming what is wrong.
+def _parse_manifest(path: Path, text: str) -> tuple[dict[str, Any], ItemTable]:
+    """The manifest (without ``items``) and its items, checked.
 
-    Leaves ``items`` out of ``manifest`` (the index keeps them as :class:`IndexItem`).
+    Raises:
+        IndexFormatError: Naming what is wrong.
+        json.JSONDecodeError: For text that is not JSON (the caller calls the index corrupt).
     """
-    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise IndexFormatError(
-            f"{path}/{MANIFEST_FILE} is not a {INDEX_FORMAT} manifest (format {found!r})"
-        )
     try:
-        items = [_item_from_json(d) for d in manifest.pop("items")]
+        manifest, items = read_manifest(text, expect_format=INDEX_FORMAT)
+    except ManifestFormatError as e:
+        raise IndexFormatError(
+            f"{path}/{MANIFEST_FILE} is not a {INDEX_FORMAT} manifest (format {e.found!r})"
+        ) from None
+    except ManifestItemsError as e:
+        raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: {e}") from None
+    try:
         int(manifest["fingerprint"]["embedding_dim"])
         str(manifest["index_type"])
         {str(k): int(v) for k, v in manifest["index_params"].items()}
@@ -238,9 +223,7 @@ def _parse_manifest(path: Path, manifest: Any) -> list[IndexItem]:
         vector_store.files_needed(manifest)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: {e!r}") from None
-    if len({it.id for it in items}) != len(items):
-        raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: ids are not unique")
-    return items
+    return manifest, items
 
 
 def _check_embeddings(path: Path, embeddings: np.ndarray, manifest: Any, n: int) -> None:
@@ -290,8 +273,7 @@ class ImageIndex:
         built: backends.BuiltIndex | None = None,
     ) -> None:
         self._embeddings = embeddings
-        self._items = tuple(items)
-        self._positions = {it.id: p for p, it in enumerate(self._items)}
+        self._items = _table(items)
         self._meta = meta
         if store is None:
             if built is None:
@@ -426,8 +408,7 @@ class ImageIndex:
                 f"embeddings must be float32 ({len(items)}, {run.model.embedding_dim}), one "
                 f"row per item, got {embeddings.dtype} {embeddings.shape}"
             )
-        if len({it.id for it in items}) != len(items):
-            raise ImageIndexError("image ids must be unique; some id appears more than once")
+        items = _table(items)
         fingerprint = {k: run.fingerprint[k] for k in FINGERPRINT_KEYS}
         store = vector_store.create_store(
             embeddings, index_type, backend=backend, fingerprint=fingerprint
@@ -511,17 +492,18 @@ class ImageIndex:
         """
         report = UpdateReport()
         reuse = np.full(len(items), -1, dtype=np.int64)
-        for p, item in enumerate(items):
-            old = self._positions.get(item.id)
-            if old is None:
-                report.added.append(item.id)
-            elif item.sha256 is not None and item.sha256 == self._items[old].sha256:
-                report.unchanged.append(item.id)
+        new = _table(items)
+        old_of = self._items.positions(new.ids())
+        for p, old in enumerate(old_of.tolist()):
+            if old < 0:
+                report.added.append(new.id(p))
+            elif (sha := new.sha256(p)) is not None and sha == self._items.sha256(old):
+                report.unchanged.append(new.id(p))
                 reuse[p] = old
             else:
-                report.changed.append(item.id)
-        new_ids = {it.id for it in items}
-        report.removed.extend(it.id for it in self._items if it.id not in new_ids)
+                report.changed.append(new.id(p))
+        gone = new.positions(self._items.ids()) < 0
+        report.removed.extend(self._items.id(p) for p in np.flatnonzero(gone).tolist())
         return report, reuse
 
     def apply_update(
@@ -550,8 +532,7 @@ class ImageIndex:
         """
         if not items:
             raise ImageIndexError(f"nothing to index: {source or 'the data'} holds no images")
-        if len({it.id for it in items}) != len(items):
-            raise ImageIndexError("image ids must be unique; some id appears more than once")
+        items = _table(items)
         reuse = np.asarray(reuse, dtype=np.int64)
         todo = np.flatnonzero(reuse < 0)
         if reuse.shape != (len(items),) or new.shape != (len(todo), self.embedding_dim):
@@ -569,8 +550,7 @@ class ImageIndex:
             self._store = self._store.replace(embeddings)
         self._embeddings = embeddings
         self._store.rows = embeddings
-        self._items = tuple(items)
-        self._positions = {it.id: p for p, it in enumerate(self._items)}
+        self._items = items
         self._meta.update(
             updated=_now(),
             index_type=self._store.index_type,
@@ -612,11 +592,10 @@ class ImageIndex:
                 "choose another path"
             )
         parts = self._store.save_parts()
-        manifest_data = {**self.manifest, **parts.manifest}
-        manifest = json.dumps(manifest_data, indent=1, ensure_ascii=False).encode("utf-8")
+        meta = {**self._meta, "count": len(self), **parts.manifest}
 
-        def write_manifest(f: IO[bytes]) -> None:
-            f.write(manifest)
+        def write_items(f: IO[bytes]) -> None:
+            write_manifest(f, meta, self._items)
 
         def write_embeddings(f: IO[bytes]) -> None:
             np.save(f, self._embeddings, allow_pickle=False)
@@ -624,7 +603,7 @@ class ImageIndex:
         files = dict(parts.files)
         if parts.keeps_embeddings:
             files[EMBEDDINGS_FILE] = write_embeddings
-        files[MANIFEST_FILE] = write_manifest
+        files[MANIFEST_FILE] = write_items
         storage.write_folder(path, files, parts.folders)
         self._meta.update(parts.manifest)
         return path
@@ -657,8 +636,9 @@ class ImageIndex:
                 # Open what is there at once (one snapshot), then see what the manifest needs.
                 present = [n for n in (EMBEDDINGS_FILE, INDEX_FILE) if (path / n).is_file()]
                 with storage.open_members(path, [MANIFEST_FILE, *present]) as files:
-                    manifest = json.loads(files[MANIFEST_FILE].read().decode("utf-8"))
-                    items = _parse_manifest(path, manifest)
+                    text = files[MANIFEST_FILE].read().decode("utf-8")
+                    manifest, items = _parse_manifest(path, text)
+                    del text
                     needed = vector_store.files_needed(manifest)
                     absent = [n for n in needed if n not in files]
                     if absent:
@@ -808,9 +788,10 @@ class ImageIndex:
         for d, p in zip(distances.tolist(), positions.tolist(), strict=True):
             if p < 0:  # an approximate index may return fewer than k
                 continue
-            it = self._items[p]
-            name = self.class_name(it.label)
-            out.append(Neighbor(len(out) + 1, p, it.id, it.path, it.label, name, float(d)))
+            t = self._items
+            label = t.label(p)
+            name = self.class_name(label)
+            out.append(Neighbor(len(out) + 1, p, t.id(p), t.path(p), label, name, float(d)))
         return out
 
     # ------------------------------------------------------------------------ stored pixels
@@ -909,8 +890,8 @@ class ImageIndex:
         )
 
     @property
-    def items(self) -> tuple[IndexItem, ...]:
-        """Every item, in position order (read-only)."""
+    def items(self) -> ItemTable:
+        """Every item, in position order: a read-only sequence of :class:`IndexItem`."""
         return self._items
 
     def item(self, id: str) -> IndexItem:
@@ -927,10 +908,10 @@ class ImageIndex:
         Raises:
             UnknownItem: When the index holds no such id.
         """
-        try:
-            return self._positions[id]
-        except KeyError:
-            raise UnknownItem(f"no item with id {id!r} in this index") from None
+        p = self._items.position(id)
+        if p is None:
+            raise UnknownItem(f"no item with id {id!r} in this index")
+        return p
 
     @property
     def embeddings(self) -> np.ndarray:
@@ -945,10 +926,7 @@ class ImageIndex:
         return {
             **self._meta,
             "count": len(self),
-            "items": [
-                {"id": it.id, "path": it.path, "label": it.label, "sha256": it.sha256}
-                for it in self._items
-            ],
+            "items": [item_json(it) for it in self._items],
         }
 
     @property

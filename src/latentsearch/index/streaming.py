@@ -59,6 +59,7 @@ from latentsearch.embedding import embed_images
 from latentsearch.index import backends, vector_store
 from latentsearch.index.errors import ImageIndexError
 from latentsearch.index.image_index import FINGERPRINT_KEYS, ImageIndex, IndexItem, UpdateReport
+from latentsearch.index.items import ItemTableBuilder
 from latentsearch.precision import resolve_precision
 
 try:
@@ -653,7 +654,7 @@ def _merge(
             )
         n_ok += int(ok.sum())
     embeddings = np.empty((n_ok, dim), dtype=np.float32)
-    items: list[IndexItem] = []
+    items = ItemTableBuilder()  # columns, not an object per item
     split_of = [split.name for split in job.listing.splits for _ in split.files]
     failures: dict[str, list[tuple[str, str]]] = {s.name: [] for s in job.listing.splits}
     indexed = dict.fromkeys(failures, 0)
@@ -669,7 +670,7 @@ def _merge(
         for j, f in enumerate(job.chunk(c)):
             split = split_of[base + j]
             if shard.ok[j]:
-                items.append(IndexItem(f.id, f.path, f.label, shard.sha256[j]))
+                items.add(f.id, f.path, f.label, shard.sha256[j])
                 indexed[split] += 1
             else:
                 failures[split].append((f.path, shard.errors[j]))
@@ -686,10 +687,14 @@ def _merge(
             reasons = "; ".join(f"{Path(p).relative_to(root)}: {why}" for p, why in both[:3])
             raise DataError(f"no readable image in {part.where} (e.g. {reasons})")
         skipped.extend(both)
+    try:
+        table = items.build()
+    except ValueError as e:
+        raise ImageIndexError(str(e)) from None
     index = ImageIndex.from_embeddings(
         run,
         embeddings,
-        items,
+        table,
         class_names=job.listing.class_names,
         source=job.listing.source,
         index_type=index_type,
