@@ -10,7 +10,8 @@ Two measurements, each ``latentsearch index`` run as a fresh process (as a user 
    and deleted again. Recorded: wall time, images/s, the peak resident memory of the
    indexing process and of its largest decoding worker (``ru_maxrss``), and the growth of the
    peak per added image, to compare with what an index must hold per image (its float32
-   vector and its metadata).
+   vector and its metadata). The saved index is then loaded in a fresh process, as ``search``
+   and ``serve`` load it: seconds, resident memory, and the peak's growth per image.
 
 Without ``--run`` an untrained seed-ae run (32x32 RGB) is written to the work folder:
 throughput and memory do not depend on the weights. Results are merged into
@@ -85,6 +86,42 @@ with open(sys.argv[1], "w") as f:
     json.dump({"code": code, "maxrss_kib": me, "descendants_maxrss_kib": peak["kib"]}, f)
 sys.exit(code)
 """
+
+
+# Loads a saved index as `search` and `serve` do, and reports the time and memory it took.
+LOAD_DRIVER = r"""
+import json, os, resource, sys, time
+from latentsearch.index import ImageIndex
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+index = ImageIndex.load(sys.argv[2])
+seconds = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/statm") as f:
+    rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+assert index.position(index.items.id(len(index) // 2)) == len(index) // 2
+with open(sys.argv[1], "w") as f:
+    json.dump({"seconds": seconds, "before_kib": before, "peak_kib": peak, "rss": rss,
+               "items": len(index), "item_table_bytes": index.items.nbytes}, f)
+"""
+
+
+def _load(index: Path, report: Path) -> dict[str, Any]:
+    """Loads the index in a fresh process: seconds, resident memory after, peak growth."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_DRIVER, str(report), str(index)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"loading {index} failed:\n{done.stderr[-3000:]}")
+    r = json.loads(report.read_text())
+    return {
+        "load_s": round(r["seconds"], 2),
+        "load_rss_mib": round(r["rss"] / 2**20, 1),
+        "load_peak_rss_growth_bytes_per_image": round(
+            (r["peak_kib"] - r["before_kib"]) * 1024 / r["items"]
+        ),
+        "item_table_bytes_per_image": round(r["item_table_bytes"] / r["items"], 1),
+    }
 
 
 def _untrained_run(dest: Path) -> Path:
@@ -275,6 +312,7 @@ def main() -> None:
                     p.stat().st_size for p in (work / "s.index").iterdir() if p.is_file()
                 )
                 row["index_folder_mib"] = round(index_bytes / 2**20, 1)
+                row.update(_load(work / "s.index", work / "l.json"))
             finally:
                 shutil.rmtree(images, ignore_errors=True)
                 shutil.rmtree(work / "s.index", ignore_errors=True)
