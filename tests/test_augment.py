@@ -85,7 +85,9 @@ def test_hue_rotation_keeps_luma_and_grey_and_turns_red_towards_cyan() -> None:
 def test_hue_rotations_compose() -> None:
     x = torch.rand(3, 3, 4, 4)
     a, b = torch.tensor([0.1, -0.3, 0.05]), torch.tensor([0.2, 0.1, -0.45])
-    torch.testing.assert_close(rotate_hue(rotate_hue(x, a), b), rotate_hue(x, a + b), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        rotate_hue(rotate_hue(x, a), b), rotate_hue(x, a + b), atol=1e-5, rtol=0
+    )
 
 
 def test_hue_jitter_changes_colour_images_only_when_asked() -> None:

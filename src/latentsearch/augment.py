@@ -76,9 +76,7 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 
 
 # RGB -> YIQ (NTSC): Y is luma, the (I, Q) plane holds the hue as an angle.
-_RGB_TO_YIQ = torch.tensor(
-    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]]
-)
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
 def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:

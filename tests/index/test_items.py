@@ -164,6 +164,9 @@ def test_malformed_items_are_named(items: str, why: str) -> None:
     text = f'{{"format": "{FORMAT}", "items": [{items}]}}'
     with pytest.raises(ManifestItemsError, match=why):
         read_manifest(text, expect_format=FORMAT)
+    with pytest.raises(ManifestItemsError, match="out of range"):
+        big = '{"id": "a", "path": null, "label": 4294967296, "sha256": null}'
+        read_manifest(f'{{"format": "{FORMAT}", "items": [{big}]}}', expect_format=FORMAT)
     with pytest.raises(ManifestItemsError, match="not a list"):
         read_manifest(f'{{"format": "{FORMAT}", "items": 3}}', expect_format=FORMAT)
 

@@ -22,6 +22,7 @@ _SHA_BYTES = 32
 _NO_PATH = -1  # path code: the item has no file (array sources)
 _OWN_PATH = -2  # path code: the path is not a known prefix + id, kept whole in ``_paths``
 _WRITE_BATCH = 4096  # manifest items per write
+_LABEL_MIN, _LABEL_MAX = -(2**31), 2**31 - 1  # labels are stored as int32
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,13 @@ class ItemTableBuilder:
         return len(self._id_ends)
 
     def add(self, id: str, path: str | None, label: int, sha256: str | None) -> None:
-        """Appends one item (the fields of :class:`IndexItem`)."""
+        """Appends one item (the fields of :class:`IndexItem`).
+
+        Raises:
+            ValueError: For a label outside int32 (class indexes are small; -1 is unknown).
+        """
+        if not _LABEL_MIN <= label <= _LABEL_MAX:
+            raise ValueError(f"label {label} of {id!r} is out of range (a class index, or -1)")
         p = len(self._id_ends)
         self._ids += id.encode("utf-8")
         self._id_ends.append(len(self._ids))
