@@ -77,6 +77,7 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 
 # RGB -> YIQ (NTSC): Y is luma, the (I, Q) plane holds the hue as an angle.
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
 def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
@@ -92,8 +93,8 @@ def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     Returns:
         Shape: (B, 3, H, W); not clamped.
     """
-    to_yiq = _RGB_TO_YIQ.to(device=x.device, dtype=torch.float32)
-    from_yiq = torch.linalg.inv(to_yiq)
+    to_yiq = _RGB_TO_YIQ.to(device=x.device)
+    from_yiq = _YIQ_TO_RGB.to(device=x.device)
     angle = turns.to(torch.float32) * (2 * math.pi)
     cos, sin = torch.cos(angle), torch.sin(angle)
     rot = torch.zeros(x.shape[0], 3, 3, device=x.device)

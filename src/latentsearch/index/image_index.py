@@ -163,11 +163,11 @@ def _items_of(data: ImageData) -> ItemTable:
         hashes = data.sha256 if data.sha256 is not None else [file_sha256(p) for p in data.paths]
         for i, p, y, h in zip(data.ids, data.paths, labels, hashes, strict=True):
             builder.add(i, p, int(y), h)
-    return _table(builder)
+    return item_table(builder)
 
 
-def _table(items: Sequence[IndexItem] | ItemTableBuilder) -> ItemTable:
-    """The items as a table; ImageIndexError when an id appears more than once."""
+def item_table(items: Sequence[IndexItem] | ItemTableBuilder) -> ItemTable:
+    """The items (or a builder's) as a table; ImageIndexError when an id appears twice."""
     try:
         return items.build() if isinstance(items, ItemTableBuilder) else ItemTable.from_items(items)
     except ValueError as e:
@@ -273,7 +273,7 @@ class ImageIndex:
         built: backends.BuiltIndex | None = None,
     ) -> None:
         self._embeddings = embeddings
-        self._items = _table(items)
+        self._items = item_table(items)
         self._meta = meta
         if store is None:
             if built is None:
@@ -408,7 +408,7 @@ class ImageIndex:
                 f"embeddings must be float32 ({len(items)}, {run.model.embedding_dim}), one "
                 f"row per item, got {embeddings.dtype} {embeddings.shape}"
             )
-        items = _table(items)
+        items = item_table(items)
         fingerprint = {k: run.fingerprint[k] for k in FINGERPRINT_KEYS}
         store = vector_store.create_store(
             embeddings, index_type, backend=backend, fingerprint=fingerprint
@@ -492,7 +492,7 @@ class ImageIndex:
         """
         report = UpdateReport()
         reuse = np.full(len(items), -1, dtype=np.int64)
-        new = _table(items)
+        new = item_table(items)
         old_of = self._items.positions(new.ids())
         for p, old in enumerate(old_of.tolist()):
             if old < 0:
@@ -532,7 +532,7 @@ class ImageIndex:
         """
         if not items:
             raise ImageIndexError(f"nothing to index: {source or 'the data'} holds no images")
-        items = _table(items)
+        items = item_table(items)
         reuse = np.asarray(reuse, dtype=np.int64)
         todo = np.flatnonzero(reuse < 0)
         if reuse.shape != (len(items),) or new.shape != (len(todo), self.embedding_dim):
@@ -785,10 +785,10 @@ class ImageIndex:
 
     def _neighbors(self, distances: np.ndarray, positions: np.ndarray) -> list[Neighbor]:
         out: list[Neighbor] = []
+        t = self._items
         for d, p in zip(distances.tolist(), positions.tolist(), strict=True):
             if p < 0:  # an approximate index may return fewer than k
                 continue
-            t = self._items
             label = t.label(p)
             name = self.class_name(label)
             out.append(Neighbor(len(out) + 1, p, t.id(p), t.path(p), label, name, float(d)))

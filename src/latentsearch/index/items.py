@@ -269,7 +269,7 @@ class ItemTable(Sequence[IndexItem]):
             if self._id_bytes(int(out[j])) != keys[j]:  # another id with the same hash
                 p = self.position(keys[j].decode("utf-8"))
                 out[j] = -1 if p is None else p
-        return out.astype(np.int64)
+        return out
 
     @property
     def nbytes(self) -> int:

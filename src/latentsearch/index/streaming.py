@@ -58,7 +58,13 @@ from latentsearch.data.idx import is_idx_folder
 from latentsearch.embedding import embed_images
 from latentsearch.index import backends, vector_store
 from latentsearch.index.errors import ImageIndexError
-from latentsearch.index.image_index import FINGERPRINT_KEYS, ImageIndex, IndexItem, UpdateReport
+from latentsearch.index.image_index import (
+    FINGERPRINT_KEYS,
+    ImageIndex,
+    IndexItem,
+    UpdateReport,
+    item_table,
+)
 from latentsearch.index.items import ItemTableBuilder
 from latentsearch.precision import resolve_precision
 
@@ -687,14 +693,10 @@ def _merge(
             reasons = "; ".join(f"{Path(p).relative_to(root)}: {why}" for p, why in both[:3])
             raise DataError(f"no readable image in {part.where} (e.g. {reasons})")
         skipped.extend(both)
-    try:
-        table = items.build()
-    except ValueError as e:
-        raise ImageIndexError(str(e)) from None
     index = ImageIndex.from_embeddings(
         run,
         embeddings,
-        table,
+        item_table(items),
         class_names=job.listing.class_names,
         source=job.listing.source,
         index_type=index_type,
@@ -809,7 +811,8 @@ def update_folder(
                 bar.update(len(batch))
     finally:
         decoder.close()
-    items = [it for it, good in zip(candidates, ok, strict=True) if good]
+    # One table for the second plan and the update (each would otherwise build its own).
+    items = item_table([it for it, good in zip(candidates, ok, strict=True) if good])
     report, _ = index.plan_update(items)  # unreadable files drop out: removed, or never added
     reuse = plan[ok]  # -1 exactly where ``new`` has a row, in order
     skipped: list[tuple[str, str]] = []
