@@ -151,3 +151,58 @@ def test_finetuning_trains_a_copy_of_the_encoder_saved_with_the_head(tmp_path: P
     assert (again.assign_images(pixels, model) == assigned).all()
     with pytest.raises(ValueError, match="finetune_epochs"):
         ClusterConfig(finetune_epochs=-1)
+
+
+def test_self_labelling_the_encoder_trains_the_copy_and_keeps_the_clusters(
+    tmp_path: Path,
+) -> None:
+    from latentsearch.augment import AugmentConfig
+
+    rng = np.random.default_rng(0)
+    pixels, labels = _blobs(60, rng)
+    model = _Linear()
+    original = model.proj.weight.detach().clone()
+    views = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0)
+    cfg = ClusterConfig(
+        n_clusters=4,
+        n_neighbours=5,
+        epochs=40,
+        heads=3,
+        self_label_epochs=2,
+        confidence=0.9,
+        finetune_lr=1e-3,
+        finetune_batch_size=64,
+        finetune_self_label_epochs=3,
+    )
+    lines: list[str] = []
+    head = fit_cluster_head(
+        model, pixels, config=cfg, augment_config=views, encoder_sha256="abc", log=lines.append
+    )
+    assert sum("self-labelling the encoder" in line for line in lines) == 3
+    assert torch.equal(model.proj.weight, original)  # the run's encoder is untouched
+    assert head.encoder is not None  # without SCAN fine-tuning, a copy is still made
+    assert not torch.equal(head.encoder.proj.weight, original)
+    rows = [row for row in head.history if "finetune_self_label_loss" in row]
+    assert [row["epoch"] for row in rows] == [41, 42, 43]  # after the 40 SCAN epochs
+    assert all(0.0 < row["confident"] <= 1.0 for row in rows)
+    assigned = head.assign_images(pixels, model)
+    assert normalized_mutual_info_score(labels, assigned) > 0.9
+    again = load_cluster_head(head.save(tmp_path / "h.pt"), "abc", run_model=model)
+    assert (again.assign_images(pixels, model) == assigned).all()
+    with pytest.raises(ValueError, match="finetune_self_label_epochs"):
+        ClusterConfig(finetune_self_label_epochs=-1)
+
+
+def test_self_label_targets_weigh_clusters_by_their_inverse_share() -> None:
+    from latentsearch.clusters import _confident_targets
+
+    prob = torch.tensor([[0.995, 0.005], [0.995, 0.005], [0.995, 0.005], [0.01, 0.99], [0.6, 0.4]])
+    targets = _confident_targets(prob, ClusterConfig(n_clusters=2, confidence=0.99))
+    assert targets is not None
+    target, keep, weight = targets
+    assert keep.tolist() == [0, 1, 2, 3]  # 0.6 is not sure enough
+    assert target[keep].tolist() == [0, 0, 0, 1]
+    counts = torch.tensor([3.0, 1.0])
+    assert torch.allclose(weight * counts, torch.full((2,), 2.0))  # each cluster weighs 1/K
+    unsure = torch.full((4, 2), 0.5)
+    assert _confident_targets(unsure, ClusterConfig(n_clusters=2)) is None

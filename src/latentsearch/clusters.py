@@ -11,6 +11,8 @@ trains in seconds to minutes on a CPU. With ``finetune_epochs`` the heads, once 
 frozen views, go on training jointly with a copy of the encoder on freshly augmented anchors
 and neighbours, as in SCAN's own recipe; the run's encoder (and so its search) is untouched,
 and the fine-tuned copy is saved with the head, which then assigns clusters from images.
+``finetune_self_label_epochs`` goes on to SCAN's last step with that copy: the confident
+clusters of the unaugmented images become cross-entropy targets for augmented copies of them.
 
 The head is saved in the run folder as ``cluster_head.pt`` beside the checkpoints, tied to the
 run's encoder weights by their SHA-256, and ``evaluate`` reports its clusters beside KMeans's.
@@ -64,10 +66,12 @@ class ClusterConfig:
     finetune_epochs: int = 0  # passes of SCAN with the encoder trained too (0: frozen)
     finetune_lr: float = 1e-4  # Adam learning rate of encoder and heads when fine-tuning (SCAN)
     finetune_batch_size: int = 256  # anchors per fine-tuning step (plus as many neighbours)
+    finetune_self_label_epochs: int = 0  # self-labelling passes that train the encoder too
 
     def __post_init__(self) -> None:
-        if self.finetune_epochs < 0:
-            raise ConfigError("finetune_epochs", f"must be 0 or more, got {self.finetune_epochs}")
+        for name in ("finetune_epochs", "finetune_self_label_epochs", "self_label_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be 0 or more, got {getattr(self, name)}")
         if self.n_clusters < 2:
             raise ConfigError("n_clusters", f"must be at least 2, got {self.n_clusters}")
         if self.n_neighbours < 1 or self.views < 1 or self.heads < 1 or self.epochs < 1:
@@ -370,20 +374,23 @@ def fit_cluster_head(
         per_head /= max(steps, 1)
         history.append({"epoch": epoch + 1, "scan_loss": float(per_head.min())})
     encoder: EmbeddingModel | None = None
-    if cfg.finetune_epochs > 0:
+    if cfg.finetune_epochs > 0 or cfg.finetune_self_label_epochs > 0:
         encoder = copy.deepcopy(model)
+    if encoder is not None and cfg.finetune_epochs > 0:
         per_head = _finetune(
             encoder, heads, pixels, neighbours, cfg, aug, rng, precision, history, say
         )
-        encoder.eval()
-        plain = embed_images(encoder, pixels)
-        views = torch.from_numpy(embed_views(encoder, pixels, cfg.views, aug))
         say(f"cluster head: fine-tuned the encoder with the heads for {cfg.finetune_epochs} epochs")
     best = int(per_head.argmin())
     say(f"cluster head: SCAN loss {float(per_head[best]):.4f} (best of {cfg.heads} heads)")
     net = heads.heads[best]
     if not isinstance(net, nn.Sequential):  # ModuleList indexing loses the element type
         raise TypeError("cluster heads must be nn.Sequential")
+    if encoder is not None:
+        _self_label_encoder(encoder, net, pixels, cfg, aug, rng, precision, history, say)
+        encoder.eval()
+        plain = embed_images(encoder, pixels)
+        views = torch.from_numpy(embed_views(encoder, pixels, cfg.views, aug))
     _self_label(net, plain, views, cfg, rng, history, say)
     return ClusterHead(
         net=net.eval(),
@@ -463,6 +470,38 @@ def _finetune(
     return per_head
 
 
+def _confident_targets(
+    prob: torch.Tensor, cfg: ClusterConfig
+) -> tuple[torch.Tensor, np.ndarray, torch.Tensor] | None:
+    """Self-labelling's targets: the confident predictions and their clusters' loss weights.
+
+    Each cluster's weight is the inverse of its share of the confident images, so that large
+    clusters do not swallow small ones.
+
+    Args:
+        prob: Cluster probabilities. Shape: (N, K).
+
+    Returns:
+        Every image's predicted cluster (N,), the indices of the confident ones (M,) and one
+        weight per cluster (K,); None when fewer than two images are confident.
+    """
+    conf, target = prob.max(dim=1)
+    keep = torch.nonzero(conf >= cfg.confidence).squeeze(1).numpy()
+    if len(keep) < 2:
+        return None
+    counts = torch.bincount(target[keep], minlength=cfg.n_clusters).float()
+    weight = torch.where(counts > 0, counts.sum() / (counts * cfg.n_clusters), 0.0)
+    return target, keep, weight
+
+
+@torch.no_grad()
+def _head_probabilities(net: nn.Module, embeddings: np.ndarray) -> torch.Tensor:
+    """Shape: (N, D) -> (N, K), with the head in eval mode."""
+    net.eval()
+    x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+    return torch.cat([net(b).softmax(-1) for b in x.split(4096)])
+
+
 def _self_label(
     net: nn.Module,
     plain: np.ndarray,
@@ -472,26 +511,22 @@ def _self_label(
     history: list[dict[str, float]],
     say: Callable[[str], None],
 ) -> None:
-    """SCAN's self-labelling: cross-entropy of augmented views against confident predictions.
+    """SCAN's self-labelling of the head alone: augmented views against confident predictions.
 
-    Each cluster's loss is weighted by the inverse of its share of confident images, so that
-    large clusters do not swallow small ones.
+    Args:
+        plain: Unaugmented embeddings, where the targets come from. Shape: (N, D).
+        views: Augmented embeddings, what the head learns from. Shape: (V, N, D).
     """
     if cfg.self_label_epochs <= 0:
         return
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr * 0.1, weight_decay=1e-4)
-    x_plain = torch.from_numpy(plain)
+    first = cfg.epochs + cfg.finetune_epochs + cfg.finetune_self_label_epochs
     for epoch in range(cfg.self_label_epochs):
-        net.eval()
-        with torch.no_grad():
-            prob = torch.cat([net(b).softmax(-1) for b in x_plain.split(4096)])
-        conf, target = prob.max(dim=1)
-        keep = torch.nonzero(conf >= cfg.confidence).squeeze(1).numpy()
-        if len(keep) < 2:
+        targets = _confident_targets(_head_probabilities(net, plain), cfg)
+        if targets is None:
             say("cluster head: no confident predictions to self-label; skipped")
             return
-        counts = torch.bincount(target[keep], minlength=cfg.n_clusters).float()
-        weight = torch.where(counts > 0, counts.sum() / (counts * cfg.n_clusters), 0.0)
+        target, keep, weight = targets
         net.train()
         total = 0.0
         order = rng.permutation(keep)
@@ -510,12 +545,92 @@ def _self_label(
             steps += 1
         history.append(
             {
-                "epoch": cfg.epochs + cfg.finetune_epochs + epoch + 1,
+                "epoch": first + epoch + 1,
                 "self_label_loss": total / max(steps, 1),
                 "confident": float(len(keep)) / len(plain),
             }
         )
     say(f"cluster head: self-labelled on {history[-1]['confident']:.0%} confident images")
+
+
+def _self_label_encoder(
+    encoder: EmbeddingModel,
+    net: nn.Module,
+    pixels: np.ndarray,
+    cfg: ClusterConfig,
+    aug: AugmentConfig,
+    rng: np.random.Generator,
+    precision: str,
+    history: list[dict[str, float]],
+    say: Callable[[str], None],
+) -> None:
+    """SCAN's self-labelling with the encoder trained too (its last step).
+
+    Each epoch, the unaugmented images' confident predictions become targets, and encoder and
+    head learn them by weighted cross-entropy from freshly augmented copies of those images.
+
+    Args:
+        encoder: Trained in place.
+        net: The kept head; trained in place.
+        pixels: Shape: (N, H, W, C), uint8.
+        say: Receives one line per epoch.
+    """
+    if cfg.finetune_self_label_epochs <= 0:
+        return
+    device = next(encoder.parameters()).device
+    net.to(device)
+    params = [*encoder.parameters(), *net.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.finetune_lr, weight_decay=1e-4)
+    first = cfg.epochs + cfg.finetune_epochs
+    try:
+        for epoch in range(cfg.finetune_self_label_epochs):
+            t0 = time.perf_counter()
+            encoder.eval()
+            net.cpu()
+            prob = _head_probabilities(net, embed_images(encoder, pixels))
+            targets = _confident_targets(prob, cfg)
+            net.to(device)
+            if targets is None:
+                say("cluster head: no confident predictions to self-label the encoder; skipped")
+                return
+            target, keep, weight = targets
+            target, weight = target.to(device), weight.to(device)
+            encoder.train()
+            net.train()
+            total, steps = 0.0, 0
+            order = rng.permutation(keep)
+            for start in range(0, len(order), cfg.finetune_batch_size):
+                idx = order[start : start + cfg.finetune_batch_size]
+                if len(idx) < 2:  # BatchNorm cannot train on one item
+                    continue
+                x = augment(to_tensor(pixels[idx], device), aug)
+                with autocast(precision, device):
+                    z = encoder.embed(x)
+                loss = F.cross_entropy(net(z.float()), target[torch.from_numpy(idx)], weight=weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                steps += 1
+            confident = float(len(keep)) / len(pixels)
+            used = int((weight > 0).sum())
+            history.append(
+                {
+                    "epoch": first + epoch + 1,
+                    "finetune_self_label_loss": total / max(steps, 1),
+                    "confident": confident,
+                    "confident_clusters": float(used),
+                }
+            )
+            # A cluster with no confident image gets no target and can empty: say so.
+            say(
+                f"cluster head: self-labelling the encoder, epoch {epoch + 1}/"
+                f"{cfg.finetune_self_label_epochs}: loss {total / max(steps, 1):.4f} on "
+                f"{confident:.0%} confident images in {used} of {cfg.n_clusters} clusters, "
+                f"{time.perf_counter() - t0:.0f}s"
+            )
+    finally:
+        net.cpu()
 
 
 def head_path(run_dir: str | Path) -> Path:

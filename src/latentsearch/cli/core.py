@@ -368,7 +368,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if n_clusters < 2:
         raise CLIError("these images have no classes to count: pass --clusters K")
     config = ClusterConfig(
-        n_clusters=n_clusters, seed=args.seed, finetune_epochs=args.finetune_epochs
+        n_clusters=n_clusters,
+        seed=args.seed,
+        finetune_epochs=args.finetune_epochs,
+        finetune_self_label_epochs=args.self_label_encoder_epochs,
     )
     if cfg.objective == "contrastive":
         augment = ContrastiveObjective(**cfg.objective_kwargs).augment
@@ -554,6 +557,14 @@ def register(sub: Any) -> None:
         default=0,
         help="after the frozen SCAN step, train a copy of the encoder with the heads for this "
         "many epochs (about one training epoch's time each; default 0: encoder frozen)",
+    )
+    p.add_argument(
+        "--self-label-encoder-epochs",
+        type=int,
+        default=0,
+        help="then self-label for this many epochs with the encoder copy trained too: its "
+        "confident clusters become targets for augmented copies of the images (SCAN's last "
+        "step; under half a training epoch's time each; default 0)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
