@@ -73,6 +73,9 @@ def test_streamed_index_equals_the_in_memory_build(
     assert [Path(p).name for p, _ in result.skipped] == ["notes.txt", "broken.jpg"]
     assert result.source == want_source
     assert result.stats.chunks == 5 and result.stats.embedded_chunks == 5  # 20 files
+    # The merge put the vectors in a memory-mapped file (pages the kernel may drop), so FAISS
+    # holds the only copy in the process's own memory.
+    assert isinstance(result.index.embeddings, np.memmap)
     _assert_same(ImageIndex.load(out), want)
     assert ImageIndex.load(out).manifest["source"] == want_source
     assert not streaming.shards_dir(out).exists()

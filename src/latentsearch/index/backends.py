@@ -180,7 +180,8 @@ def as_vectors(vectors: np.ndarray, dim: int | None = None, name: str = "vectors
     if dim is not None and arr.shape[1] != dim:
         raise ImageIndexError(f"{name} have dimension {arr.shape[1]}, the index has {dim}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
+    step = max(1, (1 << 24) // max(1, out.shape[1]))  # a 16 MB mask at a time, not N x D
+    if not all(np.isfinite(out[i : i + step]).all() for i in range(0, len(out), step)):
         raise ImageIndexError(f"{name} contain NaN or infinite values")
     return out
 

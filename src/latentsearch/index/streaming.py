@@ -296,6 +296,10 @@ class _Shard:
     errors: list[str]  # (n,), "" where the file was indexed
 
 
+MERGED_FILE = "merged-embeddings.npy"
+"""Where the merge writes every shard's vectors, in item order, in the shards folder."""
+
+
 def _shard_path(folder: Path, c: int) -> Path:
     return folder / f"shard-{c:07d}.npz"
 
@@ -659,7 +663,15 @@ def _merge(
                 "wrote there?): run the same command again to redo it"
             )
         n_ok += int(ok.sum())
-    embeddings = np.empty((n_ok, dim), dtype=np.float32)
+    # The vectors go to a file beside the shards, not to this process's memory: FAISS then
+    # holds the only resident copy, and the pages of the file are the kernel's to drop.
+    embeddings = (
+        np.lib.format.open_memmap(
+            scratch / MERGED_FILE, mode="w+", dtype=np.float32, shape=(n_ok, dim)
+        )
+        if n_ok
+        else np.empty((0, dim), dtype=np.float32)
+    )
     items = ItemTableBuilder()  # columns, not an object per item
     split_of = [split.name for split in job.listing.splits for _ in split.files]
     failures: dict[str, list[tuple[str, str]]] = {s.name: [] for s in job.listing.splits}
