@@ -61,7 +61,6 @@ from latentsearch.index.errors import ImageIndexError
 from latentsearch.index.image_index import (
     FINGERPRINT_KEYS,
     ImageIndex,
-    IndexItem,
     UpdateReport,
     item_table,
 )
@@ -791,10 +790,11 @@ def update_folder(
     try:
         hashes = [h for chunk in decoder.hashes([[f.path for f in c] for c in cut]) for h in chunk]
         # A file that cannot be read has no hash: it goes to the decoder, which says why.
-        candidates = [
-            IndexItem(f.id, f.path, f.label, h or None) for f, h in zip(files, hashes, strict=True)
-        ]
-        _, plan = index.plan_update(candidates)
+        candidates = ItemTableBuilder()  # columns, not an object per file
+        for f, h in zip(files, hashes, strict=True):
+            candidates.add(f.id, f.path, f.label, h or None)
+        _, plan = index.plan_update(item_table(candidates))
+        del candidates
         todo = [i for i in range(len(files)) if plan[i] < 0]
         ok = np.ones(len(files), dtype=bool)
         errors: dict[int, str] = {}
@@ -812,7 +812,7 @@ def update_folder(
                     if decoded.ok[j]:
                         # The bytes decoded are the ones to record (the file may have changed
                         # between hashing and decoding).
-                        candidates[i] = dataclasses.replace(candidates[i], sha256=decoded.sha256[j])
+                        hashes[i] = decoded.sha256[j]
                     else:
                         ok[i] = False
                         errors[i] = decoded.errors[j] or "unreadable"
@@ -824,7 +824,11 @@ def update_folder(
     finally:
         decoder.close()
     # One table for the second plan and the update (each would otherwise build its own).
-    items = item_table([it for it, good in zip(candidates, ok, strict=True) if good])
+    kept = ItemTableBuilder()
+    for f, h, good in zip(files, hashes, ok.tolist(), strict=True):
+        if good:
+            kept.add(f.id, f.path, f.label, h or None)
+    items = item_table(kept)
     report, _ = index.plan_update(items)  # unreadable files drop out: removed, or never added
     reuse = plan[ok]  # -1 exactly where ``new`` has a row, in order
     skipped: list[tuple[str, str]] = []
