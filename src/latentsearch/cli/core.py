@@ -564,7 +564,8 @@ def register(sub: Any) -> None:
         default=0,
         help="then self-label for this many epochs with the encoder copy trained too: its "
         "confident clusters become targets for augmented copies of the images (SCAN's last "
-        "step; under half a training epoch's time each; default 0)",
+        "step; it trains on the confident images only, about half a training epoch's time "
+        "each; default 0)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
