@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,6 +116,12 @@ class _Linear(EmbeddingModel):
         return ModelOutput(embedding=self.embed(x))
 
 
+def _blob_config(**overrides: Any) -> ClusterConfig:
+    """A head for the 4 blobs: small and quick, fine-tuning 64 images a step."""
+    base: dict[str, Any] = {"n_clusters": 4, "n_neighbours": 5, "epochs": 40, "heads": 3}
+    return ClusterConfig(**{**base, "finetune_batch_size": 64, **overrides})
+
+
 def test_finetuning_trains_a_copy_of_the_encoder_saved_with_the_head(tmp_path: Path) -> None:
     from latentsearch.augment import AugmentConfig
 
@@ -123,16 +130,7 @@ def test_finetuning_trains_a_copy_of_the_encoder_saved_with_the_head(tmp_path: P
     model = _Linear()
     original = model.proj.weight.detach().clone()
     views = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0)
-    cfg = ClusterConfig(
-        n_clusters=4,
-        n_neighbours=5,
-        epochs=40,
-        heads=3,
-        self_label_epochs=5,
-        finetune_epochs=3,
-        finetune_lr=1e-2,
-        finetune_batch_size=64,
-    )
+    cfg = _blob_config(self_label_epochs=5, finetune_epochs=3, finetune_lr=1e-2)
     lines: list[str] = []
     head = fit_cluster_head(
         model, pixels, config=cfg, augment_config=views, encoder_sha256="abc", log=lines.append
@@ -163,16 +161,8 @@ def test_self_labelling_the_encoder_trains_the_copy_and_keeps_the_clusters(
     model = _Linear()
     original = model.proj.weight.detach().clone()
     views = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0)
-    cfg = ClusterConfig(
-        n_clusters=4,
-        n_neighbours=5,
-        epochs=40,
-        heads=3,
-        self_label_epochs=2,
-        confidence=0.9,
-        finetune_lr=1e-3,
-        finetune_batch_size=64,
-        finetune_self_label_epochs=3,
+    cfg = _blob_config(
+        self_label_epochs=2, confidence=0.9, finetune_lr=1e-3, finetune_self_label_epochs=3
     )
     lines: list[str] = []
     head = fit_cluster_head(
