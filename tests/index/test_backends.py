@@ -163,3 +163,32 @@ def test_search_index_leaves_other_kinds_alone() -> None:
     d2, i2 = built.index.search(x[:5], 3)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(d1, d2)
+
+
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ4x8", "OPQ4_8,IVF16,PQ4x8"])
+def test_presized_add_fills_the_lists_exactly_as_a_plain_add(factory: str) -> None:
+    import faiss
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 8)).astype(np.float32)
+    trained = faiss.index_factory(8, factory)
+    trained.train(x)
+    plain, sized = faiss.clone_index(trained), faiss.clone_index(trained)
+    for part in (x[:1000], x[1000:]):  # the second add goes into lists that hold vectors
+        plain.add(part)
+        backends.add_presized(sized, np.ascontiguousarray(part))
+    assert sized.ntotal == plain.ntotal == len(x)
+    a, b = faiss.extract_index_ivf(plain), faiss.extract_index_ivf(sized)
+    for list_no in range(a.nlist):
+        n = a.invlists.list_size(list_no)
+        assert b.invlists.list_size(list_no) == n
+        if n:
+            ids_a = faiss.rev_swig_ptr(a.invlists.get_ids(list_no), n)
+            ids_b = faiss.rev_swig_ptr(b.invlists.get_ids(list_no), n)
+            assert (ids_a == ids_b).all()
+            size = n * a.code_size
+            codes_a = faiss.rev_swig_ptr(a.invlists.get_codes(list_no), size)
+            codes_b = faiss.rev_swig_ptr(b.invlists.get_codes(list_no), size)
+            assert (codes_a == codes_b).all()
+    a.nprobe = b.nprobe = 4
+    assert (plain.search(x[:50], 5)[1] == sized.search(x[:50], 5)[1]).all()
