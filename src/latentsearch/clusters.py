@@ -200,9 +200,7 @@ class ClusterHead:
     @torch.no_grad()
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """Cluster probabilities. Shape: (N, D) -> (N, K)."""
-        self.net.eval()
-        x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
-        return torch.cat([self.net(b).softmax(-1) for b in x.split(4096)]).numpy()
+        return _head_probabilities(self.net, embeddings).numpy()
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
         """The most probable cluster of each embedding. Shape: (N, D) -> (N,).
@@ -496,10 +494,11 @@ def _confident_targets(
 
 @torch.no_grad()
 def _head_probabilities(net: nn.Module, embeddings: np.ndarray) -> torch.Tensor:
-    """Shape: (N, D) -> (N, K), with the head in eval mode."""
+    """Shape: (N, D) -> (N, K) on the CPU, with the head in eval mode (on any device)."""
     net.eval()
+    device = next(net.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
-    return torch.cat([net(b).softmax(-1) for b in x.split(4096)])
+    return torch.cat([net(b.to(device)).softmax(-1).cpu() for b in x.split(4096)])
 
 
 def _self_label(
@@ -586,10 +585,8 @@ def _self_label_encoder(
         for epoch in range(cfg.finetune_self_label_epochs):
             t0 = time.perf_counter()
             encoder.eval()
-            net.cpu()
             prob = _head_probabilities(net, embed_images(encoder, pixels))
             targets = _confident_targets(prob, cfg)
-            net.to(device)
             if targets is None:
                 say("cluster head: no confident predictions to self-label the encoder; skipped")
                 return

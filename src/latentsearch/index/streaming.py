@@ -64,7 +64,7 @@ from latentsearch.index.image_index import (
     UpdateReport,
     item_table,
 )
-from latentsearch.index.items import ItemTableBuilder
+from latentsearch.index.items import ItemTable, ItemTableBuilder
 from latentsearch.precision import resolve_precision
 
 try:
@@ -719,6 +719,24 @@ def _merge(
 
 
 # ---------------------------------------------------------------------------- the update
+def _file_table(
+    files: Sequence[FolderFile], sha256: Sequence[str], keep: np.ndarray | None = None
+) -> ItemTable:
+    """The item table of ``files`` (those ``keep`` marks), in columns, not an object per file.
+
+    Args:
+        files: The listed files.
+        sha256: Their content hashes, "" where a file could not be read.
+        keep: Which files to include. Shape: (len(files),), bool; None: all.
+    """
+    builder = ItemTableBuilder()
+    flags = [True] * len(files) if keep is None else keep.tolist()
+    for f, h, good in zip(files, sha256, flags, strict=True):
+        if good:
+            builder.add(f.id, f.path, f.label, h or None)
+    return item_table(builder)
+
+
 @dataclass(frozen=True)
 class FolderUpdateResult:
     """What :func:`update_folder` did.
@@ -790,11 +808,7 @@ def update_folder(
     try:
         hashes = [h for chunk in decoder.hashes([[f.path for f in c] for c in cut]) for h in chunk]
         # A file that cannot be read has no hash: it goes to the decoder, which says why.
-        candidates = ItemTableBuilder()  # columns, not an object per file
-        for f, h in zip(files, hashes, strict=True):
-            candidates.add(f.id, f.path, f.label, h or None)
-        _, plan = index.plan_update(item_table(candidates))
-        del candidates
+        _, plan = index.plan_update(_file_table(files, hashes))
         todo = [i for i in range(len(files)) if plan[i] < 0]
         ok = np.ones(len(files), dtype=bool)
         errors: dict[int, str] = {}
@@ -824,11 +838,7 @@ def update_folder(
     finally:
         decoder.close()
     # One table for the second plan and the update (each would otherwise build its own).
-    kept = ItemTableBuilder()
-    for f, h, good in zip(files, hashes, ok.tolist(), strict=True):
-        if good:
-            kept.add(f.id, f.path, f.label, h or None)
-    items = item_table(kept)
+    items = _file_table(files, hashes, ok)
     report, _ = index.plan_update(items)  # unreadable files drop out: removed, or never added
     reuse = plan[ok]  # -1 exactly where ``new`` has a row, in order
     skipped: list[tuple[str, str]] = []
