@@ -13,6 +13,7 @@ from latentsearch.objectives import (
     ReconstructionObjective,
     create_objective,
     hint_loss,
+    neighbour_nt_xent,
     nt_xent,
 )
 
@@ -101,6 +102,48 @@ def test_contrastive_objective_is_deterministic_for_a_seed() -> None:
     torch.manual_seed(3)
     b, _ = obj(model, batch)
     assert float(a) == float(b)
+
+
+def test_neighbour_nt_xent_uses_the_nearest_support_vector_as_the_positive() -> None:
+    # The support holds each view's exact direction and a decoy; each view's neighbour is
+    # its own direction, so the loss equals plain cross-entropy of z1·z2 with a 2-image batch.
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+    support = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    t = 0.5
+    nn1 = z1  # nearest support vector of each first view
+    nn2 = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # z2 rows lean to the other axis
+    targets = torch.arange(2)
+    expected = (
+        torch.nn.functional.cross_entropy(nn1 @ z2.T / t, targets)
+        + torch.nn.functional.cross_entropy(nn2 @ z1.T / t, targets)
+    ) / 2
+    torch.testing.assert_close(neighbour_nt_xent(z1, z2, support, t), expected)
+
+
+def test_neighbour_positives_start_when_the_queue_is_full_and_carry_no_gradient_to_it() -> None:
+    model = create_model("resnet-s", in_channels=1, image_size=8)
+    obj = ContrastiveObjective(neighbour_weight=0.5, queue_size=10)
+    batch = Batch(images=torch.rand(6, 1, 8, 8), labels=torch.full((6,), -1))
+    _, first = obj(model, batch)
+    assert "nn_xent" not in first  # 6 of 10 queued: no neighbours yet
+    _, second = obj(model, batch)
+    assert "nn_xent" not in second  # 12 queued now (the ring wrapped), the term starts next
+    loss, third = obj(model, batch)
+    assert math.isfinite(third["nn_xent"])
+    assert third["loss"] == pytest.approx(0.5 * third["nt_xent"] + 0.5 * third["nn_xent"])
+    loss.backward()
+    assert obj._queue is not None and not obj._queue.requires_grad
+    assert all(p.grad is not None for p in model.projector.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"neighbour_weight": 1.5}, "neighbour_weight"), ({"queue_size": 0}, "queue_size")],
+)
+def test_bad_neighbour_settings_name_the_field(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        ContrastiveObjective(**kwargs)
 
 
 def test_mismatched_model_and_objective_are_explained() -> None:

@@ -149,16 +149,52 @@ def as_augment_config(augment: AugmentConfig | dict[str, Any] | None) -> Augment
     return augment
 
 
+def neighbour_nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, support: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """NNCLR's loss (Dwibedi et al., 2021): a view's positive is its nearest support vector.
+
+    Each view is replaced by its nearest neighbour among earlier images' projections, which
+    must then pick out the other view of the same image among the batch's other views. The
+    neighbours carry no gradient; the pull falls on the other view.
+
+    Args:
+        z1: Normalised projections of the first views. Shape: (B, P), fp32.
+        z2: Normalised projections of the second views. Shape: (B, P), fp32.
+        support: Normalised projections of earlier images, detached. Shape: (Q, P).
+        temperature: Softmax temperature.
+
+    Returns:
+        The mean of the two directions' cross-entropies (a scalar).
+    """
+    b = z1.shape[0]
+    targets = torch.arange(b, device=z1.device)
+    with torch.no_grad():
+        nn1 = support[(z1 @ support.T).argmax(dim=1)]
+        nn2 = support[(z2 @ support.T).argmax(dim=1)]
+    loss12 = F.cross_entropy(nn1 @ z2.T / temperature, targets)
+    loss21 = F.cross_entropy(nn2 @ z1.T / temperature, targets)
+    return (loss12 + loss21) / 2
+
+
 class ContrastiveObjective:
     """SimCLR: two augmented views per image, NT-Xent on the projections, plus the hint.
 
     The hint (cross-entropy on labelled images) reads the embedding of both views, which acts
     as a consistency constraint too: both views of a labelled image must name its class.
 
+    With ``neighbour_weight`` > 0, that share of the contrastive loss is NNCLR's
+    (:func:`neighbour_nt_xent`): positives are nearest neighbours from a queue of the last
+    ``queue_size`` images' first-view projections, which pulls similar images together
+    rather than only two views of one image. The term starts once the queue is full; the queue
+    is not checkpointed (a resumed run refills it first) and, under torchrun, is per process.
+
     Args:
         hint_weight: Weight of the cross-entropy on labelled images.
         temperature: NT-Xent temperature (SimCLR on CIFAR-10: 0.5).
         augment: Augmentation strengths (default ``AugmentConfig()``).
+        neighbour_weight: Share in [0, 1] of the contrastive loss from neighbour positives.
+        queue_size: Projections kept as the neighbours' support set.
     """
 
     def __init__(
@@ -166,12 +202,37 @@ class ContrastiveObjective:
         hint_weight: float = 1.0,
         temperature: float = 0.5,
         augment: AugmentConfig | dict[str, Any] | None = None,
+        neighbour_weight: float = 0.0,
+        queue_size: int = 8192,
     ) -> None:
         if temperature <= 0:
             raise ConfigError("temperature", f"must be positive, got {temperature}")
+        if not 0.0 <= neighbour_weight <= 1.0:
+            raise ConfigError("neighbour_weight", f"must be in [0, 1], got {neighbour_weight}")
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+            raise ConfigError("queue_size", f"must be a positive integer, got {queue_size!r}")
         self.hint_weight = hint_weight
         self.temperature = temperature
         self.augment = as_augment_config(augment) or AugmentConfig()
+        self.neighbour_weight = float(neighbour_weight)
+        self.queue_size = queue_size
+        self._queue: torch.Tensor | None = None  # (queue_size, P) once the first batch is seen
+        self._queued = 0  # projections written so far (the ring's write position mod size)
+
+    def _neighbour_term(self, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor | None:
+        """The NNCLR loss against the queue (None until it is full), then enqueues ``p1``."""
+        z1 = F.normalize(p1.float(), dim=1)
+        z2 = F.normalize(p2.float(), dim=1)
+        if self._queue is None:
+            self._queue = torch.zeros(self.queue_size, z1.shape[1], device=z1.device)
+        loss = None
+        if self._queued >= self.queue_size:
+            loss = neighbour_nt_xent(z1, z2, self._queue, self.temperature)
+        new = z1.detach()[-self.queue_size :]
+        rows = (self._queued + torch.arange(len(new), device=z1.device)) % self.queue_size
+        self._queue[rows] = new
+        self._queued += len(new)
+        return loss
 
     def __call__(
         self, model: EmbeddingModel, batch: Batch
@@ -190,6 +251,12 @@ class ContrastiveObjective:
             out.projection[:b], out.projection[b:], self.temperature, gather=batch.distributed
         )
         parts = {"nt_xent": float(contrast.detach())}
+        if self.neighbour_weight > 0:
+            nn_loss = self._neighbour_term(out.projection[:b], out.projection[b:])
+            if nn_loss is not None:
+                parts["nn_xent"] = float(nn_loss.detach())
+                w = self.neighbour_weight
+                contrast = (1 - w) * contrast + w * nn_loss
         loss = contrast
         ce = hint_loss(out.logits, torch.cat([batch.labels, batch.labels]))
         if ce is not None:
