@@ -199,6 +199,29 @@ def test_temperature_overrides_the_recipe_and_is_refused_without_a_contrastive_o
     assert not (tmp_path / "r").exists()
 
 
+def test_neighbour_flags_reach_the_contrastive_objective(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentsearch.cli.core import _config_from_args
+    from latentsearch.data import load_data
+
+    argv = ["train", "--neighbour-weight", "0.5", "--neighbour-queue", "512", "--out", "x"]
+    cfg = _config_from_args(build_parser().parse_args(argv), load_data("digits"))
+    assert cfg.objective_kwargs["neighbour_weight"] == 0.5
+    assert cfg.objective_kwargs["queue_size"] == 512
+    assert cfg.objective_kwargs["temperature"] == 0.5  # the recipe's stays
+    argv = ["train", "--model", "seed-ae", "--neighbour-weight", "0.5", "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--neighbour-weight is for the contrastive objective" in err
+    assert not (tmp_path / "r").exists()
+    argv = ["train", "--neighbour-weight", "2", "--epochs", "1", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "neighbour" in err and "[0, 1]" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_under_torchrun_only_rank_0_says_what_replaces_the_recipe(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
