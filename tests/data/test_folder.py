@@ -345,3 +345,49 @@ def test_odd_cache_manifests_are_rebuilt(split_folder: Path, tmp_path: Path, tex
     (entry,) = (cache / "folders").iterdir()
     (entry / "manifest.json").write_text(text)
     assert len(_load(split_folder, cache).train) == 4
+
+
+def test_the_listing_names_every_file_as_the_walk_does(split_folder: Path, tmp_path: Path) -> None:
+    splits = _load(split_folder, tmp_path / "cache")
+    listing = folder_module.list_image_folder(split_folder)
+    assert [s.name for s in listing.splits] == ["train", "test"]
+    for part, data in zip(listing.splits, (splits.train, splits.test), strict=True):
+        assert data is not None
+        readable = [f for f in part.files if f.path not in dict(data.skipped)]
+        assert [f.id for f in readable] == data.ids
+        assert [f.path for f in readable] == data.paths
+        assert [f.label for f in readable] == data.labels.tolist()
+
+
+def test_folder_files_behave_as_a_sequence_of_folder_files(tmp_path: Path) -> None:
+    root = str(tmp_path.resolve())
+    ids = ["a/x.png", "a/ü é.jpg", "b/y.png"]
+    files = folder_module.FolderFiles(root, ids, [0, 0, -1])
+    made = [
+        folder_module.FolderFile(i, os.path.join(root, *i.split("/")), label)
+        for i, label in zip(ids, [0, 0, -1], strict=True)
+    ]
+    assert len(files) == 3
+    assert list(files) == made
+    assert files[1] == made[1] and files[-1] == made[2]
+    assert files[1:] == made[1:] and files[::2] == made[::2] and files[5:] == []
+    assert files.id(1) == "a/ü é.jpg"
+    assert files.labels.tolist() == [0, 0, -1]
+    with pytest.raises(IndexError):
+        files[3]
+    with pytest.raises(IndexError):
+        files[-4]
+    more = folder_module.FolderFiles(root, ["c/z.png"], [2])
+    both = folder_module.FolderFiles.concat([files, more])
+    assert list(both) == [*made, more[0]]
+    assert list(folder_module.FolderFiles.concat([])) == []
+    with pytest.raises(ValueError, match="different folders"):
+        folder_module.FolderFiles.concat([files, folder_module.FolderFiles("/elsewhere", [], [])])
+    with pytest.raises(ValueError, match="labels"):
+        folder_module.FolderFiles(root, ids, [0])
+
+
+def test_folder_files_hold_the_ids_bytes_and_twelve_more_per_file(tmp_path: Path) -> None:
+    ids = [f"train/class{i % 10}/image_{i:07d}.jpg" for i in range(10_000)]
+    files = folder_module.FolderFiles(str(tmp_path), ids, [i % 10 for i in range(10_000)])
+    assert files.nbytes == sum(len(i) for i in ids) + 12 * len(ids) + 8

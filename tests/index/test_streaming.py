@@ -20,6 +20,7 @@ from latentsearch.index import (
     ImageIndex,
     ImageIndexError,
     all_images,
+    storage,
     streaming,
 )
 from latentsearch.precision import cpu_has_native_bf16
@@ -61,12 +62,22 @@ class _Kill(Exception):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_streamed_index_equals_the_in_memory_build(
-    run: Run, folder: Path, tmp_path: Path, workers: int
+    run: Run, folder: Path, tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = _with_bad_files(folder)
     want, want_skipped, want_source = _expected(run, folder)
     out = tmp_path / "out.index"
+    placed: list[tuple[str, str]] = []
+    real_place = storage.place_file
+
+    def spying(src: Path, dst: Path) -> None:
+        placed.append((src.name, dst.name))
+        real_place(src, dst)
+
+    monkeypatch.setattr(storage, "place_file", spying)
     result = streaming.index_folder(run, folder, out, workers=workers, chunk_size=4)
+    # The merged vectors file became the index's embeddings.npy without being written again.
+    assert placed == [(streaming.MERGED_FILE, "embeddings.npy")]
     assert result.index is not None
     _assert_same(result.index, want)
     assert result.skipped == want_skipped

@@ -26,9 +26,10 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from numpy.lib.format import open_memmap
@@ -481,6 +482,87 @@ class FolderFile:
     label: int
 
 
+class FolderFiles(Sequence[FolderFile]):
+    """A listing's files in columns: ids in one UTF-8 buffer, labels in an array.
+
+    A million ``FolderFile`` objects hold about 360 bytes each (the object, its id and its
+    absolute path as Python strings); these columns hold the id's bytes plus 12. Items are
+    made on access: ``files[i]`` is a ``FolderFile`` whose path joins the root and the id,
+    exactly as the folder walk spelt it.
+
+    Args:
+        root: The listed folder, absolute.
+        ids: Paths relative to ``root``, posix separators, in order.
+        labels: Class index of each file, -1 when unlabelled.
+    """
+
+    def __init__(self, root: str, ids: Sequence[str], labels: Sequence[int]) -> None:
+        if len(ids) != len(labels):
+            raise ValueError(f"{len(ids)} ids but {len(labels)} labels")
+        encoded = [i.encode("utf-8") for i in ids]
+        self._root = root
+        self._blob = b"".join(encoded)
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
+        self._labels = np.asarray(labels, dtype=np.int32).reshape(len(encoded))
+
+    @classmethod
+    def concat(cls, parts: Sequence[FolderFiles]) -> FolderFiles:
+        """The files of ``parts`` one after the other (all listed under one root)."""
+        roots = {p._root for p in parts}
+        if len(roots) > 1:
+            raise ValueError(f"files of different folders: {sorted(roots)}")
+        out = cls.__new__(cls)
+        out._root = roots.pop() if roots else ""
+        out._blob = b"".join(p._blob for p in parts)
+        starts = np.cumsum([0] + [len(p._blob) for p in parts])
+        out._offsets = np.concatenate(
+            [np.zeros(1, dtype=np.int64)]
+            + [p._offsets[1:] + start for p, start in zip(parts, starts[:-1], strict=True)]
+        )
+        out._labels = np.concatenate([np.zeros(0, dtype=np.int32)] + [p._labels for p in parts])
+        return out
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class index per file, -1 when unlabelled. Shape: (N,), int32."""
+        return self._labels
+
+    def id(self, i: int) -> str:
+        """The id of file ``i``, without making its ``FolderFile``."""
+        return self._blob[self._offsets[i] : self._offsets[i + 1]].decode("utf-8")
+
+    def _item(self, i: int) -> FolderFile:
+        rel = self.id(i)
+        native = rel if os.sep == "/" else rel.replace("/", os.sep)
+        return FolderFile(rel, os.path.join(self._root, native), int(self._labels[i]))
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @overload
+    def __getitem__(self, i: int) -> FolderFile: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[FolderFile]: ...
+
+    def __getitem__(self, i: int | slice) -> FolderFile | list[FolderFile]:
+        if isinstance(i, slice):
+            return [self._item(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"file {i} of {n}")
+        return self._item(i % n)
+
+    def __iter__(self) -> Iterator[FolderFile]:
+        return (self._item(j) for j in range(len(self)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the columns."""
+        return len(self._blob) + self._offsets.nbytes + self._labels.nbytes
+
+
 @dataclass(frozen=True)
 class FolderSplit:
     """The files of one split of a listed folder.
@@ -488,14 +570,14 @@ class FolderSplit:
     Attributes:
         name: ``train`` or ``test``.
         where: The folder, for messages.
-        files: Every candidate file, in ``load_image_folder``'s order.
+        files: Every candidate file, in ``load_image_folder``'s order (in columns).
         problems: ``(absolute path, reason)`` for files already known to be unusable (broken
             links, unreadable files); decoding failures come on top, from ``decode_files``.
     """
 
     name: str
     where: str
-    files: list[FolderFile]
+    files: FolderFiles
     problems: list[tuple[str, str]]
 
 
@@ -570,10 +652,12 @@ def list_image_folder(root: str | Path) -> FolderListing:
     for name, split in splits.items():
         if not split.files:
             raise DataError(f"{split.where} holds no files")
-        files = [
-            FolderFile(f.rel, f.path, -1 if f.label is None else class_index[f.label])
-            for f in split.files
-        ]
+        files = FolderFiles(
+            str(root),
+            [f.rel for f in split.files],
+            [-1 if f.label is None else class_index[f.label] for f in split.files],
+        )
+        split.files.clear()  # the scan's objects go as soon as the columns hold them
         problems = [(str(root / rel), reason) for rel, reason in split.problems]
         out.append(FolderSplit(name, split.where, files, problems))
     return FolderListing(root=root, class_names=class_names, splits=out)

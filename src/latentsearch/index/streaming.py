@@ -38,7 +38,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ from latentsearch.data import SOURCES, DataError
 from latentsearch.data.folder import (
     DecodedFiles,
     FolderFile,
+    FolderFiles,
     FolderListing,
     decode_files,
     hash_files,
@@ -181,7 +182,7 @@ def shards_dir(out: str | Path) -> Path:
 @dataclass(frozen=True)
 class _Job:
     listing: FolderListing
-    files: list[FolderFile]  # every split's files, train first
+    files: FolderFiles  # every split's files, train first
     chunk_size: int
     description: dict[str, Any]  # what job.json records
     digest: str  # of the description
@@ -198,8 +199,19 @@ class _Job:
         return str(self.description["precision"])
 
 
+def _all_files(listing: FolderListing) -> FolderFiles:
+    """Every split's files, train first."""
+    return FolderFiles.concat([split.files for split in listing.splits])
+
+
+def _split_of(listing: FolderListing) -> np.ndarray:
+    """The split of each of ``_all_files(listing)``, as an index into ``listing.splits``."""
+    sizes = [len(s.files) for s in listing.splits]
+    return np.repeat(np.arange(len(sizes), dtype=np.int8), sizes)
+
+
 def _make_job(run: Run, listing: FolderListing, chunk_size: int, precision: str) -> _Job:
-    files = [f for split in listing.splits for f in split.files]
+    files = _all_files(listing)
     # The file list (ids, labels, known problems) goes in as a digest: job.json stays small.
     h = hashlib.sha256()
     for split in listing.splits:
@@ -378,7 +390,7 @@ class _Decoder:
             self._pool.join()
             self._pool = None
 
-    def decoded(self, chunks: Sequence[list[str]]) -> Iterator[DecodedFiles]:
+    def decoded(self, chunks: Iterable[list[str]]) -> Iterator[DecodedFiles]:
         """The decoded chunks, in order; at most ``WINDOW_PER_WORKER * workers`` in flight."""
         if self._pool is None:
             for paths in chunks:
@@ -397,11 +409,11 @@ class _Decoder:
                 window.append(self._pool.apply_async(decode_files, (nxt, self.image_size)))
             yield result
 
-    def hashes(self, chunks: Sequence[list[str]]) -> list[list[str]]:
-        """The content hashes of each chunk's files."""
+    def hashes(self, chunks: Iterable[list[str]]) -> list[list[str]]:
+        """The content hashes of each chunk's files, in order."""
         if self._pool is None:
             return [hash_files(paths) for paths in chunks]
-        return list(self._pool.map(hash_files, chunks))
+        return list(self._pool.imap(hash_files, chunks))
 
 
 # ---------------------------------------------------------------------------- the build
@@ -601,10 +613,13 @@ def _embed_chunks(
     decoder = _Decoder(min(workers, len(mine)), run.model.image_size)
     try:
         # A shard is reused only while its files still hold the bytes it was made from.
-        existing = {c: s for c in mine if (s := _read_shard(scratch, c, job, dim)) is not None}
-        paths = {c: [f.path for f in job.chunk(c)] for c in existing}
-        hashes = decoder.hashes([paths[c] for c in existing])
-        done = {c for c, h in zip(existing, hashes, strict=True) if h == existing[c].sha256}
+        # Only the hashes of the shards found are kept, not their vectors.
+        existing = {
+            c: s.sha256 for c in mine if (s := _read_shard(scratch, c, job, dim)) is not None
+        }
+        hashes = decoder.hashes([f.path for f in job.chunk(c)] for c in existing)
+        done = {c for c, h in zip(existing, hashes, strict=True) if h == existing[c]}
+        del existing
         counts.resumed = len(done)
         todo = [c for c in mine if c not in done]
         with tqdm(
@@ -614,7 +629,8 @@ def _embed_chunks(
             unit="img",
             disable=not show_progress(progress),
         ) as bar:
-            stream = decoder.decoded([[f.path for f in job.chunk(c)] for c in todo])
+            # Each chunk's paths are made when it goes to a worker, not all at once.
+            stream = decoder.decoded([f.path for f in job.chunk(c)] for c in todo)
             for c in todo:
                 t = time.perf_counter()
                 decoded = next(stream)
@@ -672,7 +688,8 @@ def _merge(
         else np.empty((0, dim), dtype=np.float32)
     )
     items = ItemTableBuilder()  # columns, not an object per item
-    split_of = [split.name for split in job.listing.splits for _ in split.files]
+    split_index = _split_of(job.listing)
+    names = [split.name for split in job.listing.splits]
     failures: dict[str, list[tuple[str, str]]] = {s.name: [] for s in job.listing.splits}
     indexed = dict.fromkeys(failures, 0)
     for c in range(job.chunks):
@@ -685,7 +702,7 @@ def _merge(
         embeddings[len(items) : len(items) + len(shard.embeddings)] = shard.embeddings
         base = c * job.chunk_size
         for j, f in enumerate(job.chunk(c)):
-            split = split_of[base + j]
+            split = names[split_index[base + j]]
             if shard.ok[j]:
                 items.add(f.id, f.path, f.label, shard.sha256[j])
                 indexed[split] += 1
@@ -695,6 +712,11 @@ def _merge(
         raise ImageIndexError(
             f"the shards in {scratch} changed while they were read: run the same command again"
         )
+    if isinstance(embeddings, np.memmap):
+        # Read-only from here: the save links this file into the index folder as it is.
+        embeddings.flush()
+        del embeddings
+        embeddings = np.load(scratch / MERGED_FILE, mmap_mode="r", allow_pickle=False)
     skipped: list[tuple[str, str]] = []
     for part in job.listing.splits:
         # As load_image_folder: problems found while listing first, then decoding failures.
@@ -801,12 +823,14 @@ def update_folder(
         workers = default_workers()
     chunk_size = _checked_sizes(run, workers, chunk_size)
     listing = list_image_folder(folder)
-    files = [f for split in listing.splits for f in split.files]
-    split_of = [split.name for split in listing.splits for _ in split.files]
-    cut = [files[i : i + chunk_size] for i in range(0, len(files), chunk_size)]
-    decoder = _Decoder(min(workers, len(cut)), run.model.image_size)
+    files = _all_files(listing)
+    split_index = _split_of(listing)
+    starts = range(0, len(files), chunk_size)
+    decoder = _Decoder(min(workers, len(starts)), run.model.image_size)
     try:
-        hashes = [h for chunk in decoder.hashes([[f.path for f in c] for c in cut]) for h in chunk]
+        # Each chunk's paths are made as the workers take it, not all at once.
+        paths = ([f.path for f in files[i : i + chunk_size]] for i in starts)
+        hashes = [h for chunk in decoder.hashes(paths) for h in chunk]
         # A file that cannot be read has no hash: it goes to the decoder, which says why.
         _, plan = index.plan_update(_file_table(files, hashes))
         todo = [i for i in range(len(files)) if plan[i] < 0]
@@ -842,9 +866,9 @@ def update_folder(
     report, _ = index.plan_update(items)  # unreadable files drop out: removed, or never added
     reuse = plan[ok]  # -1 exactly where ``new`` has a row, in order
     skipped: list[tuple[str, str]] = []
-    for part in listing.splits:
-        failed = [(files[i].path, why) for i, why in errors.items() if split_of[i] == part.name]
-        if not any(good and split_of[i] == part.name for i, good in enumerate(ok)):
+    for k, part in enumerate(listing.splits):
+        failed = [(files[i].path, why) for i, why in errors.items() if split_index[i] == k]
+        if not ok[split_index == k].any():
             root = listing.root
             both = [*part.problems, *failed]
             reasons = "; ".join(f"{Path(p).relative_to(root)}: {why}" for p, why in both[:3])
