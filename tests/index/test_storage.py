@@ -102,3 +102,41 @@ def test_read_npy_refuses_truncated_and_foreign_files(tmp_path: Path) -> None:
             storage.read_npy(files["cut.npy"])
         with pytest.raises(ValueError):
             storage.read_npy(files["text.npy"])
+
+
+def test_a_placed_file_is_linked_not_copied(tmp_path: Path) -> None:
+    src = tmp_path / "vectors.npy"
+    src.write_bytes(b"payload")
+    storage.write_folder(tmp_path / "idx", {"v.npy": src, "m": _writer(b"x")})
+    placed = tmp_path / "idx" / "v.npy"
+    assert placed.read_bytes() == b"payload"
+    assert placed.stat().st_ino == src.stat().st_ino
+    src.unlink()  # the scratch file going away leaves the index's file
+    assert placed.read_bytes() == b"payload"
+
+
+def test_a_placed_file_is_copied_where_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(a: object, b: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(storage.os, "link", no_links)
+    src = tmp_path / "vectors.npy"
+    src.write_bytes(b"payload")
+    storage.write_folder(tmp_path / "idx", {"v.npy": src})
+    placed = tmp_path / "idx" / "v.npy"
+    assert placed.read_bytes() == b"payload"
+    assert placed.stat().st_ino != src.stat().st_ino
+
+
+def test_only_a_whole_read_only_npy_map_names_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "e.npy"
+    np.save(path, np.arange(12, dtype=np.float32).reshape(4, 3))
+    whole = np.load(path, mmap_mode="r")
+    assert storage.npy_file_of(whole) == path
+    assert storage.npy_file_of(whole[1:]) is None  # keeps the file's name: not the file
+    assert storage.npy_file_of(whole[:, :2]) is None
+    assert storage.npy_file_of(np.load(path, mmap_mode="c")) is None  # may differ from disk
+    assert storage.npy_file_of(np.load(path, mmap_mode="r+")) is None
+    assert storage.npy_file_of(np.load(path)) is None  # in memory

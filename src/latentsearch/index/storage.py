@@ -103,16 +103,58 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(Path(root))
 
 
+def npy_file_of(array: np.ndarray) -> Path | None:
+    """The ``.npy`` file ``array`` is a read-only map of, whole, or None.
+
+    Such an array's file already holds exactly what ``np.save(f, array)`` would write, so a
+    save can place that file instead of writing the bytes again.
+    """
+    if not isinstance(array, np.memmap) or array.mode != "r" or array.filename is None:
+        return None
+    path = Path(array.filename)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version != (1, 0):
+                return None
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            offset = f.tell()
+    except (OSError, ValueError):
+        return None
+    # A slice of the map keeps the file's name and offset: only the whole array qualifies.
+    whole = shape == array.shape and dtype == array.dtype and not fortran
+    if not whole or offset != array.offset or not array.flags.c_contiguous:
+        return None
+    return path
+
+
+def place_file(src: Path, dst: Path) -> None:
+    """Puts a finished file at ``dst``: a hard link where possible, else a copy; flushed.
+
+    Raises:
+        OSError: When it can be neither linked nor copied.
+    """
+    with open(src, "rb") as f:
+        os.fsync(f.fileno())  # a link shares the data: it must be on disk like a write's
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(src, dst)
+        with open(dst, "rb") as f:
+            os.fsync(f.fileno())
+
+
 def write_folder(
     dest: Path,
-    files: dict[str, Callable[[IO[bytes]], None]],
+    files: dict[str, Callable[[IO[bytes]], None] | Path],
     folders: dict[str, Callable[[Path], None]] | None = None,
 ) -> None:
     """Writes ``files`` (name -> writer) as the folder ``dest``, replacing it atomically.
 
     Args:
         dest: The folder to write.
-        files: File name -> a writer that fills the open file.
+        files: File name -> a writer that fills the open file, or an existing file to place
+            there as it is (see ``place_file``; it must not change afterwards).
         folders: Sub-folder name -> a writer that creates that folder at the path it is
             given (an embedded database, say); flushed to disk like the files.
 
@@ -127,7 +169,10 @@ def write_folder(
         old: Path | None = None
         try:
             for name, write in files.items():
-                write_file(tmp / name, write)
+                if isinstance(write, Path):
+                    place_file(write, tmp / name)
+                else:
+                    write_file(tmp / name, write)
             for name, write_dir in (folders or {}).items():
                 write_dir(tmp / name)
                 fsync_tree(tmp / name)
