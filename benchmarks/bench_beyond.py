@@ -45,6 +45,21 @@ def _train_seconds(run_dir: Path) -> float:
     return float(max(span, sum(r["seconds"] for r in records)))
 
 
+def _init_train_seconds(config: Any) -> float:
+    """Training time of the run this one started from (``--init RUN``), counted in its budget.
+
+    A continuation's own epochs are only part of what its weights cost: the run it was
+    initialised from (and that run's own ``init``, and so on) is added. A checkpoint or weights
+    file from elsewhere has no recorded time: 0.
+    """
+    if not config.init:
+        return 0.0
+    base = Path(config.init)
+    if not (base / "metrics.jsonl").is_file():
+        return 0.0
+    return _train_seconds(base) + _init_train_seconds(load_run(base).config)
+
+
 def _model_name(config: Any) -> str:
     extra = ", ".join(f"{k} {v}" for k, v in sorted(config.model_kwargs.items()))
     return f"{config.model} ({extra})" if extra else config.model
@@ -59,6 +74,7 @@ def score_run(setting: str, run_dir: Path, data_label: str | None) -> tuple[dict
     head_file = head_path(run_dir)
     head = load_cluster_head(head_file, run_model=run.model) if head_file.exists() else None
     head_seconds = head.seconds if head else 0.0
+    init_seconds = _init_train_seconds(cfg)
     finetuned: dict[str, Any] = {}
     if head is not None and head.encoder is not None:
         # SCAN fine-tuned a copy of the encoder: how that copy retrieves, beside the run's own.
@@ -76,8 +92,9 @@ def score_run(setting: str, run_dir: Path, data_label: str | None) -> tuple[dict
         **{k: result[k] for k in KEYS},
         **{k: v for k, v in result.items() if k.startswith("head_")},
         "epochs": run.epoch,
-        "train_seconds": round(_train_seconds(run_dir) + head_seconds, 1),
+        "train_seconds": round(_train_seconds(run_dir) + init_seconds + head_seconds, 1),
         "cluster_head_seconds": round(head_seconds, 1),
+        **({"init": cfg.init, "init_train_seconds": round(init_seconds, 1)} if cfg.init else {}),
         **finetuned,
         "machine": machine_description(),
         "threads": run.history[-1].get("threads", cfg.threads),
