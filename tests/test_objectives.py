@@ -135,6 +135,13 @@ def test_neighbour_positives_start_when_the_queue_is_full_and_carry_no_gradient_
     loss.backward()
     assert obj._queue is not None and not obj._queue.requires_grad
     assert all(p.grad is not None for p in model.projector.parameters())
+    # A validation pass (eval mode) reads the queue and leaves it unchanged.
+    queue, queued = obj._queue.clone(), obj._queued
+    model.eval()
+    with torch.no_grad():
+        _, val = obj(model, Batch(images=torch.rand(6, 1, 8, 8), labels=torch.full((6,), -1)))
+    assert math.isfinite(val["nn_xent"])
+    assert obj._queued == queued and torch.equal(obj._queue, queue)
 
 
 @pytest.mark.parametrize(

@@ -185,7 +185,8 @@ class ContrastiveObjective:
 
     With ``neighbour_weight`` > 0, that share of the contrastive loss is NNCLR's
     (:func:`neighbour_nt_xent`): positives are nearest neighbours from a queue of the last
-    ``queue_size`` images' first-view projections, which pulls similar images together
+    ``queue_size`` training images' first-view projections (a model in eval mode, as in a
+    validation pass, reads the queue but adds nothing), which pulls similar images together
     rather than only two views of one image. The term starts once the queue is full; the queue
     is not checkpointed (a resumed run refills it first) and, under torchrun, is per process.
 
@@ -219,8 +220,10 @@ class ContrastiveObjective:
         self._queue: torch.Tensor | None = None  # (queue_size, P) once the first batch is seen
         self._queued = 0  # projections written so far (the ring's write position mod size)
 
-    def _neighbour_term(self, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor | None:
-        """The NNCLR loss against the queue (None until it is full), then enqueues ``p1``."""
+    def _neighbour_term(
+        self, p1: torch.Tensor, p2: torch.Tensor, enqueue: bool
+    ) -> torch.Tensor | None:
+        """The NNCLR loss against the queue (None until it is full); may enqueue ``p1``."""
         z1 = F.normalize(p1.float(), dim=1)
         z2 = F.normalize(p2.float(), dim=1)
         if self._queue is None:
@@ -228,6 +231,8 @@ class ContrastiveObjective:
         loss = None
         if self._queued >= self.queue_size:
             loss = neighbour_nt_xent(z1, z2, self._queue, self.temperature)
+        if not enqueue:
+            return loss
         new = z1.detach()[-self.queue_size :]
         rows = (self._queued + torch.arange(len(new), device=z1.device)) % self.queue_size
         self._queue[rows] = new
@@ -252,7 +257,10 @@ class ContrastiveObjective:
         )
         parts = {"nt_xent": float(contrast.detach())}
         if self.neighbour_weight > 0:
-            nn_loss = self._neighbour_term(out.projection[:b], out.projection[b:])
+            # Only training batches join the queue: a validation pass leaves it as it was.
+            nn_loss = self._neighbour_term(
+                out.projection[:b], out.projection[b:], enqueue=model.training
+            )
             if nn_loss is not None:
                 parts["nn_xent"] = float(nn_loss.detach())
                 w = self.neighbour_weight
