@@ -142,6 +142,29 @@ def test_a_killed_job_resumes_from_its_shards(
     assert not shards.exists()
 
 
+def test_a_job_stopped_after_its_save_never_writes_into_the_saved_vectors(
+    run: Run, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    want, _, _ = _expected(run, folder)
+    out = tmp_path / "out.index"
+    # Stopped between the save and the removal of the shards folder: the merged vectors file
+    # there is the saved index's embeddings.npy (one file, two names).
+    monkeypatch.setattr(streaming.shutil, "rmtree", lambda *a, **k: None)
+    streaming.index_folder(run, folder, out, workers=0, chunk_size=6)
+    merged = streaming.shards_dir(out) / streaming.MERGED_FILE
+    saved = out / "embeddings.npy"
+    assert merged.stat().st_ino == saved.stat().st_ino
+    with open(saved, "rb") as f:  # a reader of the first index keeps its file open
+        before = f.read()
+        monkeypatch.undo()
+        result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6)
+        f.seek(0)
+        assert f.read() == before and os.fstat(f.fileno()).st_size == len(before)
+        assert os.fstat(f.fileno()).st_ino != saved.stat().st_ino  # a new file, not that one
+    assert result.index is not None
+    _assert_same(ImageIndex.load(out), want)
+
+
 def test_a_file_changed_since_its_shard_is_embedded_again(
     run: Run, folder: Path, tmp_path: Path
 ) -> None:

@@ -680,6 +680,9 @@ def _merge(
         n_ok += int(ok.sum())
     # The vectors go to a file beside the shards, not to this process's memory: FAISS then
     # holds the only resident copy, and the pages of the file are the kernel's to drop.
+    # A file left by a job stopped after its save is the saved index's embeddings.npy too (a
+    # hard link): unlink it, so that the new vectors go to a new file, never into that one.
+    (scratch / MERGED_FILE).unlink(missing_ok=True)
     embeddings = (
         np.lib.format.open_memmap(
             scratch / MERGED_FILE, mode="w+", dtype=np.float32, shape=(n_ok, dim)
