@@ -24,7 +24,7 @@ from latentsearch.clusters import head_path, load_cluster_head
 from latentsearch.data import load_data
 from latentsearch.evaluation import evaluate_run, score_pixels
 from latentsearch.protocols import make_splits
-from latentsearch.runs import checkpoints, load_run, machine_description
+from latentsearch.runs import TrainConfig, checkpoints, load_run, machine_description
 
 KEYS = ["nmi", "ri", "ari", "ami", "acc", "precision_at_1", "precision_at_10", "map_at_r"]
 
@@ -57,7 +57,8 @@ def _init_train_seconds(config: Any) -> float:
     base = Path(config.init)
     if not (base / "metrics.jsonl").is_file():
         return 0.0
-    return _train_seconds(base) + _init_train_seconds(load_run(base).config)
+    base_config = TrainConfig.from_dict(json.loads((base / "config.json").read_text()))
+    return _train_seconds(base) + _init_train_seconds(base_config)
 
 
 def _model_name(config: Any) -> str:

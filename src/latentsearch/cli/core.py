@@ -215,16 +215,14 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
             settings[name] = value
     if args.width is not None:
         settings["model_kwargs"] = {**settings.get("model_kwargs", {}), "width": args.width}
-    contrastive = {
-        "temperature": args.temperature,
-        "neighbour_weight": args.neighbour_weight,
-        "queue_size": args.neighbour_queue,
-    }
-    flags = {"queue_size": "--neighbour-queue"}
-    for name, value in contrastive.items():
+    contrastive = [  # (flag, objective argument, value given)
+        ("--temperature", "temperature", args.temperature),
+        ("--neighbour-weight", "neighbour_weight", args.neighbour_weight),
+        ("--neighbour-queue", "queue_size", args.neighbour_queue),
+    ]
+    for flag, name, value in contrastive:
         if value is None:
             continue
-        flag = flags.get(name, "--" + name.replace("_", "-"))
         if settings.get("objective", TrainConfig.objective) != "contrastive":
             raise CLIError(f"{flag} is for the contrastive objective (--preset auto, simclr)")
         kwargs = dict(settings.get("objective_kwargs", {}))

@@ -528,6 +528,12 @@ class FolderFiles(Sequence[FolderFile]):
         """Class index per file, -1 when unlabelled. Shape: (N,), int32."""
         return self._labels
 
+    def ids(self) -> Iterator[str]:
+        """Every id, in order, without making the ``FolderFile``s (nor their paths)."""
+        data, off = self._blob, self._offsets.tolist()
+        for i in range(len(self)):
+            yield data[off[i] : off[i + 1]].decode("utf-8")
+
     def id(self, i: int) -> str:
         """The id of file ``i``, without making its ``FolderFile``."""
         return self._blob[self._offsets[i] : self._offsets[i + 1]].decode("utf-8")

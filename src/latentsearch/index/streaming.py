@@ -216,8 +216,8 @@ def _make_job(run: Run, listing: FolderListing, chunk_size: int, precision: str)
     h = hashlib.sha256()
     for split in listing.splits:
         h.update(f"[{split.name}]\n".encode())
-        for f in split.files:
-            h.update(f"{f.id}\0{f.label}\n".encode())
+        for rel, label in zip(split.files.ids(), split.files.labels.tolist(), strict=True):
+            h.update(f"{rel}\0{label}\n".encode())
         for path, reason in split.problems:
             h.update(f"!{path}\0{reason}\n".encode())
     description = {
@@ -718,7 +718,6 @@ def _merge(
     if isinstance(embeddings, np.memmap):
         # Read-only from here: the save links this file into the index folder as it is.
         embeddings.flush()
-        del embeddings
         embeddings = np.load(scratch / MERGED_FILE, mmap_mode="r", allow_pickle=False)
     skipped: list[tuple[str, str]] = []
     for part in job.listing.splits:
