@@ -357,6 +357,10 @@ def test_the_listing_names_every_file_as_the_walk_does(split_folder: Path, tmp_p
         assert [f.id for f in readable] == data.ids
         assert [f.path for f in readable] == data.paths
         assert [f.label for f in readable] == data.labels.tolist()
+    # The splits are parts of one set of columns, not copies of them.
+    assert list(listing.files) == [f for s in listing.splits for f in s.files]
+    assert all(np.shares_memory(s.files.labels, listing.files.labels) for s in listing.splits)
+    assert sum(s.files.nbytes for s in listing.splits) == listing.files.nbytes + 8
 
 
 def test_folder_files_behave_as_a_sequence_of_folder_files(tmp_path: Path) -> None:
@@ -373,16 +377,11 @@ def test_folder_files_behave_as_a_sequence_of_folder_files(tmp_path: Path) -> No
     assert files[1:] == made[1:] and files[::2] == made[::2] and files[5:] == []
     assert files.id(1) == "a/ü é.jpg"
     assert files.labels.tolist() == [0, 0, -1]
+    assert list(files.part(1, 3)) == made[1:] and list(files.part(2, 1)) == []
     with pytest.raises(IndexError):
         files[3]
     with pytest.raises(IndexError):
         files[-4]
-    more = folder_module.FolderFiles(root, ["c/z.png"], [2])
-    both = folder_module.FolderFiles.concat([files, more])
-    assert list(both) == [*made, more[0]]
-    assert list(folder_module.FolderFiles.concat([])) == []
-    with pytest.raises(ValueError, match="different folders"):
-        folder_module.FolderFiles.concat([files, folder_module.FolderFiles("/elsewhere", [], [])])
     with pytest.raises(ValueError, match="labels"):
         folder_module.FolderFiles(root, ids, [0])
 

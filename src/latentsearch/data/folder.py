@@ -26,7 +26,8 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -40,6 +41,7 @@ from latentsearch.data.base import DataError, DataSplits, ImageData
 from latentsearch.data.cache import resolve_cache_dir
 from latentsearch.data.images import DEFAULT_MAX_PIXELS, check_image_size, decode_image
 from latentsearch.data.scratch import remove_abandoned, scratch_dir
+from latentsearch.data.strings import StringColumn, StringColumnBuilder
 
 DEFAULT_FOLDER_IMAGE_SIZE = 32
 """Side of the decoded squares when ``image_size`` is None."""
@@ -483,7 +485,7 @@ class FolderFile:
 
 
 class FolderFiles(Sequence[FolderFile]):
-    """A listing's files in columns: ids in one UTF-8 buffer, labels in an array.
+    """A listing's files in columns: ids in a :class:`StringColumn`, labels in an array.
 
     A million ``FolderFile`` objects hold about 360 bytes each (the object, its id and its
     absolute path as Python strings); these columns hold the id's bytes plus 12. Items are
@@ -493,35 +495,22 @@ class FolderFiles(Sequence[FolderFile]):
     Args:
         root: The listed folder, absolute.
         ids: Paths relative to ``root``, posix separators, in order.
-        labels: Class index of each file, -1 when unlabelled.
+        labels: Class index of each file, -1 when unlabelled. Shape: (N,).
+
+    Raises:
+        ValueError: When there are not as many labels as ids.
     """
 
-    def __init__(self, root: str, ids: Sequence[str], labels: Sequence[int]) -> None:
-        if len(ids) != len(labels):
-            raise ValueError(f"{len(ids)} ids but {len(labels)} labels")
-        encoded = [i.encode("utf-8") for i in ids]
+    def __init__(self, root: str, ids: Iterable[str], labels: Sequence[int] | np.ndarray) -> None:
         self._root = root
-        self._blob = b"".join(encoded)
-        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
-        self._labels = np.asarray(labels, dtype=np.int32).reshape(len(encoded))
+        self._ids = ids if isinstance(ids, StringColumn) else StringColumn.from_strings(ids)
+        self._labels = np.asarray(labels, dtype=np.int32).reshape(-1)
+        if len(self._ids) != len(self._labels):
+            raise ValueError(f"{len(self._ids)} ids but {len(self._labels)} labels")
 
-    @classmethod
-    def concat(cls, parts: Sequence[FolderFiles]) -> FolderFiles:
-        """The files of ``parts`` one after the other (all listed under one root)."""
-        roots = {p._root for p in parts}
-        if len(roots) > 1:
-            raise ValueError(f"files of different folders: {sorted(roots)}")
-        out = cls.__new__(cls)
-        out._root = roots.pop() if roots else ""
-        out._blob = b"".join(p._blob for p in parts)
-        starts = np.cumsum([0] + [len(p._blob) for p in parts])
-        out._offsets = np.concatenate(
-            [np.zeros(1, dtype=np.int64)]
-            + [p._offsets[1:] + start for p, start in zip(parts, starts[:-1], strict=True)]
-        )
-        out._labels = np.concatenate([np.zeros(0, dtype=np.int32)] + [p._labels for p in parts])
-        return out
+    def part(self, start: int, stop: int) -> FolderFiles:
+        """Files ``start`` to ``stop`` (exclusive), sharing these columns rather than copying."""
+        return FolderFiles(self._root, self._ids[start:stop], self._labels[start:stop])
 
     @property
     def labels(self) -> np.ndarray:
@@ -530,16 +519,14 @@ class FolderFiles(Sequence[FolderFile]):
 
     def ids(self) -> Iterator[str]:
         """Every id, in order, without making the ``FolderFile``s (nor their paths)."""
-        data, off = self._blob, self._offsets.tolist()
-        for i in range(len(self)):
-            yield data[off[i] : off[i + 1]].decode("utf-8")
+        return iter(self._ids)
 
     def id(self, i: int) -> str:
         """The id of file ``i``, without making its ``FolderFile``."""
-        return self._blob[self._offsets[i] : self._offsets[i + 1]].decode("utf-8")
+        return self._ids[i]
 
     def _item(self, i: int) -> FolderFile:
-        rel = self.id(i)
+        rel = self._ids[i]
         native = rel if os.sep == "/" else rel.replace("/", os.sep)
         return FolderFile(rel, os.path.join(self._root, native), int(self._labels[i]))
 
@@ -566,7 +553,7 @@ class FolderFiles(Sequence[FolderFile]):
     @property
     def nbytes(self) -> int:
         """Bytes held by the columns."""
-        return len(self._blob) + self._offsets.nbytes + self._labels.nbytes
+        return self._ids.nbytes + self._labels.nbytes
 
 
 @dataclass(frozen=True)
@@ -595,11 +582,14 @@ class FolderListing:
         root: The folder, absolute.
         class_names: Sorted class folder names (empty when unlabelled).
         splits: ``train`` and, where the layout has one, ``test``, in that order.
+        files: Every split's files, train first; each split's ``files`` is a part of these
+            columns, not a copy.
     """
 
     root: Path
     class_names: list[str]
     splits: list[FolderSplit]
+    files: FolderFiles
 
     @property
     def source(self) -> str:
@@ -654,19 +644,29 @@ def list_image_folder(root: str | Path) -> FolderListing:
             "directly in the folder"
         )
     class_index = {c: i for i, c in enumerate(class_names)}
-    out = []
-    for name, split in splits.items():
+    ids = StringColumnBuilder()
+    labels = array("i")  # int32, not a list of int objects
+    bounds = [0]
+    for split in splits.values():
         if not split.files:
             raise DataError(f"{split.where} holds no files")
-        files = FolderFiles(
-            str(root),
-            [f.rel for f in split.files],
-            [-1 if f.label is None else class_index[f.label] for f in split.files],
-        )
+        for f in split.files:
+            ids.append(f.rel)
+            labels.append(-1 if f.label is None else class_index[f.label])
         split.files.clear()  # the scan's objects go as soon as the columns hold them
-        problems = [(str(root / rel), reason) for rel, reason in split.problems]
-        out.append(FolderSplit(name, split.where, files, problems))
-    return FolderListing(root=root, class_names=class_names, splits=out)
+        bounds.append(len(labels))
+    files = FolderFiles(str(root), ids.build(), labels)
+    del labels
+    out = [
+        FolderSplit(
+            name,
+            split.where,
+            files.part(bounds[k], bounds[k + 1]),
+            [(str(root / rel), reason) for rel, reason in split.problems],
+        )
+        for k, (name, split) in enumerate(splits.items())
+    ]
+    return FolderListing(root=root, class_names=class_names, splits=out, files=files)
 
 
 def decode_files(paths: list[str], image_size: int) -> DecodedFiles:

@@ -369,6 +369,7 @@ def _train_ivf(x: np.ndarray, factory: str, nlist: int, n_train: int, seed: int)
     n_train = min(n, n_train)
     train = x if n_train == n else x[np.sort(rng.choice(n, size=n_train, replace=False))]
     index.train(train)
+    del train  # the sample is a copy (39 vectors per list: ~80 MB at 1M): gone before the add
     add_presized(index, x)
     return index
 

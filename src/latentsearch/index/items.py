@@ -18,6 +18,8 @@ from typing import IO, Any, overload
 
 import numpy as np
 
+from latentsearch.data.strings import StringColumn, StringColumnBuilder
+
 _SHA_BYTES = 32
 _NO_PATH = -1  # path code: the item has no file (array sources)
 _OWN_PATH = -2  # path code: the path is not a known prefix + id, kept whole in ``_paths``
@@ -57,8 +59,7 @@ class ItemTableBuilder:
 
     def __init__(self) -> None:
         # Flat arrays rather than lists: a list holds an 8-byte pointer plus an int object.
-        self._ids = bytearray()
-        self._id_ends = array("q")
+        self._ids = StringColumnBuilder()
         self._labels = array("i")
         self._path_codes = array("i")
         self._prefixes: dict[str, int] = {}
@@ -68,7 +69,7 @@ class ItemTableBuilder:
         self._shas: dict[int, str] = {}
 
     def __len__(self) -> int:
-        return len(self._id_ends)
+        return len(self._ids)
 
     def add(self, id: str, path: str | None, label: int, sha256: str | None) -> None:
         """Appends one item (the fields of :class:`IndexItem`).
@@ -78,9 +79,8 @@ class ItemTableBuilder:
         """
         if not _LABEL_MIN <= label <= _LABEL_MAX:
             raise ValueError(f"label {label} of {id!r} is out of range (a class index, or -1)")
-        p = len(self._id_ends)
-        self._ids += id.encode("utf-8")
-        self._id_ends.append(len(self._ids))
+        p = len(self._ids)
+        self._ids.append(id)
         self._labels.append(int(label))
         if path is None:
             code = _NO_PATH
@@ -107,11 +107,9 @@ class ItemTableBuilder:
         Raises:
             ValueError: When an id appears more than once.
         """
-        n = len(self._id_ends)
-        ends = np.frombuffer(self._id_ends, dtype=np.int64) if n else np.zeros(0, np.int64)
+        n = len(self._ids)
         return ItemTable(
-            ids=bytes(self._ids),
-            id_offsets=np.concatenate([np.zeros(1, dtype=np.int64), ends]),
+            ids=self._ids.build(),
             labels=np.array(self._labels, dtype=np.int32).reshape(n),
             path_codes=np.array(self._path_codes, dtype=np.int32).reshape(n),
             prefixes=sorted(self._prefixes, key=self._prefixes.__getitem__),
@@ -134,8 +132,7 @@ class ItemTable(Sequence[IndexItem]):
     def __init__(
         self,
         *,
-        ids: bytes,
-        id_offsets: np.ndarray,
+        ids: StringColumn,
         labels: np.ndarray,
         path_codes: np.ndarray,
         prefixes: list[str],
@@ -147,8 +144,7 @@ class ItemTable(Sequence[IndexItem]):
         """Internal: use :meth:`from_items` or :class:`ItemTableBuilder`.
 
         Args:
-            ids: Every id's UTF-8 bytes, one after the other.
-            id_offsets: Where each id starts; the last entry is the end. Shape: (N + 1,).
+            ids: Every id, in position order.
             labels: Shape: (N,), int32.
             path_codes: Index into ``prefixes`` (path = prefix + id), ``-1`` for no path,
                 ``-2`` for a path kept whole in ``paths``. Shape: (N,), int32.
@@ -163,7 +159,6 @@ class ItemTable(Sequence[IndexItem]):
             ValueError: When an id appears more than once.
         """
         self._ids = ids
-        self._offsets = id_offsets
         self._labels = labels
         self._path_codes = path_codes
         self._prefixes = prefixes
@@ -172,10 +167,9 @@ class ItemTable(Sequence[IndexItem]):
         self._has_sha = has_sha256
         self._other_sha = other_sha256
         n = len(labels)
-        data, off = self._ids, self._offsets.tolist()
-        hashes = np.fromiter(
-            (hash(data[off[i] : off[i + 1]]) for i in range(n)), dtype=np.int64, count=n
-        )
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} ids but {n} labels")
+        hashes = np.fromiter((hash(b) for b in ids.raw_iter()), dtype=np.int64, count=n)
         self._order = np.argsort(hashes, kind="stable")
         self._sorted_hashes = hashes[self._order]
         # Equal ids have equal hashes; equal hashes of different ids are possible, if rare.
@@ -207,17 +201,15 @@ class ItemTable(Sequence[IndexItem]):
 
     # ------------------------------------------------------------------------ columns
     def _id_bytes(self, p: int) -> bytes:
-        return self._ids[int(self._offsets[p]) : int(self._offsets[p + 1])]
+        return self._ids.raw(p)
 
     def id(self, p: int) -> str:
         """The id at position ``p``."""
-        return self._id_bytes(p).decode("utf-8")
+        return self._ids[p]
 
     def ids(self) -> Iterator[str]:
         """Every id, in position order."""
-        data, off = self._ids, self._offsets.tolist()
-        for i in range(len(self)):
-            yield data[off[i] : off[i + 1]].decode("utf-8")
+        return iter(self._ids)
 
     def label(self, p: int) -> int:
         """The label at position ``p``."""
@@ -274,9 +266,9 @@ class ItemTable(Sequence[IndexItem]):
     @property
     def nbytes(self) -> int:
         """Bytes held by the columns (not counting the rare paths and digests kept whole)."""
-        arrays = (self._offsets, self._labels, self._path_codes, self._sha, self._has_sha)
+        arrays = (self._labels, self._path_codes, self._sha, self._has_sha)
         lookup = self._order.nbytes + self._sorted_hashes.nbytes
-        return len(self._ids) + sum(a.nbytes for a in arrays) + lookup
+        return self._ids.nbytes + sum(a.nbytes for a in arrays) + lookup
 
     # ------------------------------------------------------------------------ sequence
     def __len__(self) -> int:

@@ -199,19 +199,14 @@ class _Job:
         return str(self.description["precision"])
 
 
-def _all_files(listing: FolderListing) -> FolderFiles:
-    """Every split's files, train first."""
-    return FolderFiles.concat([split.files for split in listing.splits])
-
-
 def _split_of(listing: FolderListing) -> np.ndarray:
-    """The split of each of ``_all_files(listing)``, as an index into ``listing.splits``."""
+    """The split of each of ``listing.files``, as an index into ``listing.splits``."""
     sizes = [len(s.files) for s in listing.splits]
     return np.repeat(np.arange(len(sizes), dtype=np.int8), sizes)
 
 
 def _make_job(run: Run, listing: FolderListing, chunk_size: int, precision: str) -> _Job:
-    files = _all_files(listing)
+    files = listing.files
     # The file list (ids, labels, known problems) goes in as a digest: job.json stays small.
     h = hashlib.sha256()
     for split in listing.splits:
@@ -825,7 +820,7 @@ def update_folder(
         workers = default_workers()
     chunk_size = _checked_sizes(run, workers, chunk_size)
     listing = list_image_folder(folder)
-    files = _all_files(listing)
+    files = listing.files
     split_index = _split_of(listing)
     starts = range(0, len(files), chunk_size)
     decoder = _Decoder(min(workers, len(starts)), run.model.image_size)
