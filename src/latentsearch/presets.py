@@ -68,7 +68,8 @@ PRESETS: dict[str, Preset] = {
         "and `cluster --finetune-epochs 20`: NMI 0.283 (head 0.314), P@10 0.547, 81 min + 24 "
         "min head; then 15 epochs --init from it with --neighbour-weight 0.5 --lr 5e-4: NMI "
         "0.297 (frozen head 0.323), P@10 0.553 (97 min in all + 6 min head); 30 such epochs: "
-        "head 0.331, P@10 0.556 (112 min with the head). Digits: NMI "
+        "head 0.331, P@10 0.556 (112 min with the head); 65 + 41 such epochs: head 0.336, "
+        "NMI 0.304, P@10 0.549 (116 min). Digits: NMI "
         "0.768, P@10 0.965 (raw pixels 0.710, 0.944). Fashion-MNIST, "
         "62 epochs and `cluster --finetune-epochs 10`: NMI 0.648 (head 0.687), P@10 0.821 "
         "(pixels 0.516, 0.805); 49 min + 19 min head",
