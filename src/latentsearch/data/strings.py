@@ -78,9 +78,7 @@ class StringColumn(Sequence[str]):
         return self.raw(i % n).decode("utf-8")
 
     def __iter__(self) -> Iterator[str]:
-        data, off = self._data, self._offsets.tolist()
-        for i in range(len(off) - 1):
-            yield data[off[i] : off[i + 1]].decode("utf-8")
+        return (raw.decode("utf-8") for raw in self.raw_iter())
 
     def raw_iter(self) -> Iterator[bytes]:
         """Every string's UTF-8 bytes, in order."""
