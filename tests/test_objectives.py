@@ -144,9 +144,28 @@ def test_neighbour_positives_start_when_the_queue_is_full_and_carry_no_gradient_
     assert obj._queued == queued and torch.equal(obj._queue, queue)
 
 
+def test_neighbour_positives_wait_for_their_start_epoch_while_the_queue_fills() -> None:
+    model = create_model("resnet-s", in_channels=1, image_size=8)
+    obj = ContrastiveObjective(neighbour_weight=0.5, queue_size=6, neighbour_start_epoch=2)
+    batch = Batch(images=torch.rand(6, 1, 8, 8), labels=torch.full((6,), -1))
+    for epoch in (0, 1):
+        obj.set_epoch(epoch)
+        _, parts = obj(model, batch)
+        assert "nn_xent" not in parts and parts["loss"] == pytest.approx(parts["nt_xent"])
+    assert obj._queued == 12  # the queue filled meanwhile
+    obj.set_epoch(2)
+    _, parts = obj(model, batch)
+    assert parts["loss"] == pytest.approx(0.5 * parts["nt_xent"] + 0.5 * parts["nn_xent"])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"neighbour_weight": 1.5}, "neighbour_weight"), ({"queue_size": 0}, "queue_size")],
+    [
+        ({"neighbour_weight": 1.5}, "neighbour_weight"),
+        ({"queue_size": 0}, "queue_size"),
+        ({"neighbour_start_epoch": -1}, "neighbour_start_epoch"),
+        ({"neighbour_start_epoch": 1.5}, "neighbour_start_epoch"),
+    ],
 )
 def test_bad_neighbour_settings_name_the_field(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):

@@ -60,6 +60,27 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(
     assert resumed.history[-1]["train"] == full.history[-1]["train"]
 
 
+def test_neighbour_positives_begin_at_their_start_epoch_in_a_real_run(
+    tmp_path: Path, digits: DataSplits
+) -> None:
+    # The loop tells the objective each epoch: epoch 1 is plain SimCLR, epoch 2 adds NNCLR.
+    objective = {"neighbour_weight": 0.5, "queue_size": 256, "neighbour_start_epoch": 1}
+    cfg = TrainConfig(
+        data="digits",
+        model="resnet-s",
+        model_kwargs={"width": 4},
+        objective="contrastive",
+        objective_kwargs=objective,
+        epochs=2,
+        batch_size=128,
+        seed=1,
+    )
+    run = train(cfg, tmp_path / "r", progress=False, data=digits)
+    first, second = (h["train"] for h in run.history)
+    assert "nn_xent" not in first and first["loss"] == pytest.approx(first["nt_xent"])
+    assert second["nn_xent"] > 0
+
+
 def test_resume_refuses_another_config(
     tmp_path: Path, digits: DataSplits, tiny_run: Run, copy_tiny_run: Callable[[Path], Path]
 ) -> None:

@@ -187,8 +187,11 @@ class ContrastiveObjective:
     (:func:`neighbour_nt_xent`): positives are nearest neighbours from a queue of the last
     ``queue_size`` training images' first-view projections (a model in eval mode, as in a
     validation pass, reads the queue but adds nothing), which pulls similar images together
-    rather than only two views of one image. The term starts once the queue is full; the queue
-    is not checkpointed (a resumed run refills it first) and, under torchrun, is per process.
+    rather than only two views of one image. The term starts once the queue is full and, with
+    ``neighbour_start_epoch``, not before that epoch (0-based, told by the training loop through
+    :meth:`set_epoch`), so one run can learn plain SimCLR first and neighbours after, under one
+    learning-rate schedule; the queue fills during the earlier epochs. The queue is not
+    checkpointed (a resumed run refills it first) and, under torchrun, is per process.
 
     Args:
         hint_weight: Weight of the cross-entropy on labelled images.
@@ -196,6 +199,7 @@ class ContrastiveObjective:
         augment: Augmentation strengths (default ``AugmentConfig()``).
         neighbour_weight: Share in [0, 1] of the contrastive loss from neighbour positives.
         queue_size: Projections kept as the neighbours' support set.
+        neighbour_start_epoch: First epoch (0-based) whose batches use neighbour positives.
     """
 
     def __init__(
@@ -205,6 +209,7 @@ class ContrastiveObjective:
         augment: AugmentConfig | dict[str, Any] | None = None,
         neighbour_weight: float = 0.0,
         queue_size: int = 8192,
+        neighbour_start_epoch: int = 0,
     ) -> None:
         if temperature <= 0:
             raise ConfigError("temperature", f"must be positive, got {temperature}")
@@ -212,13 +217,24 @@ class ContrastiveObjective:
             raise ConfigError("neighbour_weight", f"must be in [0, 1], got {neighbour_weight}")
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigError("queue_size", f"must be a positive integer, got {queue_size!r}")
+        start = neighbour_start_epoch
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ConfigError(
+                "neighbour_start_epoch", f"must be an integer >= 0, got {neighbour_start_epoch!r}"
+            )
         self.hint_weight = hint_weight
         self.temperature = temperature
         self.augment = as_augment_config(augment) or AugmentConfig()
         self.neighbour_weight = float(neighbour_weight)
         self.queue_size = queue_size
+        self.neighbour_start_epoch = neighbour_start_epoch
+        self._epoch = 0  # the current epoch, 0-based, as set_epoch last said
         self._queue: torch.Tensor | None = None  # (queue_size, P) once the first batch is seen
         self._queued = 0  # projections written so far (the ring's write position mod size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the objective which epoch (0-based) the next batches belong to."""
+        self._epoch = epoch
 
     def _neighbour_term(
         self, p1: torch.Tensor, p2: torch.Tensor, enqueue: bool
@@ -229,7 +245,7 @@ class ContrastiveObjective:
         if self._queue is None:
             self._queue = torch.zeros(self.queue_size, z1.shape[1], device=z1.device)
         loss = None
-        if self._queued >= self.queue_size:
+        if self._queued >= self.queue_size and self._epoch >= self.neighbour_start_epoch:
             loss = neighbour_nt_xent(z1, z2, self._queue, self.temperature)
         if not enqueue:
             return loss

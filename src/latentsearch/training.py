@@ -479,6 +479,8 @@ def _train(
         # draws the same order; each augments its share with its own stream.
         order = np.random.default_rng([config.seed, epoch]).permutation(len(fit))
         torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ctx.rank)
+        if hasattr(objective, "set_epoch"):  # objectives whose terms start at some epoch
+            objective.set_epoch(epoch)
         totals: dict[str, float] = {}
         seen = 0
         t0 = time.perf_counter()

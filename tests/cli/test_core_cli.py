@@ -210,6 +210,14 @@ def test_neighbour_flags_reach_the_contrastive_objective(
     assert cfg.objective_kwargs["neighbour_weight"] == 0.5
     assert cfg.objective_kwargs["queue_size"] == 512
     assert cfg.objective_kwargs["temperature"] == 0.5  # the recipe's stays
+    assert "neighbour_start_epoch" not in cfg.objective_kwargs
+    argv = ["train", "--neighbour-weight", "0.5", "--neighbour-start-epoch", "31", "--out", "x"]
+    cfg = _config_from_args(build_parser().parse_args(argv), load_data("digits"))
+    assert cfg.objective_kwargs["neighbour_start_epoch"] == 30  # stored 0-based
+    argv = ["train", "--neighbour-start-epoch", "0", "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    assert "--neighbour-start-epoch counts from 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
     argv = ["train", "--model", "seed-ae", "--neighbour-weight", "0.5", "--epochs", "1"]
     assert main([*argv, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err

@@ -122,6 +122,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="images in the neighbour positives' queue (default: 8192)",
     )
     p.add_argument(
+        "--neighbour-start-epoch",
+        type=int,
+        default=None,
+        metavar="E",
+        help="first epoch (1-based) with neighbour positives, so one run and one lr schedule "
+        "learn plain SimCLR first (default: 1, from the start once the queue is full)",
+    )
+    p.add_argument(
         "--init",
         default=None,
         metavar="PATH",
@@ -219,7 +227,14 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         ("--temperature", "temperature", args.temperature),
         ("--neighbour-weight", "neighbour_weight", args.neighbour_weight),
         ("--neighbour-queue", "queue_size", args.neighbour_queue),
+        (
+            "--neighbour-start-epoch",
+            "neighbour_start_epoch",
+            None if args.neighbour_start_epoch is None else args.neighbour_start_epoch - 1,
+        ),
     ]
+    if args.neighbour_start_epoch is not None and args.neighbour_start_epoch < 1:
+        raise CLIError(f"--neighbour-start-epoch counts from 1, got {args.neighbour_start_epoch}")
     for flag, name, value in contrastive:
         if value is None:
             continue
