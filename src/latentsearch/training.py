@@ -431,6 +431,7 @@ def _train(
     objective = create_objective(
         config.objective, hint_weight=config.hint_weight, **config.objective_kwargs
     )
+    _check_neighbour_queue(objective, len(fit))
     params = [p for p in model.parameters() if p.requires_grad]
     if hasattr(objective, "parameters"):  # objectives may own a head (e.g. a projector)
         params += list(objective.parameters())
@@ -577,6 +578,22 @@ def _train(
         history=history,
         fingerprint=fingerprint(model, config.model),
     )
+
+
+def _check_neighbour_queue(objective: Objective, n_fit: int) -> None:
+    """Refuses a neighbour queue larger than the training set (before anything is written).
+
+    Such a queue holds older projections of the very images in the batch, so a view's
+    nearest neighbour is mostly its own image and the term teaches nothing new.
+    """
+    queue = getattr(objective, "queue_size", None)
+    if getattr(objective, "neighbour_weight", 0.0) > 0 and queue is not None and queue > n_fit:
+        raise ConfigError(
+            "queue_size",
+            f"is {queue}, more than the {n_fit} training images: a view's neighbour would "
+            f"mostly be an older copy of its own image; use `queue_size={max(1, n_fit // 5)}` "
+            "(a fifth of the images) or less",
+        )
 
 
 def _training_state(

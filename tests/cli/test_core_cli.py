@@ -214,6 +214,14 @@ def test_neighbour_flags_reach_the_contrastive_objective(
     argv = ["train", "--neighbour-weight", "0.5", "--neighbour-start-epoch", "31", "--out", "x"]
     cfg = _config_from_args(build_parser().parse_args(argv), load_data("digits"))
     assert cfg.objective_kwargs["neighbour_start_epoch"] == 30  # stored 0-based
+    # digits trains on 1,365 images: the default queue of 8,192 would hold old copies of
+    # the batch's own images, so it is refused before anything is written.
+    argv = ["train", "--neighbour-weight", "0.5", "--epochs", "1", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--neighbour-queue is 8192, more than the 1365 training images" in err
+    assert "use --neighbour-queue 273" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
     argv = ["train", "--neighbour-start-epoch", "0", "--epochs", "1"]
     assert main([*argv, "--out", str(tmp_path / "r")]) == 2
     assert "--neighbour-start-epoch counts from 1" in capsys.readouterr().err

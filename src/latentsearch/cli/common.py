@@ -23,7 +23,12 @@ def is_expected(error: BaseException) -> bool:
     return isinstance(error, LatentsearchError | CLIError | FileNotFoundError)
 
 
-PARAMETER_ALIASES = {"run_path": "run", "index_path": "index", "variants": "models"}
+PARAMETER_ALIASES = {
+    "run_path": "run",
+    "index_path": "index",
+    "variants": "models",
+    "queue_size": "neighbour_queue",
+}
 """Library parameters whose command-line option has another destination name."""
 
 _NAMED = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)(?:=([^`]*))?`")
