@@ -21,3 +21,15 @@ def test_auto_never_shifts_the_hue_of_grey_images() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, size=(64, 28, 28, 1), dtype=np.uint8)
     aug = auto_recipe(pixels).overrides["objective_kwargs"]["augment"]
     assert aug.get("hue", 0.0) == 0.0 and aug["saturation"] == 0.0
+
+
+def test_auto_adds_neighbour_positives_after_a_third_with_a_queue_sized_to_the_images() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
+    big = auto_recipe(pixels, n_fit=47_500).overrides
+    kwargs = big["objective_kwargs"]
+    assert kwargs["neighbour_weight"] == 0.5 and kwargs["queue_size"] == 8192  # capped
+    assert kwargs["neighbour_start_epoch"] == big["epochs"] // 3 > 0
+    small = auto_recipe(pixels, n_fit=1_000, epochs=9).overrides
+    assert small["epochs"] == 9
+    assert small["objective_kwargs"]["queue_size"] == 200  # a fifth of the images
+    assert small["objective_kwargs"]["neighbour_start_epoch"] == 3

@@ -97,7 +97,7 @@ def _settings(data: DataSplits, use_labels: bool, epochs: int | None, seed: int)
         overrides = resolve_preset("supervised")
     else:
         fit = make_splits(data, "heldout").fit
-        overrides = auto_recipe(fit.pixels, n_fit=len(fit)).overrides
+        overrides = auto_recipe(fit.pixels, n_fit=len(fit), epochs=epochs).overrides
     if epochs is not None:
         overrides["epochs"] = epochs
     return {"recipe": recipe, "seed": seed, **overrides}

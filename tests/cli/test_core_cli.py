@@ -125,6 +125,14 @@ def test_auto_is_the_default_without_labels_and_adapts_to_tiny_grey_images() -> 
     assert aug["crop_scale"][0] >= 0.5 and aug["flip"] is False
     assert aug["jitter_p"] > 0 and aug["saturation"] == 0.0 and aug["grayscale_p"] == 0.0
     assert cfg.objective_kwargs["temperature"] == 0.5  # tiny images: a softer NT-Xent
+    # Neighbour positives after a third of the epochs, from a queue of a fifth of the 1,365
+    # training images; epochs given on the command line move the start with them.
+    kwargs = cfg.objective_kwargs
+    assert (kwargs["neighbour_weight"], kwargs["queue_size"]) == (0.5, 273)
+    assert kwargs["neighbour_start_epoch"] == cfg.epochs // 3 > 0
+    args = build_parser().parse_args(["train", "--epochs", "30", "--out", "x"])
+    cfg = _config_from_args(args, load_data("digits"))
+    assert (cfg.epochs, cfg.objective_kwargs["neighbour_start_epoch"]) == (30, 10)
     # With labels and no recipe named, the default stays the study's autoencoder + hint.
     args = build_parser().parse_args(["train", "--label-fraction", "1", "--out", "x"])
     assert _config_from_args(args, load_data("digits")).model == "seed-ae"
@@ -210,13 +218,13 @@ def test_neighbour_flags_reach_the_contrastive_objective(
     assert cfg.objective_kwargs["neighbour_weight"] == 0.5
     assert cfg.objective_kwargs["queue_size"] == 512
     assert cfg.objective_kwargs["temperature"] == 0.5  # the recipe's stays
-    assert "neighbour_start_epoch" not in cfg.objective_kwargs
+    assert cfg.objective_kwargs["neighbour_start_epoch"] == cfg.epochs // 3  # the recipe's
     argv = ["train", "--neighbour-weight", "0.5", "--neighbour-start-epoch", "31", "--out", "x"]
     cfg = _config_from_args(build_parser().parse_args(argv), load_data("digits"))
     assert cfg.objective_kwargs["neighbour_start_epoch"] == 30  # stored 0-based
-    # digits trains on 1,365 images: the default queue of 8,192 would hold old copies of
-    # the batch's own images, so it is refused before anything is written.
-    argv = ["train", "--neighbour-weight", "0.5", "--epochs", "1", "--out", str(tmp_path / "r")]
+    # digits trains on 1,365 images: a queue of 8,192 would hold old copies of the batch's
+    # own images, so it is refused before anything is written.
+    argv = ["train", "--neighbour-queue", "8192", "--epochs", "1", "--out", str(tmp_path / "r")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--neighbour-queue is 8192, more than the 1365 training images" in err
