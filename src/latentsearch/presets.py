@@ -166,6 +166,12 @@ class Recipe:
     reasons: list[str]
 
 
+def auto_epochs(n_fit: int) -> int:
+    """The auto recipe's epochs for ``n_fit`` training images: its budget, within the bounds."""
+    lo, hi = AUTO_EPOCHS
+    return int(min(hi, max(lo, round(AUTO_IMAGES_SEEN / max(n_fit, 1)))))
+
+
 def auto_neighbour_start(epochs: int) -> int:
     """The first epoch (0-based) of the auto recipe's neighbour positives: after a third."""
     return epochs // 3
@@ -228,10 +234,9 @@ def auto_recipe(
     # 0.821 vs 0.816. Tiny images with gentle crops (near-identical views) need it most.
     temperature = AUTO_TEMPERATURE
     reasons.append(f"NT-Xent temperature {temperature}")
-    lo, hi = AUTO_EPOCHS
     chosen = epochs is None
     if epochs is None:
-        epochs = int(min(hi, max(lo, round(AUTO_IMAGES_SEEN / max(n_fit, 1)))))
+        epochs = auto_epochs(n_fit)
     batch = 256 if n_fit >= 10_000 else 128
     reasons.append(
         f"{n_fit:,} images: {epochs} epochs{'' if chosen else ' (as given)'} at batch {batch}"
