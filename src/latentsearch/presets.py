@@ -242,10 +242,11 @@ def auto_recipe(
         f"{n_fit:,} images: {epochs} epochs{'' if chosen else ' (as given)'} at batch {batch}"
     )
     # Neighbour positives after a third of the epochs, measured held out against the same
-    # recipe without them: digits (100 epochs, 3 seeds) NMI 0.809-0.825 vs 0.755-0.778, P@10
-    # 0.960-0.975 vs 0.950-0.965 (started at half, queue 256); CIFAR-10 (one seed each) 95
-    # epochs from epoch 31: KMeans NMI 0.317 (head 0.342), P@10 0.558 vs 100 epochs without:
-    # 0.283 (0.314), 0.547.
+    # recipe without them: digits (100 epochs, 3 seeds, queue 273) NMI 0.790-0.818 vs
+    # 0.755-0.778, P@10 0.957-0.979 vs 0.950-0.965 (from half-way: 0.809-0.825, 0.960-0.975);
+    # CIFAR-10 (one seed each) 95 epochs from epoch 31: KMeans NMI 0.317 (head 0.342), P@10
+    # 0.558 vs 100 epochs without: 0.283 (0.314), 0.547; Fashion-MNIST (one seed each) 79
+    # epochs: 0.662 (0.688), 0.816 vs 62 without: 0.648 (0.687), 0.821.
     start = auto_neighbour_start(epochs)
     queue = max(1, min(AUTO_QUEUE_MAX, n_fit // AUTO_QUEUE_FRACTION))
     reasons.append(
