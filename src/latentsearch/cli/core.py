@@ -204,8 +204,9 @@ def _auto_settings(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     # Given epochs go into the recipe itself, so its neighbour positives start after a third.
     recipe = auto_recipe(fit.pixels, n_fit=len(fit), epochs=args.epochs)
     _say("auto recipe: " + "; ".join(recipe.reasons))
-    if args.epochs is not None and args.epochs != auto_epochs(len(fit)):
-        _say(f"--epochs {args.epochs} replaces the recipe's {auto_epochs(len(fit))}")
+    budget = auto_epochs(len(fit))
+    if args.epochs is not None and args.epochs != budget:
+        _say(f"--epochs {args.epochs} replaces the recipe's {budget}")
     return recipe.overrides
 
 
