@@ -14,6 +14,7 @@ from latentsearch.objectives import (
     create_objective,
     hint_loss,
     neighbour_nt_xent,
+    neighbour_queue_size,
     nt_xent,
 )
 
@@ -228,3 +229,10 @@ def test_classification_objective_learns_labels_and_ignores_unlabelled_images() 
     assert parts["ce"] < first * 0.7
     none, _ = objective(model, Batch(images=x, labels=torch.full((16,), -1)))
     assert float(none) == 0.0
+
+
+def test_neighbour_queue_is_a_fifth_of_the_images_within_its_bounds() -> None:
+    assert neighbour_queue_size(1_000) == 200
+    assert neighbour_queue_size(47_500) == 8192  # capped
+    assert neighbour_queue_size(47_500, largest=47_500) == 9_500
+    assert neighbour_queue_size(3) == 1  # never empty

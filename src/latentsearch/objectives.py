@@ -177,6 +177,26 @@ def neighbour_nt_xent(
     return (loss12 + loss21) / 2
 
 
+QUEUE_FRACTION = 5
+"""A neighbour queue of at most 1/QUEUE_FRACTION of the training images (see below)."""
+
+
+def neighbour_queue_size(n_fit: int, largest: int = 8192) -> int:
+    """A neighbour queue for ``n_fit`` training images: a fifth of them, at most ``largest``.
+
+    A queue near the training set's size would mostly hold older projections of the batch's
+    own images, so a view's nearest neighbour would be its own image and teach nothing new.
+
+    Args:
+        n_fit: Training images.
+        largest: The most projections kept, whatever the collection's size.
+
+    Returns:
+        The queue size, at least 1.
+    """
+    return max(1, min(largest, n_fit // QUEUE_FRACTION))
+
+
 class ContrastiveObjective:
     """SimCLR: two augmented views per image, NT-Xent on the projections, plus the hint.
 

@@ -30,7 +30,7 @@ from latentsearch.embedding import to_tensor
 from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models import create_model
 from latentsearch.models.base import EmbeddingModel
-from latentsearch.objectives import Batch, Objective, create_objective
+from latentsearch.objectives import Batch, Objective, create_objective, neighbour_queue_size
 from latentsearch.precision import autocast, available_cores, grad_scaler, resolve_precision
 from latentsearch.progress import show_progress
 from latentsearch.protocols import ProtocolSplits, make_splits
@@ -591,8 +591,9 @@ def _check_neighbour_queue(objective: Objective, n_fit: int) -> None:
         raise ConfigError(
             "queue_size",
             f"is {queue}, more than the {n_fit} training images: a view's neighbour would "
-            f"mostly be an older copy of its own image; use `queue_size={max(1, n_fit // 5)}` "
-            "(a fifth of the images) or less",
+            "mostly be an older copy of its own image; use "
+            f"`queue_size={neighbour_queue_size(n_fit, largest=n_fit)}` (a fifth of the images) "
+            "or less",
         )
 
 

@@ -95,11 +95,11 @@ def _settings(data: DataSplits, use_labels: bool, epochs: int | None, seed: int)
     recipe = "supervised" if labelled else "auto"
     if labelled:
         overrides = resolve_preset("supervised")
-    else:
+        if epochs is not None:
+            overrides["epochs"] = epochs
+    else:  # the recipe takes the given epochs itself (its neighbour start moves with them)
         fit = make_splits(data, "heldout").fit
         overrides = auto_recipe(fit.pixels, n_fit=len(fit), epochs=epochs).overrides
-    if epochs is not None:
-        overrides["epochs"] = epochs
     return {"recipe": recipe, "seed": seed, **overrides}
 
 
