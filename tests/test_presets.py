@@ -33,3 +33,14 @@ def test_auto_adds_neighbour_positives_after_a_third_with_a_queue_sized_to_the_i
     assert small["epochs"] == 9
     assert small["objective_kwargs"]["queue_size"] == 200  # a fifth of the images
     assert small["objective_kwargs"]["neighbour_start_epoch"] == 3
+
+
+def test_auto_treats_grey_images_decoded_to_rgb_as_grey() -> None:
+    # A folder of grey PNGs decodes to three equal channels: the recipe must see grey images.
+    grey = np.random.default_rng(0).integers(0, 256, size=(64, 32, 32, 1), dtype=np.uint8)
+    one = auto_recipe(grey, n_fit=10_000)
+    three = auto_recipe(np.repeat(grey, 3, axis=-1), n_fit=10_000)
+    aug = three.overrides["objective_kwargs"]["augment"]
+    assert aug == one.overrides["objective_kwargs"]["augment"]
+    assert aug["saturation"] == 0.0 and aug["crop_scale"] == [0.4, 1.0]
+    assert "grey (3 equal channels)" in three.reasons[0]

@@ -145,12 +145,12 @@ STUDY_PROTOCOLS = ("seed", "heldout")
 # neighbour positives).
 AUTO_IMAGES_SEEN = 4_512_500
 AUTO_EPOCHS = (15, 100)  # fewest and most epochs the auto recipe trains
-# NNCLR positives: their share of the contrastive loss, the largest queue, and the queue as a
-# fraction of the training images (a larger queue would mostly hold the batch's own images).
+# NNCLR positives: their share of the contrastive loss and the largest queue (the queue is a
+# fifth of the training images below that: objectives.neighbour_queue_size).
 AUTO_NEIGHBOUR_WEIGHT = 0.5
 AUTO_QUEUE_MAX = 8192
-AUTO_QUEUE_FRACTION = 5
 MIRROR_RATIO_MAX = 1.1  # flip only when mirrored images look like the collection
+COLOUR_FRACTION_MIN = 0.05  # three-channel images with fewer coloured pixels are grey
 
 
 @dataclass(frozen=True)
@@ -183,8 +183,9 @@ def auto_recipe(
     """The no-label recipe for a collection, chosen from its images' size, channels and count.
 
     SimCLR on resnet-s (width 16, sized for a CPU), with augmentations only as strong as the
-    images allow: colour photos get SimCLR's CIFAR-10 recipe; grey images get brightness and
-    contrast jitter but no colour change; small images get gentler crops (a 20% crop of an
+    images allow: colour photos get SimCLR's CIFAR-10 recipe; grey images (one channel, or
+    three equal ones, as folders decode them) get brightness and contrast jitter but no colour
+    change; small images get gentler crops (a 20% crop of an
     8×8 image is 3 pixels wide); random flips only when mirrored images look like the collection
     (:func:`latentsearch.data.stats.mirror_ratio`). Epochs spend a fixed budget of images
     seen, within ``AUTO_EPOCHS``. The first third of the epochs is plain SimCLR; from then on,
@@ -197,19 +198,21 @@ def auto_recipe(
         epochs: The run's epochs, when the user chose them (the neighbour positives still start
             after a third of them); default: from the budget.
     """
-    from latentsearch.data.stats import mirror_ratio
+    from latentsearch.data.stats import colour_fraction, mirror_ratio
 
     n, h, _, c = pixels.shape
     n_fit = n_fit or n
     reasons: list[str] = []
-    colour = c == 3
+    # Folders decode to RGB, so grey scans arrive with three equal channels: look at the pixels.
+    colour = c == 3 and colour_fraction(pixels) >= COLOUR_FRACTION_MIN
     if colour and h >= 24:
         crop = (0.2, 1.0)
     elif h >= 20:
         crop = (0.4, 1.0)
     else:
         crop = (0.7, 1.0)
-    reasons.append(f"{h}×{h} {'colour' if colour else 'grey'} images: crops of {crop[0]:.0%}-100%")
+    kind = "colour" if colour else "grey" if c == 1 else "grey (3 equal channels)"
+    reasons.append(f"{h}×{h} {kind} images: crops of {crop[0]:.0%}-100%")
     ratio = mirror_ratio(pixels)
     flip = ratio <= MIRROR_RATIO_MAX
     reasons.append(
@@ -248,7 +251,9 @@ def auto_recipe(
     # 0.558 vs 100 epochs without: 0.283 (0.314), 0.547; Fashion-MNIST (one seed each) 79
     # epochs: 0.662 (0.688), 0.816 vs 62 without: 0.648 (0.687), 0.821.
     start = auto_neighbour_start(epochs)
-    queue = max(1, min(AUTO_QUEUE_MAX, n_fit // AUTO_QUEUE_FRACTION))
+    from latentsearch.objectives import neighbour_queue_size  # torch: only when a recipe is made
+
+    queue = neighbour_queue_size(n_fit, largest=AUTO_QUEUE_MAX)
     reasons.append(
         f"nearest-neighbour positives (weight {AUTO_NEIGHBOUR_WEIGHT}, queue {queue:,}) "
         f"from epoch {start + 1}"

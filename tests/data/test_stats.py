@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentsearch.data.stats import mirror_ratio
+from latentsearch.data.stats import colour_fraction, mirror_ratio
 
 
 def _blobs(n: int, rng: np.random.Generator, symmetric: bool) -> np.ndarray:
@@ -32,3 +32,14 @@ def test_mirrored_images_of_a_one_sided_collection_are_far_from_it() -> None:
 def test_too_few_images_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="at least 8"):
         mirror_ratio(np.zeros((3, 4, 4, 1), dtype=np.uint8))
+
+
+def test_grey_images_with_three_equal_channels_are_not_colour() -> None:
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (50, 8, 8, 1), dtype=np.uint8)
+    assert colour_fraction(grey) == 0.0
+    tiled = np.repeat(grey, 3, axis=-1)  # what a folder of grey PNGs decodes to
+    noise = rng.integers(-3, 4, tiled.shape)  # JPEG-like chroma noise
+    assert colour_fraction(np.clip(tiled + noise, 0, 255).astype(np.uint8)) == 0.0
+    photos = rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+    assert colour_fraction(photos) > 0.9

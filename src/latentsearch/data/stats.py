@@ -58,3 +58,31 @@ def mirror_ratio(
     plain = _nearest_distances(queries.reshape(n_q, -1), flat_db)
     mirrored = _nearest_distances(queries[:, :, ::-1].reshape(n_q, -1), flat_db)
     return float(np.median(mirrored) / max(float(np.median(plain)), 1e-12))
+
+
+def colour_fraction(
+    pixels: np.ndarray, *, n_sample: int = 1000, tolerance: int = 12, seed: int = 0
+) -> float:
+    """The share of pixels whose channels differ: 0 for grey images, whatever their channels.
+
+    Folders decode every image to RGB, so a collection of grey scans or digits arrives with
+    three equal channels; this tells it apart from colour photos. A pixel counts as coloured
+    when its channels differ by more than ``tolerance`` levels (JPEG's chroma noise on a grey
+    picture stays below that).
+
+    Args:
+        pixels: Shape: (N, H, W, C), uint8.
+        n_sample: Images read (a random sample).
+        tolerance: Largest channel difference, in levels of 255, still counted as grey.
+        seed: Sampling seed.
+
+    Returns:
+        A share in [0, 1]; 0 for one-channel images.
+    """
+    n, c = len(pixels), pixels.shape[-1]
+    if c == 1 or n == 0:
+        return 0.0
+    pick = np.sort(np.random.default_rng(seed).permutation(n)[:n_sample])
+    sample = np.asarray(pixels[pick], dtype=np.int16)
+    spread = sample.max(axis=-1) - sample.min(axis=-1)
+    return float((spread > tolerance).mean())
