@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +222,8 @@ class ContrastiveObjective:
         neighbour_start_epoch: First epoch (0-based) whose batches use neighbour positives.
     """
 
+    DEFAULT_AUGMENT: ClassVar[AugmentConfig] = AugmentConfig()
+
     def __init__(
         self,
         hint_weight: float = 1.0,
@@ -244,7 +246,7 @@ class ContrastiveObjective:
             )
         self.hint_weight = hint_weight
         self.temperature = temperature
-        self.augment = as_augment_config(augment) or AugmentConfig()
+        self.augment = as_augment_config(augment) or self.DEFAULT_AUGMENT
         self.neighbour_weight = float(neighbour_weight)
         self.queue_size = queue_size
         self.neighbour_start_epoch = neighbour_start_epoch
@@ -322,6 +324,10 @@ class ClassificationObjective:
         augment: Augmentation strengths (default: crops of 35-100 %, flips, no colour change).
     """
 
+    DEFAULT_AUGMENT: ClassVar[AugmentConfig] = AugmentConfig(
+        crop_scale=(0.35, 1.0), jitter_p=0.0, grayscale_p=0.0
+    )
+
     def __init__(
         self,
         hint_weight: float = 1.0,
@@ -330,9 +336,7 @@ class ClassificationObjective:
     ) -> None:
         del hint_weight
         self.label_smoothing = label_smoothing
-        self.augment = as_augment_config(augment) or AugmentConfig(
-            crop_scale=(0.35, 1.0), jitter_p=0.0, grayscale_p=0.0
-        )
+        self.augment = as_augment_config(augment) or self.DEFAULT_AUGMENT
 
     def __call__(
         self, model: EmbeddingModel, batch: Batch
@@ -363,6 +367,17 @@ OBJECTIVES: dict[str, Callable[..., Any]] = {
     "contrastive": ContrastiveObjective,
     "classification": ClassificationObjective,
 }
+
+
+def default_augment(name: str) -> AugmentConfig | None:
+    """The augmentations a registered objective uses when its config names none.
+
+    Returns:
+        Its ``DEFAULT_AUGMENT``, or None for an objective that does not augment
+        (reconstruction) or an unknown name.
+    """
+    default: AugmentConfig | None = getattr(OBJECTIVES.get(name), "DEFAULT_AUGMENT", None)
+    return default
 
 
 def create_objective(name: str, **kwargs: Any) -> Objective:

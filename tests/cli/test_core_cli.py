@@ -261,3 +261,38 @@ def test_under_torchrun_only_rank_0_says_what_replaces_the_recipe(
         assert cfg.epochs == 3 and cfg.objective_kwargs["temperature"] == 0.3  # same config
         assert expected in out and ("replaces" in out) == (rank == "0"), out
         assert ("auto recipe:" in out) == (rank == "0"), out
+
+
+def test_crop_min_sets_the_crops_and_keeps_the_other_augmentations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentsearch.cli.core import _config_from_args
+    from latentsearch.data import load_data
+    from latentsearch.runs import TrainConfig
+
+    digits = load_data("digits")
+    cfg = _config_from_args(build_parser().parse_args(["train", "--out", "x"]), digits)
+    recipe = cfg.objective_kwargs["augment"]
+    argv = ["train", "--crop-min", "0.3", "--out", "x"]
+    cfg = _config_from_args(build_parser().parse_args(argv), digits)
+    assert cfg.objective_kwargs["augment"] == {**recipe, "crop_scale": [0.3, 1.0]}
+    assert f"--crop-min 0.3 replaces the recipe's {recipe['crop_scale'][0]:g}" in (
+        capsys.readouterr().out
+    )
+    # The supervised preset names no augmentations: the classification objective's own
+    # defaults (no colour jitter) stay, only the crops change, and the config survives JSON
+    # unchanged, as a resumed run compares them.
+    argv = ["train", "--preset", "supervised", "--crop-min", "0.5", "--out", "x"]
+    cfg = _config_from_args(build_parser().parse_args(argv), digits)
+    augment = cfg.objective_kwargs["augment"]
+    assert augment["crop_scale"] == [0.5, 1.0] and augment["jitter_p"] == 0.0
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for bad, message in [
+        (["--crop-min", "0"], "--crop-min is a share of the image's area in (0, 1], got 0"),
+        (["--crop-min", "1.5"], "in (0, 1], got 1.5"),
+        (["--model", "seed-ae", "--crop-min", "0.5"], "--crop-min is for objectives that"),
+    ]:
+        assert main(["train", *bad, "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert not (tmp_path / "r").exists()

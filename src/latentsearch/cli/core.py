@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,6 +133,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "start once the queue is full)",
     )
     p.add_argument(
+        "--crop-min",
+        type=float,
+        default=None,
+        metavar="S",
+        help="smallest random crop, as a share in (0, 1] of the image's area, for objectives "
+        "that augment (auto: 0.2 for colour images from 24 px, 0.4 from 20 px, 0.7 below; "
+        "supervised: 0.35)",
+    )
+    p.add_argument(
         "--init",
         default=None,
         metavar="PATH",
@@ -250,6 +260,8 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         if name in kwargs and kwargs[name] != value:
             _say(f"{flag} {value:g} replaces the {source}'s {kwargs[name]:g}")
         settings["objective_kwargs"] = {**kwargs, name: value}
+    if args.crop_min is not None:
+        settings["objective_kwargs"] = _with_crop_min(settings, args.crop_min, source)
     return TrainConfig(
         data=args.data,
         data_dir=args.data_dir,
@@ -262,6 +274,37 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         sync_batchnorm=args.sync_batchnorm,
         **settings,
     )
+
+
+def _with_crop_min(settings: dict[str, Any], crop_min: float, source: str) -> dict[str, Any]:
+    """The settings' objective arguments with crops of ``crop_min``-100 % of the area.
+
+    The other augmentations stay as the recipe or preset set them, or as the objective's own
+    defaults when it set none.
+    """
+    from latentsearch.objectives import default_augment
+    from latentsearch.runs import TrainConfig
+
+    if not 0.0 < crop_min <= 1.0:
+        raise CLIError(f"--crop-min is a share of the image's area in (0, 1], got {crop_min:g}")
+    objective = settings.get("objective", TrainConfig.objective)
+    base = default_augment(objective)
+    if base is None:
+        raise CLIError(
+            f"--crop-min is for objectives that augment (contrastive, classification), "
+            f"not {objective}"
+        )
+    kwargs = dict(settings.get("objective_kwargs", {}))
+    # Lists, not tuples, as the config reads back from JSON (a resumed run compares the two).
+    defaults = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(base).items()
+    }
+    augment = dict(kwargs.get("augment") or defaults)
+    old = float(augment.get("crop_scale", base.crop_scale)[0])
+    if old != crop_min:
+        _say(f"--crop-min {crop_min:g} replaces the {source}'s {old:g}")
+    augment["crop_scale"] = [crop_min, 1.0]
+    return {**kwargs, "augment": augment}
 
 
 def _columns(result: dict[str, Any]) -> list[str]:
