@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from latentsearch.augment import AugmentConfig
-from latentsearch.presets import auto_recipe
+from latentsearch.presets import AUTO_EPOCHS, AUTO_IMAGES_SEEN, auto_epochs, auto_recipe
 
 
 def test_auto_gives_colour_photos_colour_distortion_without_hue() -> None:
@@ -44,3 +44,12 @@ def test_auto_treats_grey_images_decoded_to_rgb_as_grey() -> None:
     assert aug == one.overrides["objective_kwargs"]["augment"]
     assert aug["saturation"] == 0.0 and aug["crop_scale"] == [0.4, 1.0]
     assert "grey (3 equal channels)" in three.reasons[0]
+
+
+def test_auto_epochs_spend_the_image_budget_within_the_bounds() -> None:
+    lo, hi = AUTO_EPOCHS
+    assert auto_epochs(47_500) == 95  # CIFAR-10's fit images: the budget, not a bound
+    assert auto_epochs(57_000) == 79  # Fashion-MNIST's
+    assert auto_epochs(1_365) == hi == 200  # small collections stop at the cap
+    assert auto_epochs(10_000_000) == lo
+    assert auto_epochs(AUTO_IMAGES_SEEN // hi) == hi and auto_epochs(AUTO_IMAGES_SEEN // 150) == 150
