@@ -26,6 +26,9 @@ from latentsearch.evaluation import evaluate_run, score_pixels
 from latentsearch.protocols import make_splits
 from latentsearch.runs import TrainConfig, checkpoints, load_run, machine_description
 
+# A run's pixels: (data spec, image size, data folder).
+DataSource = tuple[str, int, str | None]
+
 KEYS = ["nmi", "ri", "ari", "ami", "acc", "precision_at_1", "precision_at_10", "map_at_r"]
 
 
@@ -66,8 +69,10 @@ def _model_name(config: Any) -> str:
     return f"{config.model} ({extra})" if extra else config.model
 
 
-def score_run(setting: str, run_dir: Path, data_label: str | None) -> tuple[dict[str, Any], str]:
-    """One table row for a trained run, and the run's data spec."""
+def score_run(
+    setting: str, run_dir: Path, data_label: str | None
+) -> tuple[dict[str, Any], DataSource]:
+    """One table row for a trained run, and where its pixels come from."""
     run = load_run(run_dir)
     cfg = run.config
     data = load_data(cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir)
@@ -106,12 +111,13 @@ def score_run(setting: str, run_dir: Path, data_label: str | None) -> tuple[dict
         "n_query": result["n_query"],
         "n_database": result["n_database"],
     }
-    return row, cfg.data
+    return row, (cfg.data, run.model.image_size, cfg.data_dir)
 
 
-def pixel_row(data_spec: str, data_label: str | None) -> dict[str, Any]:
-    """The raw-pixel reference row for a data source, under the heldout protocol."""
-    data = load_data(data_spec)
+def pixel_row(source: DataSource, data_label: str | None) -> dict[str, Any]:
+    """The raw-pixel reference row for a data source at the runs' image size (heldout)."""
+    spec, image_size, data_dir = source
+    data = load_data(spec, image_size=image_size, data_dir=data_dir)
     splits = make_splits(data, "heldout")
     scores = score_pixels(splits)
     return {
@@ -194,7 +200,7 @@ def main() -> None:
     out = Path(args.out)
     rows: list[dict[str, Any]] = json.loads(out.read_text())["rows"] if out.exists() else []
     new: list[dict[str, Any]] = []
-    specs: list[str] = []
+    specs: list[DataSource] = []
     for item in args.run:
         setting, sep, folder = item.partition("=")
         if not sep:
