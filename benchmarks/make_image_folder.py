@@ -44,10 +44,9 @@ def write_split(
         (folder / name).mkdir(parents=True, exist_ok=True)
         for i in idx:
             px = data.pixels[i]
-            img = (
-                Image.fromarray(px[..., 0], mode="L") if px.shape[-1] == 1 else Image.fromarray(px)
+            Image.fromarray(px[..., 0] if px.shape[-1] == 1 else px).save(
+                folder / name / f"{i:05d}.png"
             )
-            img.save(folder / name / f"{i:05d}.png")
         written += len(idx)
     return written
 

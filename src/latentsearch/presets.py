@@ -145,8 +145,9 @@ STUDY_PROTOCOLS = ("seed", "heldout")
 # bf16 at width 16 (75 epochs measured KMeans NMI 0.280, 100 epochs 0.283, both without
 # neighbour positives).
 AUTO_IMAGES_SEEN = 4_512_500
-# Fewest and most epochs. The cap binds below 22,563 images (CIFAR-10 and Fashion-MNIST spend
-# the budget in 95 and 79 epochs); 200 rather than 100 measured better on small collections,
+# Fewest and most epochs. The budget gives more than 100 epochs below 44,901 training images
+# and is capped below 22,507 (CIFAR-10 and Fashion-MNIST spend it in 95 and 79 epochs); 200
+# rather than 100 measured better on small collections,
 # held out: digits (3 seeds) NMI 0.800-0.836 vs 0.790-0.818, P@10 0.977 (all three) vs
 # 0.957-0.979; digits as a 32 px PNG folder (3 seeds) NMI 0.837-0.886 vs 0.761-0.812, P@10
 # 0.981-0.986 vs 0.977-0.983; a 2,000-image Fashion-MNIST folder (2 seeds) NMI 0.625/0.641
