@@ -1,7 +1,8 @@
-"""Export: encoders to ONNX checked against PyTorch, indexes to Parquet and NumPy read back."""
+"""Export: encoders to ONNX checked against PyTorch, indexes to Parquet, NumPy and clusters."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Callable
@@ -16,15 +17,24 @@ import pytest
 import torch
 from PIL import Image
 
-from latentsearch.data import DataSplits, load_data
+from latentsearch.clusters import (
+    ClusterConfig,
+    ClusterHeadError,
+    fit_cluster_head,
+    head_path,
+    load_cluster_head,
+)
+from latentsearch.data import DataError, DataSplits, load_data, read_image
 from latentsearch.embedding import embed_images
 from latentsearch.export import (
+    CLUSTER_COLUMNS,
     EXPORT_EXTRA,
     ONNX_OPSET,
     PARQUET_COLUMNS,
     ExportError,
     MissingDependency,
     OutputExists,
+    export_clusters,
     export_numpy,
     export_onnx,
     export_parquet,
@@ -234,10 +244,8 @@ def _folder(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def folder_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageIndex, Path]:
-    """An index of a 12-PNG folder made with a seed-ae trained one epoch on it, and its folder."""
-    root = tmp_path_factory.mktemp("export-index")
+def _folder_index(root: Path) -> tuple[ImageIndex, Path, Run, DataSplits]:
+    """A seed-ae trained one epoch on a 12-PNG folder, and the saved index of that folder."""
     folder = _folder(root / "images")
     data = load_data(str(folder), image_size=8, cache_dir=root / "cache")
     config = TrainConfig(
@@ -246,7 +254,14 @@ def folder_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageIndex, 
     run = train(config, root / "run", progress=False, data=data)
     index = ImageIndex.build(run, all_images(data))
     index.save(root / "photos.index")
-    return ImageIndex.load(root / "photos.index"), root / "photos.index"
+    return ImageIndex.load(root / "photos.index"), root / "photos.index", run, data
+
+
+@pytest.fixture(scope="module")
+def folder_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageIndex, Path]:
+    """An index of a 12-PNG folder made with a seed-ae trained one epoch on it, and its folder."""
+    index, path, _, _ = _folder_index(tmp_path_factory.mktemp("export-index"))
+    return index, path
 
 
 def test_parquet_holds_exactly_the_index_items_and_vectors(
@@ -348,3 +363,100 @@ def test_index_exports_refuse_an_existing_file_unless_forced(
         assert out.read_bytes() != b"precious"
     assert len(pq.read_table(tmp_path / "x.parquet")) == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.parquet"]
+
+
+# ---------------------------------------------------------------------------- clusters
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageIndex, Path, Run, DataSplits]:
+    """Its own run and index of the 12 PNGs: the tests write and remove the run's head."""
+    return _folder_index(tmp_path_factory.mktemp("export-clusters"))
+
+
+def _head(run: Run, pixels: np.ndarray, sha: str | None = None, **overrides: int) -> Path:
+    """Trains a small 3-cluster head on ``pixels`` and saves it in the run folder."""
+    config = ClusterConfig(
+        **{"n_clusters": 3, "n_neighbours": 3, "epochs": 20, "heads": 2, "views": 2, **overrides}
+    )
+    head = fit_cluster_head(
+        run.model, pixels, config=config, encoder_sha256=sha or run.fingerprint["weights_sha256"]
+    )
+    return head.save(head_path(run.path))
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == CLUSTER_COLUMNS
+        return list(reader)
+
+
+def test_cluster_export_gives_every_indexed_image_the_heads_cluster(
+    clustered: tuple[ImageIndex, Path, Run, DataSplits], tmp_path: Path
+) -> None:
+    index, path, run, data = clustered
+    saved = _head(run, data.train.pixels)
+    head = load_cluster_head(saved, index.fingerprint["weights_sha256"])
+    result = export_clusters(path, tmp_path / "groups.csv")
+
+    rows = _read_csv(tmp_path / "groups.csv")
+    items = index.items
+    assert [int(r["position"]) for r in rows] == list(range(len(items))) == list(range(12))
+    assert [r["id"] for r in rows] == [it.id for it in items]
+    assert [r["path"] for r in rows] == [it.path for it in items]
+    assert [r["label"] for r in rows] == [index.class_names[it.label] for it in items]
+    prob = head.probabilities(index.embeddings)
+    clusters = np.array([int(r["cluster"]) for r in rows])
+    np.testing.assert_array_equal(clusters, prob.argmax(axis=1))
+    written = np.array([float(r["probability"]) for r in rows])
+    np.testing.assert_allclose(written, prob.max(axis=1), atol=1e-4)
+    assert result["count"] == 12 and result["n_clusters"] == 3
+    assert result["sizes"] == np.bincount(clusters, minlength=3).tolist()
+    assert result["head"] == str(saved) and result["index"] == str(path)
+
+
+def test_cluster_export_without_a_head_for_these_weights_writes_nothing(
+    clustered: tuple[ImageIndex, Path, Run, DataSplits], tmp_path: Path
+) -> None:
+    index, path, run, data = clustered
+    head_path(run.path).unlink(missing_ok=True)
+    with pytest.raises(ExportError, match=r"has no cluster head: train one with `latentsearch clu"):
+        export_clusters(path, tmp_path / "groups.csv")
+    _head(run, data.train.pixels, sha="0" * 64)  # a head of other weights
+    with pytest.raises(ClusterHeadError, match="another encoder's weights"):
+        export_clusters(index, tmp_path / "groups.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fine_tuned_head_reads_the_image_files_again(
+    clustered: tuple[ImageIndex, Path, Run, DataSplits], tmp_path: Path
+) -> None:
+    index, path, run, data = clustered
+    saved = _head(run, data.train.pixels, finetune_epochs=2, finetune_batch_size=6)
+    head = load_cluster_head(saved, run_model=run.model)
+    assert head.encoder is not None
+    export_clusters(path, tmp_path / "groups.csv")
+    rows = _read_csv(tmp_path / "groups.csv")
+    pixels = np.stack([read_image(it.path or "", 8) for it in index.items])
+    expected = head.assign_images(pixels, run.model)
+    np.testing.assert_array_equal([int(r["cluster"]) for r in rows], expected)
+
+    # The files are the source of truth here: one gone is an error that names it.
+    moved = Path(index.items[5].path or "")
+    moved.rename(moved.with_suffix(".bak"))
+    try:
+        with pytest.raises(DataError, match=f"{moved}: no such file"):
+            export_clusters(path, tmp_path / "again.csv")
+    finally:
+        moved.with_suffix(".bak").rename(moved)
+    assert not (tmp_path / "again.csv").exists()
+
+
+def test_a_fine_tuned_head_cannot_cluster_an_array_source(
+    trained: Callable[[str], Run], digits: DataSplits, tmp_path: Path
+) -> None:
+    run = trained("seed-ae")
+    _head(run, digits.train.pixels[:64], finetune_epochs=1, finetune_batch_size=32)
+    index = ImageIndex.build(run, digits.train.subset(np.arange(20)))
+    with pytest.raises(ExportError, match="no image files: train a head without --finetune"):
+        export_clusters(index, tmp_path / "groups.csv")
+    assert not (tmp_path / "groups.csv").exists()

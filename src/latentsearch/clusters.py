@@ -497,8 +497,12 @@ def _head_probabilities(net: nn.Module, embeddings: np.ndarray) -> torch.Tensor:
     """Shape: (N, D) -> (N, K) on the CPU, with the head in eval mode (on any device)."""
     net.eval()
     device = next(net.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
-    return torch.cat([net(b.to(device)).softmax(-1).cpu() for b in x.split(4096)])
+    # A copy per block: the rows may be read-only (an index's vectors), which torch refuses.
+    blocks = (
+        torch.from_numpy(np.array(embeddings[i : i + 4096], dtype=np.float32))
+        for i in range(0, max(len(embeddings), 1), 4096)  # one (empty) block for no rows
+    )
+    return torch.cat([net(b.to(device)).softmax(-1).cpu() for b in blocks])
 
 
 def _self_label(

@@ -3,6 +3,7 @@
 >>> export_onnx("runs/photos", "photos-encoder.onnx")   # + photos-encoder.onnx.json
 >>> export_parquet("photos.index", "photos.parquet")
 >>> export_numpy("photos.index", "photos.npz")
+>>> export_clusters("photos.index", "photos-clusters.csv")  # after `latentsearch cluster RUN`
 
 **ONNX.** The graph computes ``model.embed``: input ``images`` (float32, ``(batch, C, S, S)``,
 NCHW, pixels scaled to [0, 1] with no mean/std normalisation), output ``embedding`` (float32,
@@ -22,6 +23,14 @@ sources) and ``vector`` (``fixed_size_list<float32>[D]``). The schema metadata (
 ``(N, D)``), ``positions`` (int64), ``ids``, ``paths`` and ``sha256`` (unicode, ``""`` where
 there is none), ``labels`` (int64, -1 when unknown), ``class_names`` (unicode, indexed by
 ``labels``) and ``metadata`` (a 0-d unicode array holding the same JSON as the Parquet file's).
+
+**Clusters (CSV).** The group of every indexed image, from the SCAN head that
+``latentsearch cluster`` saved in the run that built the index: one row per image, in index
+order, with the columns of :data:`CLUSTER_COLUMNS`: ``position``, ``id``, ``path`` (empty for
+array sources), ``label`` (the class name, empty when unknown), ``cluster`` (0 to K-1) and
+``probability`` (the head's probability of that cluster). A head that reads the run's own
+encoder assigns from the stored vectors; a fine-tuned head (``cluster --finetune-epochs``)
+reads its own copy of the encoder, so the images are read from their files again.
 
 Each file is written to a hidden temporary file in the destination folder and renamed into
 place, so a crash never leaves a half-written export; an existing file is replaced only with
@@ -74,6 +83,7 @@ VERIFY_TOLERANCE = 1e-4
 """Largest accepted ``|onnxruntime - PyTorch|``, absolute and relative (``np.allclose``)."""
 
 PARQUET_COLUMNS = ("position", "id", "path", "label", "sha256", "vector")
+CLUSTER_COLUMNS = ("position", "id", "path", "label", "cluster", "probability")
 
 
 class ExportError(LatentsearchError):
@@ -517,3 +527,113 @@ def export_numpy(
     savez: Any = np.savez  # its stubs take any ``**kwds`` for ``allow_pickle: bool``
     path = write_atomic(out, lambda f: savez(f, **arrays), force=force)
     return {**json.loads(str(arrays["metadata"])), "out": str(path)}
+
+
+# ---------------------------------------------------------------------------- clusters
+def index_cluster_probabilities(index: ImageIndex, *, batch_size: int = 256) -> np.ndarray:
+    """Each indexed image's cluster probabilities, from the SCAN head of the run that built it.
+
+    Args:
+        index: The index; its run folder must hold a head trained on the index's weights.
+        batch_size: Images decoded and embedded at a time, for a fine-tuned head.
+
+    Returns:
+        One row per item, in index order. Shape: (N, K), float32.
+
+    Raises:
+        ExportError: The run has no head, or the head needs images that the index has no
+            files for.
+        ClusterHeadError: The head is unreadable or belongs to other weights.
+        RunError: The run that built the index is not there.
+        DataError: An image file of the index can no longer be read.
+    """
+    from latentsearch.clusters import head_path, load_cluster_head
+    from latentsearch.data import DataError, read_image
+    from latentsearch.embedding import embed_images
+    from latentsearch.runs import load_run
+
+    path = head_path(index.run_path)
+    if not path.is_file():
+        raise ExportError(
+            f"the run that built this index ({index.run_path}) has no cluster head: train one "
+            f"with `latentsearch cluster {index.run_path}`"
+        )
+    run = load_run(index.run_path)
+    head = load_cluster_head(path, index.fingerprint["weights_sha256"], run_model=run.model)
+    if head.encoder is None:
+        return head.probabilities(index.embeddings).astype(np.float32)
+    # A fine-tuned head reads its own copy of the encoder, not the index's vectors.
+    paths = [it.path for it in index.items]
+    if any(p is None for p in paths):
+        raise ExportError(
+            f"{path} reads a fine-tuned copy of the encoder, so the images must be embedded "
+            "again, but this index holds an array source with no image files: train a head "
+            f"without --finetune-epochs (`latentsearch cluster {index.run_path}`)"
+        )
+    channels = int(index.fingerprint["in_channels"])
+    parts = [np.zeros((0, head.config.n_clusters), dtype=np.float32)]
+    for start in range(0, len(paths), batch_size):
+        pixels = []
+        for file in paths[start : start + batch_size]:
+            if not Path(str(file)).is_file():
+                raise DataError(f"{file}: no such file (it was indexed, then moved or deleted)")
+            try:
+                pixels.append(read_image(str(file), index.image_size, channels=channels))
+            except DataError as e:
+                raise DataError(f"{file}: {e}") from None
+        parts.append(head.probabilities(embed_images(head.encoder, np.stack(pixels))))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def export_clusters(
+    index: ImageIndex | str | Path, out: str | Path, *, force: bool = False
+) -> dict[str, Any]:
+    """Writes the cluster of every indexed image to a CSV file (see the module docstring).
+
+    Args:
+        index: A loaded index, or its folder.
+        out: The ``.csv`` file to write.
+        force: Replace ``out`` when it exists.
+
+    Returns:
+        ``out``, ``count``, ``index``, ``run``, ``head`` (the head file), ``n_clusters`` and
+        ``sizes`` (images per cluster, a list of K counts).
+
+    Raises:
+        ExportError: When ``out`` exists without ``force``, or as
+            :func:`index_cluster_probabilities`.
+        IndexFormatError: When ``index`` is not a readable index folder.
+    """
+    import csv
+    import io
+
+    from latentsearch.clusters import head_path
+
+    _check_destination(Path(out), force=force)
+    loaded, source = _as_index(index)
+    prob = index_cluster_probabilities(loaded)
+    clusters = prob.argmax(axis=1)
+    items = loaded.items
+
+    def write(f: IO[bytes]) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        rows = csv.writer(text)
+        rows.writerow(CLUSTER_COLUMNS)
+        for i, (item, cluster) in enumerate(zip(items, clusters, strict=True)):
+            label = loaded.class_name(item.label) or ""
+            p = prob[i, cluster]
+            rows.writerow([i, item.id, item.path or "", label, int(cluster), f"{p:.4f}"])
+        text.flush()
+        text.detach()  # leave ``f`` open for write_atomic to sync and close
+
+    path = write_atomic(out, write, force=force)
+    n_clusters = prob.shape[1]
+    return {
+        "out": str(path),
+        "count": len(items),
+        "index": source,
+        "run": str(loaded.run_path),
+        "head": str(head_path(loaded.run_path)),
+        "n_clusters": n_clusters,
+        "sizes": np.bincount(clusters, minlength=n_clusters).tolist(),
+    }

@@ -1,4 +1,4 @@
-"""`latentsearch export onnx / parquet / numpy` on a tiny digits run and its index."""
+"""`latentsearch export onnx / parquet / numpy / clusters` on a tiny digits run and its index."""
 
 from __future__ import annotations
 
@@ -88,6 +88,38 @@ def test_export_parquet_and_numpy_json_summaries(
 
     assert main(["export", "numpy", str(index_path), "--out", str(tmp_path / "v.npz")]) == 0
     assert "vectors (100, 128) float32" in capsys.readouterr().out
+
+
+def test_export_clusters_after_cluster_prints_the_cluster_sizes(
+    run_and_index: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentsearch.clusters import ClusterConfig, fit_cluster_head, head_path
+
+    run_path, index_path = run_and_index
+    out = tmp_path / "groups.csv"
+    assert main(["export", "clusters", str(index_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"train one with `latentsearch cluster {run_path}`" in err
+    assert not out.exists()
+
+    run = load_run(run_path)
+    config = ClusterConfig(n_clusters=10, epochs=10, heads=2, views=2)
+    head = fit_cluster_head(
+        run.model,
+        load_data("digits").train.pixels[:256],
+        config=config,
+        encoder_sha256=run.fingerprint["weights_sha256"],
+    )
+    head.save(head_path(run_path))
+    assert main(["export", "clusters", str(index_path), "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"wrote {out}: 100 rows (position, id, path, label, cluster, prob")
+    assert "images per cluster: 0: " in line
+    argv = ["export", "clusters", str(index_path), "--out", str(out)]
+    assert main([*argv, "--force", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["count"] == 100 == sum(summary["sizes"]) and len(summary["sizes"]) == 10
+    assert len(out.read_text().splitlines()) == 101  # the header and one row per image
 
 
 def test_bad_inputs_are_one_line_errors(

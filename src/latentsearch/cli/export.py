@@ -1,4 +1,4 @@
-"""The ``export`` command: a run's encoder to ONNX, an index to Parquet or NumPy."""
+"""The ``export`` command: a run's encoder to ONNX, an index to Parquet, NumPy or clusters."""
 
 from __future__ import annotations
 
@@ -76,6 +76,19 @@ def cmd_export_numpy(args: argparse.Namespace) -> int:
     return _print(args, result, line)
 
 
+def cmd_export_clusters(args: argparse.Namespace) -> int:
+    from latentsearch.export import CLUSTER_COLUMNS, export_clusters
+
+    with _flags():
+        result = export_clusters(args.index, args.out, force=args.force)
+    sizes = ", ".join(f"{k}: {n}" for k, n in enumerate(result["sizes"]))
+    line = (
+        f"wrote {result['out']}: {result['count']} rows ({', '.join(CLUSTER_COLUMNS)}) from "
+        f"{result['head']}; images per cluster: {sizes}"
+    )
+    return _print(args, result, line)
+
+
 def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help=out_help)
     p.add_argument("--force", action="store_true", help="replace FILE when it exists")
@@ -83,7 +96,7 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 COMMANDS = {
-    "export": "write a run's encoder as ONNX, or an index as Parquet / NumPy, for other tools",
+    "export": "write a run's encoder as ONNX, an index as Parquet / NumPy, or its clusters as CSV",
 }
 """This module's commands and their one-line help, known without importing anything heavy."""
 
@@ -135,3 +148,15 @@ def register(sub: Any) -> None:
     q.add_argument("index", help="index folder from `latentsearch index`")
     _common(q, "the .npz file to write (written under exactly this name)")
     q.set_defaults(func=cmd_export_numpy)
+
+    q = formats.add_parser(
+        "clusters",
+        help="the cluster of every indexed image, from the run's SCAN head, as CSV",
+        description="One CSV row per indexed image, in index order: position, id, path, "
+        "label, cluster (0 to K-1) and probability, from the head `latentsearch cluster RUN` "
+        "saved in the run that built the index (it must be trained on the same weights). A "
+        "head fine-tuned with its own copy of the encoder reads the image files again.",
+    )
+    q.add_argument("index", help="index folder from `latentsearch index`")
+    _common(q, "the .csv file to write")
+    q.set_defaults(func=cmd_export_clusters)
