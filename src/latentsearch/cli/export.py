@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -95,6 +95,22 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
 
 
+def _index_format(
+    formats: Any,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str,
+    out_help: str,
+) -> None:
+    """Adds ``export NAME INDEX --out FILE``: a format written from an index folder."""
+    q = formats.add_parser(name, help=help, description=description)
+    q.add_argument("index", help="index folder from `latentsearch index`")
+    _common(q, out_help)
+    q.set_defaults(func=func)
+
+
 COMMANDS = {
     "export": "write a run's encoder as ONNX, an index as Parquet / NumPy, or its clusters as CSV",
 }
@@ -127,36 +143,34 @@ def register(sub: Any) -> None:
     )
     q.set_defaults(func=cmd_export_onnx)
 
-    q = formats.add_parser(
+    _index_format(
+        formats,
         "parquet",
+        cmd_export_parquet,
         help="the index's items and vectors as a Parquet table",
         description="One row per indexed image: position (int64), id, path, label (class "
         "name or null), sha256, vector (fixed-size list of float32). The schema metadata "
         "holds the run fingerprint and class names. pandas, FiftyOne and "
         "clip-retrieval-style tools read it.",
+        out_help="the .parquet file to write",
     )
-    q.add_argument("index", help="index folder from `latentsearch index`")
-    _common(q, "the .parquet file to write")
-    q.set_defaults(func=cmd_export_parquet)
-
-    q = formats.add_parser(
+    _index_format(
+        formats,
         "numpy",
+        cmd_export_numpy,
         help="the index's vectors and items as one .npz file",
         description="One .npz (np.load, no pickle): vectors (N, D) float32, positions, ids, "
         "paths, labels (int, -1 unknown), sha256, class_names, metadata (JSON).",
+        out_help="the .npz file to write (written under exactly this name)",
     )
-    q.add_argument("index", help="index folder from `latentsearch index`")
-    _common(q, "the .npz file to write (written under exactly this name)")
-    q.set_defaults(func=cmd_export_numpy)
-
-    q = formats.add_parser(
+    _index_format(
+        formats,
         "clusters",
+        cmd_export_clusters,
         help="the cluster of every indexed image, from the run's SCAN head, as CSV",
         description="One CSV row per indexed image, in index order: position, id, path, "
         "label, cluster (0 to K-1) and probability, from the head `latentsearch cluster RUN` "
         "saved in the run that built the index (it must be trained on the same weights). A "
         "head fine-tuned with its own copy of the encoder reads the image files again.",
+        out_help="the .csv file to write",
     )
-    q.add_argument("index", help="index folder from `latentsearch index`")
-    _common(q, "the .csv file to write")
-    q.set_defaults(func=cmd_export_clusters)
