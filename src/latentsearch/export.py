@@ -1,4 +1,4 @@
-"""Export for other tools: a run's encoder to ONNX, an index's items to Parquet and NumPy.
+"""Export for other tools: a run's encoder to ONNX, an index's items to Parquet, NumPy, CSV.
 
 >>> export_onnx("runs/photos", "photos-encoder.onnx")   # + photos-encoder.onnx.json
 >>> export_parquet("photos.index", "photos.parquet")
