@@ -548,7 +548,8 @@ def index_cluster_probabilities(index: ImageIndex, *, batch_size: int = 256) -> 
         DataError: An image file of the index can no longer be read.
     """
     from latentsearch.clusters import head_path, load_cluster_head
-    from latentsearch.data import DataError, read_image
+    from latentsearch.data import DataError
+    from latentsearch.data.folder import decode_files
     from latentsearch.embedding import embed_images
     from latentsearch.runs import load_run
 
@@ -561,7 +562,7 @@ def index_cluster_probabilities(index: ImageIndex, *, batch_size: int = 256) -> 
     run = load_run(index.run_path)
     head = load_cluster_head(path, index.fingerprint["weights_sha256"], run_model=run.model)
     if head.encoder is None:
-        return head.probabilities(index.embeddings).astype(np.float32)
+        return head.probabilities(index.embeddings)
     # A fine-tuned head reads its own copy of the encoder, not the index's vectors.
     paths = [it.path for it in index.items]
     if any(p is None for p in paths):
@@ -570,19 +571,17 @@ def index_cluster_probabilities(index: ImageIndex, *, batch_size: int = 256) -> 
             "again, but this index holds an array source with no image files: train a head "
             f"without --finetune-epochs (`latentsearch cluster {index.run_path}`)"
         )
-    channels = int(index.fingerprint["in_channels"])
     parts = [np.zeros((0, head.config.n_clusters), dtype=np.float32)]
     for start in range(0, len(paths), batch_size):
-        pixels = []
-        for file in paths[start : start + batch_size]:
-            if not Path(str(file)).is_file():
+        batch = [str(p) for p in paths[start : start + batch_size]]
+        decoded = decode_files(batch, index.image_size)  # as the index decoded them
+        for file, error in zip(batch, decoded.errors, strict=True):
+            if error is not None and not Path(file).is_file():
                 raise DataError(f"{file}: no such file (it was indexed, then moved or deleted)")
-            try:
-                pixels.append(read_image(str(file), index.image_size, channels=channels))
-            except DataError as e:
-                raise DataError(f"{file}: {e}") from None
-        parts.append(head.probabilities(embed_images(head.encoder, np.stack(pixels))))
-    return np.concatenate(parts).astype(np.float32)
+            if error is not None:
+                raise DataError(f"{file}: {error}")
+        parts.append(head.probabilities(embed_images(head.encoder, decoded.pixels)))
+    return np.concatenate(parts)
 
 
 def export_clusters(
