@@ -87,6 +87,19 @@ def test_a_preset_fills_the_config_and_the_command_line_overrides_it() -> None:
     assert cfg.model_kwargs["width"] == 32
     # The preset's own overrides are not modified by a command line that changes them.
     assert PRESETS["simclr"].overrides["model_kwargs"]["width"] == 16
+    cfg = _config(["--data", "digits", "--preset", "simclr", "--stage-blocks", "1,2"])
+    assert cfg.model_kwargs == {"width": 16, "stage_blocks": [1, 2]}
+    assert _config(["--data", "digits", "--stage-blocks", "2"]).model_kwargs["stage_blocks"] == 2
+    assert "stage_blocks" not in PRESETS["simclr"].overrides["model_kwargs"]
+
+
+@pytest.mark.parametrize("text", ["0", "1,,2", "1,x", "-1", ""])
+def test_stage_blocks_that_are_not_positive_integers_are_refused_by_argparse(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--data", "digits", "--stage-blocks", text])
+    assert "positive integers separated by commas" in capsys.readouterr().err
 
 
 def test_train_help_lists_every_preset_with_what_it_measured(

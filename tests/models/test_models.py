@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from latentsearch.errors import LatentsearchError
 from latentsearch.models import MODELS, create_model
 from latentsearch.models.layers import UpsampleConv2d
 from latentsearch.models.seed_ae import SeedAutoencoder
@@ -118,3 +119,35 @@ def test_resnet_normalize_gives_unit_embeddings_of_the_same_features() -> None:
     # Same direction: only the length differs.
     torch.testing.assert_close(unit, raw / raw.norm(dim=1, keepdim=True))
     assert not torch.allclose(raw.norm(dim=1), torch.ones(5))
+
+
+def test_resnet_stage_blocks_add_same_shape_blocks_and_keep_the_default_layout() -> None:
+    torch.manual_seed(0)
+    plain = create_model("resnet-s", image_size=32, width=8)
+    deeper = create_model("resnet-s", image_size=32, width=8, stage_blocks=[1, 1, 2, 2])
+    assert (len(plain.blocks), len(deeper.blocks)) == (4, 6)
+    # The extra blocks keep their stage's width, so the embedding size is unchanged ...
+    assert deeper.embedding_dim == plain.embedding_dim == 64
+    extra = [b for b in deeper.blocks if isinstance(b.shortcut, nn.Identity)]
+    assert [b.conv1.in_channels for b in extra] == [8, 32, 64]  # first stage's, then the two
+    # ... and stage_blocks=1 is the old layout, so old checkpoints load unchanged.
+    same = create_model("resnet-s", image_size=32, width=8, stage_blocks=1)
+    same.load_state_dict(plain.state_dict())
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert deeper.train(False).embed(x).shape == (3, 64)
+
+
+@pytest.mark.parametrize(("size", "stages"), [(4, 1), (8, 2), (28, 4), (32, 4), (64, 5)])
+def test_resnet_stage_count_follows_the_image_size(size: int, stages: int) -> None:
+    from latentsearch.models.resnet import stages as count
+
+    assert count(size) == stages
+    model = create_model("resnet-s", image_size=size, width=4, stage_blocks=[1] * stages)
+    assert len(model.blocks) == stages
+
+
+@pytest.mark.parametrize("blocks", [[1, 2], [1, 1, 0, 1], 0, [1, 1, True, 1]])
+def test_resnet_refuses_stage_blocks_that_do_not_fit(blocks: object) -> None:
+    with pytest.raises(LatentsearchError, match="stage_blocks"):
+        create_model("resnet-s", image_size=32, width=8, stage_blocks=blocks)

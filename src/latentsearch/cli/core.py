@@ -15,6 +15,19 @@ if TYPE_CHECKING:
 
 
 # ---------------------------------------------------------------------------- train
+def _block_counts(text: str) -> int | list[int]:
+    """``--stage-blocks``: "2" (every stage) or "1,1,2,2" (one per stage), positive integers."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, e.g. 1,1,2,2; got {text!r}"
+        )
+    return counts[0] if len(counts) == 1 else counts
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from latentsearch.models import MODELS
     from latentsearch.objectives import OBJECTIVES
@@ -99,6 +112,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="channels of resnet-s's first stage (presets: 16, sized for a CPU; 32-64 on a GPU)",
+    )
+    p.add_argument(
+        "--stage-blocks",
+        type=_block_counts,
+        default=None,
+        metavar="N[,N...]",
+        help="resnet-s's basic blocks per stage: one number for all, or one per stage "
+        "(32 px images have four stages, e.g. 1,1,2,2; default: 1)",
     )
     p.add_argument(
         "--temperature",
@@ -237,8 +258,9 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
                 flag = "--" + name.replace("_", "-")
                 _say(f"{flag} {value} replaces the {source}'s {settings[name]}")
             settings[name] = value
-    if args.width is not None:
-        settings["model_kwargs"] = {**settings.get("model_kwargs", {}), "width": args.width}
+    for flag, value in (("width", args.width), ("stage_blocks", args.stage_blocks)):
+        if value is not None:
+            settings["model_kwargs"] = {**settings.get("model_kwargs", {}), flag: value}
     contrastive = [  # (flag, objective argument, value given)
         ("--temperature", "temperature", args.temperature),
         ("--neighbour-weight", "neighbour_weight", args.neighbour_weight),

@@ -1,8 +1,9 @@
 """A small ResNet encoder with a projection head, for contrastive learning on a CPU budget.
 
-CIFAR-style ResNet (3×3 stem, no initial max-pool), one basic block per stage, width doubling
-at each stride-2 stage until the map is 4×4. At ``width=32`` it has ~1.2 M parameters and
-trains at a few hundred 32×32 images/s on two CPU cores; ``width=64`` suits a GPU.
+CIFAR-style ResNet (3×3 stem, no initial max-pool), one basic block per stage by default (more
+with ``stage_blocks``), width doubling at each stride-2 stage until the map is 4×4. At
+``width=32`` it has ~1.2 M parameters and trains at a few hundred 32×32 images/s on two CPU
+cores; ``width=64`` suits a GPU.
 """
 
 from __future__ import annotations
@@ -43,6 +44,33 @@ class BasicBlock(nn.Module):
         return F.relu(y + self.shortcut(x), inplace=True)
 
 
+def stages(image_size: int) -> int:
+    """Stages of ``SmallResNet`` for ``image_size`` px: one, then one per halving to 4×4.
+
+    32 px: four stages (32, 16, 8, 4); 64 px: five; 8 px: two; 4 px: one.
+    """
+    n, s = 1, image_size
+    while s > 4:
+        n, s = n + 1, (s + 1) // 2
+    return n
+
+
+def _stage_blocks(value: int | list[int], n_stages: int) -> list[int]:
+    """``stage_blocks`` as one count per stage, checked."""
+    counts = [value] * n_stages if isinstance(value, int) else list(value)
+    if len(counts) != n_stages:
+        raise LatentsearchError(
+            f"resnet-s: stage_blocks has {len(counts)} entries, but this image size has "
+            f"{n_stages} stages; give one number per stage, or one number for all"
+        )
+    for n in counts:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise LatentsearchError(
+                f"resnet-s: stage_blocks must be positive integers, got {value!r}"
+            )
+    return counts
+
+
 class SmallResNet(EmbeddingModel):
     """ResNet encoder → global average pool (the embedding) → MLP projector (for the loss).
 
@@ -55,6 +83,9 @@ class SmallResNet(EmbeddingModel):
         normalize: Scale embeddings to unit length, so that Euclidean search and KMeans see
             cosine geometry, the geometry the contrastive loss trains. It has no weights, so
             it can be switched for an already trained checkpoint.
+        stage_blocks: Basic blocks per stage: one number for every stage, or one per stage
+            (``stages(image_size)`` of them; 32 px: four). Extra blocks keep their stage's
+            width and map size, so blocks in the late, small-map stages add depth cheaply.
     """
 
     def __init__(
@@ -65,6 +96,7 @@ class SmallResNet(EmbeddingModel):
         width: int = 32,
         projection_dim: int = 128,
         normalize: bool = True,
+        stage_blocks: int | list[int] = 1,
     ) -> None:
         super().__init__()
         for name, value in (("width", width), ("projection_dim", projection_dim)):
@@ -85,12 +117,15 @@ class SmallResNet(EmbeddingModel):
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
         )
-        blocks: list[nn.Module] = [BasicBlock(width, width, 1)]
-        c, s = width, image_size
-        # Downsample until the map is 4×4 (32 px: three stages; 64 px: four; 8 px: one).
-        while s > 4:
-            blocks.append(BasicBlock(c, c * 2, 2))
-            c, s = c * 2, (s + 1) // 2
+        per_stage = _stage_blocks(stage_blocks, stages(image_size))
+        blocks: list[nn.Module] = []
+        c = width
+        for stage, n_blocks in enumerate(per_stage):
+            # The first stage keeps the image's size; each later one halves it, doubling width.
+            cout, stride = (c, 1) if stage == 0 else (c * 2, 2)
+            blocks.append(BasicBlock(c, cout, stride))
+            blocks.extend(BasicBlock(cout, cout, 1) for _ in range(n_blocks - 1))
+            c = cout
         self.blocks = nn.Sequential(*blocks)
         self.embedding_dim = c
         self.projector = nn.Sequential(
