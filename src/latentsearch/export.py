@@ -59,6 +59,7 @@ from latentsearch.errors import LatentsearchError
 from latentsearch.index.storage import fsync_dir
 
 if TYPE_CHECKING:
+    from latentsearch.clusters import ClusterHead
     from latentsearch.index import ImageIndex
     from latentsearch.models.base import EmbeddingModel
     from latentsearch.runs import Run
@@ -530,11 +531,42 @@ def export_numpy(
 
 
 # ---------------------------------------------------------------------------- clusters
-def index_cluster_probabilities(index: ImageIndex, *, batch_size: int = 256) -> np.ndarray:
+def load_index_head(index: ImageIndex, run: Run | None = None) -> ClusterHead:
+    """The SCAN head of the run that built ``index``, checked against the index's weights.
+
+    Args:
+        index: The index.
+        run: That run, when already loaded (it may have moved since indexing); default: the
+            run at the path the index records.
+
+    Raises:
+        ExportError: The run has no head.
+        ClusterHeadError: The head is unreadable or belongs to other weights.
+        RunError: The run that built the index is not there.
+    """
+    from latentsearch.clusters import head_path, load_cluster_head
+    from latentsearch.runs import load_run
+
+    run_path = index.run_path if run is None else run.path
+    path = head_path(run_path)
+    if not path.is_file():
+        raise ExportError(
+            f"the run that built this index ({run_path}) has no cluster head: train one "
+            f"with `latentsearch cluster {run_path}`"
+        )
+    if run is None:
+        run = load_run(run_path)
+    return load_cluster_head(path, index.fingerprint["weights_sha256"], run_model=run.model)
+
+
+def index_cluster_probabilities(
+    index: ImageIndex, *, head: ClusterHead | None = None, batch_size: int = 256
+) -> np.ndarray:
     """Each indexed image's cluster probabilities, from the SCAN head of the run that built it.
 
     Args:
         index: The index; its run folder must hold a head trained on the index's weights.
+        head: That head, when already loaded (:func:`load_index_head`).
         batch_size: Images decoded and embedded at a time, for a fine-tuned head.
 
     Returns:
@@ -547,29 +579,21 @@ def index_cluster_probabilities(index: ImageIndex, *, batch_size: int = 256) -> 
         RunError: The run that built the index is not there.
         DataError: An image file of the index can no longer be read.
     """
-    from latentsearch.clusters import head_path, load_cluster_head
     from latentsearch.data import DataError
     from latentsearch.data.folder import decode_files
     from latentsearch.embedding import embed_images
-    from latentsearch.runs import load_run
 
-    path = head_path(index.run_path)
-    if not path.is_file():
-        raise ExportError(
-            f"the run that built this index ({index.run_path}) has no cluster head: train one "
-            f"with `latentsearch cluster {index.run_path}`"
-        )
-    run = load_run(index.run_path)
-    head = load_cluster_head(path, index.fingerprint["weights_sha256"], run_model=run.model)
+    if head is None:
+        head = load_index_head(index)
     if head.encoder is None:
         return head.probabilities(index.embeddings)
     # A fine-tuned head reads its own copy of the encoder, not the index's vectors.
     paths = [it.path for it in index.items]
     if any(p is None for p in paths):
         raise ExportError(
-            f"{path} reads a fine-tuned copy of the encoder, so the images must be embedded "
-            "again, but this index holds an array source with no image files: train a head "
-            f"without --finetune-epochs (`latentsearch cluster {index.run_path}`)"
+            "the cluster head reads a fine-tuned copy of the encoder, so the images must be "
+            "embedded again, but this index holds an array source with no image files: train "
+            f"a head without --finetune-epochs (`latentsearch cluster {index.run_path}`)"
         )
     parts = [np.zeros((0, head.config.n_clusters), dtype=np.float32)]
     for start in range(0, len(paths), batch_size):

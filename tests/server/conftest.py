@@ -1,7 +1,9 @@
-"""A tiny class folder, two runs trained one epoch on it (16 px) and an index built by one."""
+"""A tiny class folder, two runs trained one epoch on it (16 px) and an index built by one;
+a copy of that run with a 3-cluster head."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,9 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentsearch.data import load_data
+from latentsearch.clusters import (
+    ClusterConfig,
+    ClusterHead,
+    fit_cluster_head,
+    head_path,
+    load_cluster_head,
+)
+from latentsearch.data import load_data, read_image
 from latentsearch.index import ImageIndex, all_images
-from latentsearch.runs import TrainConfig
+from latentsearch.runs import TrainConfig, load_run
 from latentsearch.training import train
 
 TINTS = {"blue": (0, 0, 1), "green": (0, 1, 0), "red": (1, 0, 0)}
@@ -73,6 +82,38 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     index = ImageIndex.build(runs[0], all_images(splits), data_spec=str(folder))
     index.save(root / "images.index")
     return Built(folder, runs[0].path, runs[1].path, root / "images.index")
+
+
+@dataclass(frozen=True)
+class Headed:
+    """A copy of the fixture's run (the shared one stays without a head) with a head.
+
+    Attributes:
+        run: The copy; it built the fixture's index (same weights).
+        head: Its head, 3 clusters, trained on the indexed images.
+    """
+
+    run: Path
+    head: ClusterHead
+
+
+HEAD_CLUSTERS = 3
+
+
+@pytest.fixture(scope="session")
+def headed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Headed:
+    """Copies the fixture's run and trains a small 3-cluster head on the indexed images."""
+    run_path = tmp_path_factory.mktemp("headed") / "run"
+    shutil.copytree(built.run, run_path)
+    run = load_run(run_path)
+    index = ImageIndex.load(built.index)
+    pixels = np.stack([read_image(it.path or "", index.image_size) for it in index.items])
+    config = ClusterConfig(n_clusters=HEAD_CLUSTERS, n_neighbours=3, epochs=20, heads=2, views=2)
+    head = fit_cluster_head(
+        run.model, pixels, config=config, encoder_sha256=run.fingerprint["weights_sha256"]
+    )
+    head.save(head_path(run_path))
+    return Headed(run_path, load_cluster_head(head_path(run_path), run_model=run.model))
 
 
 @pytest.fixture(autouse=True)

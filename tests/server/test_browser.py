@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 
+from latentsearch.index import ImageIndex
 from latentsearch.server.app import create_app
 from latentsearch.server.running import serve_in_thread
 
 if TYPE_CHECKING:
-    from conftest import Built
+    from conftest import Built, Headed
 
 pytestmark = pytest.mark.browser
 
@@ -35,10 +37,15 @@ RESULTS_LOADED = """(n) => {
 }"""
 
 
-def test_page_searches_in_a_real_browser(built: Built, tmp_path: Path) -> None:
+def _playwright() -> Any:
+    """Playwright's sync API, or a skip that says what is missing."""
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright for Python")
+    return pytest.importorskip("playwright.sync_api", reason="needs playwright for Python")
+
+
+def test_page_searches_in_a_real_browser(built: Built, tmp_path: Path) -> None:
+    sync_api = _playwright()
 
     app = create_app(built.index)
     with serve_in_thread(app) as url, sync_api.sync_playwright() as pw:
@@ -91,5 +98,63 @@ def test_page_searches_in_a_real_browser(built: Built, tmp_path: Path) -> None:
             page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
             # The 415 is logged by Chromium as a failed resource; nothing else may fail.
             assert [p for p in problems if "415" not in p] == []
+        finally:
+            browser.close()
+
+
+def test_page_shows_a_queries_cluster_page_by_page(
+    built: Built, headed: Headed, tmp_path: Path
+) -> None:
+    sync_api = _playwright()
+    index = ImageIndex.load(built.index)
+    clusters = headed.head.assign(index.embeddings)
+    biggest = int(np.bincount(clusters).argmax())  # 16 images in 3 clusters: at least 6
+    size = int((clusters == biggest).sum())
+    query = index.items[int(np.flatnonzero(clusters == biggest)[0])]
+
+    app = create_app(built.index, headed.run, max_k=2)  # two images per cluster page
+    with serve_in_thread(app) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(f"{url}/")
+            page.wait_for_function(
+                "() => document.querySelectorAll('#k option').length > 0", timeout=WAIT_MS
+            )
+            assert "3 clusters" in page.inner_text("#index-info")
+            assert page.locator("#cluster-more").is_hidden()
+
+            page.set_input_files("#file", str(query.path))
+            page.wait_for_function(RESULTS_LOADED, arg=2, timeout=WAIT_MS)
+            assert f"cluster{biggest} (p " in page.inner_text("#query-meta").replace("\n", "")
+            page.click("#cluster-more")
+            page.wait_for_function(
+                "() => document.querySelector('#results-title').textContent.startsWith('Cluster')",
+                timeout=WAIT_MS,
+            )
+            page.wait_for_function(RESULTS_LOADED, arg=2, timeout=WAIT_MS)
+            title = page.inner_text("#results-title")
+            assert title == f"Cluster {biggest}: 2 of {size} images, most probable first"
+            # "Show more" appends the next page until the whole cluster is there.
+            shown = 2
+            while page.locator("#more").is_visible():
+                page.click("#more")
+                shown = min(shown + 2, size)
+                page.wait_for_function(RESULTS_LOADED, arg=shown, timeout=WAIT_MS)
+            captions = page.locator("#grid .caption").all_inner_texts()
+            assert len(captions) == size and all("p = " in c for c in captions)
+            assert page.inner_text("#results-title").startswith(f"Cluster {biggest}: {size} of")
+            page.screenshot(path=str(tmp_path / "cluster.png"), full_page=True)
+
+            # A member is a query like any result: its neighbours replace the cluster.
+            page.locator("#grid .card").nth(0).click()
+            page.wait_for_function(
+                "() => document.querySelector('#results-title').textContent.includes('nearest')",
+                timeout=WAIT_MS,
+            )
+            assert page.locator("#more").is_hidden()
+            assert problems == []
         finally:
             browser.close()

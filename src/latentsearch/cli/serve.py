@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_k=args.max_k,
         max_decodes=args.max_decodes,
         allowed_hosts=hosts,
+        clusters=not args.no_clusters,
     )
     try:
         sock = bind(args.host, args.port)
@@ -79,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"at {url_of(sock)}/  (API docs: {url_of(sock)}/docs; Ctrl+C stops)",
         flush=True,
     )
+    print(f"clusters: {service.clusters_note}", flush=True)
     if not _is_loopback(args.host):
         print(
             f"note: listening on {args.host}, not only this machine; the server has no "
@@ -171,6 +173,12 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
         default=1,
         help="CPU threads per request for torch and FAISS (default: 1; requests run in "
         "parallel, and one small query image gains nothing from more)",
+    )
+    p.add_argument(
+        "--no-clusters",
+        action="store_true",
+        help="do not serve the groups of the run's cluster head (`latentsearch cluster`); "
+        "a head fine-tuned with its own encoder re-reads every indexed file at start",
     )
     p.add_argument(
         "--log-level",

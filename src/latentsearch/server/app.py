@@ -15,6 +15,10 @@ Routes (JSON unless said otherwise; every error is ``{"detail": "a sentence"}`` 
   WebP or BMP with that fixed type (other formats re-encoded as PNG), ``nosniff`` and a CSP
   that lets nothing in it run.
 - ``GET /random?k=``: a random indexed image and its neighbours; ``GET /health``.
+- ``GET /clusters``: the groups of the run's cluster head (``latentsearch cluster``) and their
+  sizes; ``GET /clusters/{c}?offset=&limit=``: a group's images, most probable first. With a
+  head, items, neighbours and uploaded queries carry their ``cluster``; without one, these
+  routes answer 404 and ``/health`` says how to train a head.
 
 Ids are the index's ids (paths relative to the indexed folder, slashes included, any
 character escaped in the URL, newlines too). A file is served only when its id is in the
@@ -73,6 +77,7 @@ from latentsearch.index import (
 )
 from latentsearch.runs import Run, RunError, load_run
 from latentsearch.server import schemas
+from latentsearch.server.clusters import ServedClusters, load_served_clusters
 from latentsearch.server.limits import (
     DEFAULT_K,
     DEFAULT_MAX_DECODES,
@@ -113,6 +118,9 @@ REENCODED_MAX_SIDE = 4096
 
 BIG_DECODE_PIXELS = 4_000_000
 """After decoding an image this large, freed memory is handed back to the system."""
+
+CLUSTER_PAGE = 50
+"""Images per page of a cluster, unless ``limit`` says otherwise (at most ``max_k``)."""
 
 DOCS_ASSETS = "/docs-assets"
 """Where Swagger UI's and ReDoc's scripts are served from (the ``fastapi-offline`` package)."""
@@ -226,6 +234,8 @@ class SearchService:
         max_k: Most neighbours per request.
         max_decodes: Most images decoded at the same time (uploads and re-encodings); more
             requests wait for a free slot, so memory stays bounded under any load.
+        clusters: The groups of the run's cluster head, None without one.
+        clusters_note: Where the groups come from, or why there are none.
     """
 
     def __init__(
@@ -237,6 +247,8 @@ class SearchService:
         max_pixels: int,
         max_k: int,
         max_decodes: int = DEFAULT_MAX_DECODES,
+        clusters: ServedClusters | None = None,
+        clusters_note: str = "clusters not loaded",
     ) -> None:
         self.index = index
         self.run = run
@@ -246,12 +258,22 @@ class SearchService:
         self.max_decodes = max_decodes
         self._decodes = threading.BoundedSemaphore(max_decodes)
         self.class_names = index.class_names
+        self.clusters = clusters
+        self.clusters_note = clusters_note
 
     # ------------------------------------------------------------------------ JSON
-    def item_json(self, item: IndexItem, prefix: str) -> dict[str, Any]:
-        """An item's public metadata, with URLs under ``prefix`` (the app's root path)."""
+    def item_json(
+        self, item: IndexItem, prefix: str, position: int | None = None
+    ) -> dict[str, Any]:
+        """An item's public metadata, with URLs under ``prefix`` (the app's root path).
+
+        Args:
+            item: The item.
+            prefix: The app's root path.
+            position: The item's position in the index, when known (else looked up).
+        """
         url = f"{prefix}/items/{_quoted(item.id)}"
-        return {
+        body = {
             "id": item.id,
             "label": item.label,
             "class_name": self.index.class_name(item.label),
@@ -261,6 +283,13 @@ class SearchService:
             "item_url": url,
             "neighbors_url": f"{url}/neighbors",
         }
+        if self.clusters is not None:
+            at = self.index.position(item.id) if position is None else position
+            cluster = int(self.clusters.assignment[at])
+            body["cluster"] = cluster
+            body["cluster_probability"] = round(float(self.clusters.probability[at]), 4)
+            body["cluster_url"] = f"{prefix}/clusters/{cluster}"
+        return body
 
     def _neighbor_json(self, n: Neighbor, prefix: str) -> schemas.Neighbor:
         url = f"{prefix}/items/{_quoted(n.id)}"
@@ -273,6 +302,7 @@ class SearchService:
             image_url=f"{url}/image",
             item_url=url,
             neighbors_url=f"{url}/neighbors",
+            cluster=None if self.clusters is None else int(self.clusters.assignment[n.position]),
         )
 
     def _result(
@@ -456,6 +486,11 @@ class SearchService:
             width=width,
             height=height,
         )
+        if self.clusters is not None:
+            cluster, probability = self.clusters.assign_images(pixels[None], self.run)
+            query.cluster = int(cluster[0])
+            query.cluster_probability = round(float(probability[0]), 4)
+            query.cluster_url = f"{prefix}/clusters/{query.cluster}"
         return self._result(query, k, neighbors, started, prefix)
 
     def search_item(self, item_id: str, k: int, prefix: str) -> schemas.SearchResult:
@@ -489,6 +524,58 @@ class SearchService:
             max_k=self.max_k,
             max_upload_bytes=self.max_upload_bytes,
             max_pixels=self.max_pixels,
+            clusters=0 if self.clusters is None else self.clusters.n_clusters,
+            clusters_note=self.clusters_note,
+        )
+
+    # ------------------------------------------------------------------------ clusters
+    def _served_clusters(self) -> ServedClusters:
+        """The clusters, or a 404 that says how to get them."""
+        if self.clusters is None:
+            raise HTTPException(404, f"this server has no clusters ({self.clusters_note})")
+        return self.clusters
+
+    def cluster_list(self, prefix: str) -> schemas.ClusterList:
+        """Every group of the cluster head with its size.
+
+        Raises:
+            HTTPException: 404 without clusters.
+        """
+        clusters = self._served_clusters()
+        return schemas.ClusterList(
+            items=len(self.index),
+            clusters=[
+                schemas.ClusterSummary(cluster=c, size=len(m), url=f"{prefix}/clusters/{c}")
+                for c, m in enumerate(clusters.members)
+            ],
+        )
+
+    def cluster_page(
+        self, cluster: int, offset: int, limit: int, prefix: str
+    ) -> schemas.ClusterPage:
+        """Images ``offset`` to ``offset + limit`` of a group, most probable first.
+
+        Raises:
+            HTTPException: 404 without clusters or for a cluster the head does not have.
+        """
+        clusters = self._served_clusters()
+        if cluster >= clusters.n_clusters:
+            raise HTTPException(
+                404,
+                f"no cluster {cluster}: the head has {clusters.n_clusters} "
+                f"(0 to {clusters.n_clusters - 1})",
+            )
+        members = clusters.members[cluster]
+        page = members[offset : offset + limit]
+        items = [schemas.Item(**self.item_json(self.index.items[p], prefix, int(p))) for p in page]
+        end = offset + len(page)
+        more = f"{prefix}/clusters/{cluster}?offset={end}&limit={limit}"
+        return schemas.ClusterPage(
+            cluster=cluster,
+            size=len(members),
+            offset=offset,
+            items=items,
+            next_url=more if end < len(members) else None,
         )
 
 
@@ -586,6 +673,7 @@ def load_service(
     max_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
     max_k: int = DEFAULT_MAX_K,
     max_decodes: int = DEFAULT_MAX_DECODES,
+    clusters: bool = True,
 ) -> SearchService:
     """Loads an index and its run and checks that they belong together.
 
@@ -596,6 +684,8 @@ def load_service(
         max_pixels: Largest accepted width x height of an upload, >= 1.
         max_k: Most neighbours per request, >= 1.
         max_decodes: Most images decoded at once, >= 1.
+        clusters: Serve the groups of the run's cluster head, when it has one that fits the
+            index (a head fine-tuned with its own encoder re-reads the image files once).
 
     Raises:
         IndexFormatError: When there is no readable index at ``index_path``.
@@ -623,6 +713,9 @@ def load_service(
             )
     run = load_run(run_path)
     index.check_compatible(run)
+    served, note = (None, "clusters off (asked for)")
+    if clusters:
+        served, note = load_served_clusters(index, run)
     return SearchService(
         index,
         run,
@@ -630,6 +723,8 @@ def load_service(
         max_pixels=max_pixels,
         max_k=max_k,
         max_decodes=max_decodes,
+        clusters=served,
+        clusters_note=note,
     )
 
 
@@ -651,6 +746,7 @@ def create_app(
     max_k: int = DEFAULT_MAX_K,
     max_decodes: int = DEFAULT_MAX_DECODES,
     allowed_hosts: Sequence[str] | None = None,
+    clusters: bool = True,
 ) -> FastAPI:
     """The search server's app, with the index and run loaded once, now.
 
@@ -665,6 +761,7 @@ def create_app(
         allowed_hosts: Host names the ``Host`` header may carry (400 otherwise), ``*.domain``
             patterns or ``*``; None accepts any. ``latentsearch serve`` passes
             ``LOOPBACK_HOSTS`` when it listens on a loopback address.
+        clusters: Serve the groups of the run's cluster head (see :func:`load_service`).
 
     Returns:
         The app; its ``state.service`` is the :class:`SearchService`.
@@ -682,6 +779,7 @@ def create_app(
         max_pixels=max_pixels,
         max_k=max_k,
         max_decodes=max_decodes,
+        clusters=clusters,
     )
     default_k = min(DEFAULT_K, max_k)
     app = FastAPI(
@@ -797,6 +895,38 @@ def create_app(
     def random_query(request: Request, k: KQuery = None) -> schemas.SearchResult:
         """An indexed image drawn at random, and its nearest images."""
         return service.search_item(service.random_id(), chosen_k(k), prefix(request))
+
+    # ------------------------------------------------------------------------ clusters
+    @app.get(
+        "/clusters",
+        response_model=schemas.ClusterList,
+        responses={404: {"model": schemas.Problem, "description": "no cluster head"}},
+        summary="The groups of the run's cluster head",
+    )
+    def cluster_list(request: Request) -> schemas.ClusterList:
+        """Every group the run's cluster head (``latentsearch cluster``) finds, with its size."""
+        return service.cluster_list(prefix(request))
+
+    @app.get(
+        "/clusters/{cluster}",
+        response_model=schemas.ClusterPage,
+        responses=errors,
+        summary="The images of one group",
+    )
+    def cluster_page(
+        request: Request,
+        cluster: Annotated[int, PathParam(ge=0, description="the group's number")],
+        offset: Annotated[int, Query(ge=0, description="images to skip")] = 0,
+        limit: Annotated[
+            int | None, Query(ge=1, description="images to return (default 50, at most max_k)")
+        ] = None,
+    ) -> schemas.ClusterPage:
+        """A group's images, most probable first, ``limit`` at a time."""
+        if limit is None:
+            limit = min(CLUSTER_PAGE, max_k)
+        elif limit > max_k:
+            raise HTTPException(422, f"limit: at most {max_k} images per request, got {limit}")
+        return service.cluster_page(cluster, offset, limit, prefix(request))
 
     # ------------------------------------------------------------------------ items
     @app.get(

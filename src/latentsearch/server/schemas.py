@@ -22,6 +22,15 @@ class Item(BaseModel):
     image_url: str = Field(description="the image itself")
     item_url: str = Field(description="this metadata")
     neighbors_url: str = Field(description="its nearest indexed images (GET, ?k=)")
+    cluster: int | None = Field(
+        default=None, description="its group, from the run's cluster head; null without one"
+    )
+    cluster_probability: float | None = Field(
+        default=None, description="the head's probability of that group"
+    )
+    cluster_url: str | None = Field(
+        default=None, description="the images of that group, most probable first (GET)"
+    )
 
 
 class Neighbor(BaseModel):
@@ -35,6 +44,7 @@ class Neighbor(BaseModel):
     image_url: str
     item_url: str
     neighbors_url: str
+    cluster: int | None = Field(default=None, description="its group; null without a head")
 
 
 class UploadQuery(BaseModel):
@@ -47,6 +57,9 @@ class UploadQuery(BaseModel):
     format: str = Field(description="the format Pillow found, e.g. PNG or JPEG")
     width: int
     height: int
+    cluster: int | None = Field(default=None, description="its group; null without a head")
+    cluster_probability: float | None = None
+    cluster_url: str | None = None
 
 
 class ItemQuery(Item):
@@ -79,6 +92,33 @@ class Health(BaseModel):
     max_k: int
     max_upload_bytes: int
     max_pixels: int
+    clusters: int = Field(description="groups of the run's cluster head; 0 without one")
+    clusters_note: str = Field(description="where the groups come from, or why there are none")
+
+
+class ClusterSummary(BaseModel):
+    """One group of the run's cluster head."""
+
+    cluster: int
+    size: int = Field(description="indexed images in it")
+    url: str = Field(description="its images, most probable first (GET, ?offset=&limit=)")
+
+
+class ClusterList(BaseModel):
+    """The groups the run's cluster head finds in the index."""
+
+    items: int = Field(description="indexed images")
+    clusters: list[ClusterSummary]
+
+
+class ClusterPage(BaseModel):
+    """Part of one group's images, most probable first."""
+
+    cluster: int
+    size: int = Field(description="indexed images in the group")
+    offset: int = Field(description="position of the first image below in the group's order")
+    items: list[Item]
+    next_url: str | None = Field(description="the next part; null after the last")
 
 
 class Problem(BaseModel):

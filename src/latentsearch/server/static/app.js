@@ -95,6 +95,8 @@ function clearResults() {
   $("grid").replaceChildren();
   $("results-title").textContent = "Nearest images";
   $("empty").hidden = false;
+  $("more").hidden = true;
+  showClusterButton(null);
 }
 
 function formatMs(ms) {
@@ -105,6 +107,54 @@ function itemPath(id) {
   return id.split("/").map(encodeURIComponent).join("/");
 }
 
+function clusterText(entry) {
+  if (entry.cluster === null || entry.cluster === undefined) return null;
+  const p = entry.cluster_probability;
+  return p === null || p === undefined ? `${entry.cluster}` : `${entry.cluster} (p ${p.toFixed(2)})`;
+}
+
+function showClusterButton(entry) {
+  // "More from this cluster" for a query the run's cluster head has placed in a group.
+  const button = $("cluster-more");
+  const has = entry && entry.cluster !== null && entry.cluster !== undefined && entry.cluster_url;
+  button.hidden = !has;
+  button.onclick = has ? () => showCluster(entry.cluster_url, entry.cluster) : null;
+}
+
+// One result card: the image, a caption (name on the left, `detail` on the right); a click
+// searches with the image.
+function makeCard(entry, prefix, detail, tooltip) {
+  const li = document.createElement("li");
+  const card = document.createElement("button");
+  card.type = "button";
+  card.className = "card";
+  card.title = `${entry.id}\n${tooltip}\nclick to search with this image`;
+  card.addEventListener("click", () => searchItem(entry.id));
+
+  const img = document.createElement("img");
+  img.alt = `${className(entry)} (${entry.id})`;
+  img.decoding = "async";
+  img.addEventListener("load", () => img.classList.toggle("small", img.naturalWidth < 128));
+  img.src = entry.image_url;
+
+  const caption = document.createElement("span");
+  caption.className = "caption";
+  const name = document.createElement("span");
+  name.className = "name";
+  const rank = document.createElement("span");
+  rank.className = "rank";
+  rank.textContent = prefix;
+  name.append(rank, className(entry));
+  const right = document.createElement("span");
+  right.className = "distance";
+  right.textContent = detail;
+  caption.append(name, right);
+
+  card.append(img, caption);
+  li.append(card);
+  return li;
+}
+
 function render(result) {
   const q = result.query;
   const queryLabel = q.kind === "item" ? q.label : -1;
@@ -113,48 +163,28 @@ function render(result) {
     setMeta([
       ["id", q.id],
       ["class", className(q)],
+      ["cluster", clusterText(q)],
     ]);
   } else {
     setMeta([
       ["file", q.filename],
       ["size", `${q.width}×${q.height} ${q.format}, ${formatBytes(q.bytes)}`],
+      ["cluster", clusterText(q)],
     ]);
   }
+  showClusterButton(q);
 
   const grid = $("grid");
   const cards = result.neighbors.map((n) => {
-    const li = document.createElement("li");
-    const card = document.createElement("button");
-    card.type = "button";
-    card.className = "card";
+    const cluster = n.cluster === null || n.cluster === undefined ? "" : `\ncluster ${n.cluster}`;
+    const li = makeCard(n, `#${n.rank} `, `d = ${formatDistance(n.distance)}`,
+      `squared distance ${n.distance}${cluster}`);
+    const card = li.firstChild;
     if (queryLabel >= 0 && n.label >= 0) card.classList.add(n.label === queryLabel ? "same" : "other");
-    card.title = `${n.id}\nsquared distance ${n.distance}\nclick to search with this image`;
-    card.addEventListener("click", () => searchItem(n.id));
-
-    const img = document.createElement("img");
-    img.alt = `${className(n)} (${n.id})`;
-    img.decoding = "async";
-    img.addEventListener("load", () => img.classList.toggle("small", img.naturalWidth < 128));
-    img.src = n.image_url;
-
-    const caption = document.createElement("span");
-    caption.className = "caption";
-    const name = document.createElement("span");
-    name.className = "name";
-    const rank = document.createElement("span");
-    rank.className = "rank";
-    rank.textContent = `#${n.rank} `;
-    name.append(rank, className(n));
-    const distance = document.createElement("span");
-    distance.className = "distance";
-    distance.textContent = `d = ${formatDistance(n.distance)}`;
-    caption.append(name, distance);
-
-    card.append(img, caption);
-    li.append(card);
     return li;
   });
   grid.replaceChildren(...cards);
+  $("more").hidden = true;
   $("empty").hidden = cards.length > 0;
 
   const title = $("results-title");
@@ -171,10 +201,51 @@ function render(result) {
   setStatus(`searched in ${formatMs(result.milliseconds)} ms on the server`);
 }
 
+// A cluster's images, most probable first; "Show more" appends the next page.
+function showCluster(url, cluster) {
+  state.seq++;
+  const seq = state.seq;
+  showError("");
+  setStatus(`loading cluster ${cluster}…`);
+  $("grid").replaceChildren();
+  $("more").hidden = true;
+  return loadClusterPage(url, seq);
+}
+
+async function loadClusterPage(url, seq) {
+  const more = $("more");
+  more.disabled = true;
+  try {
+    const page = await api(url);
+    if (seq !== state.seq) return;
+    const cards = page.items.map((item, i) =>
+      makeCard(item, `#${page.offset + i + 1} `, `p = ${item.cluster_probability.toFixed(2)}`,
+        `cluster ${item.cluster}, probability ${item.cluster_probability}`),
+    );
+    $("grid").append(...cards);
+    const shown = page.offset + page.items.length;
+    $("results-title").textContent =
+      `Cluster ${page.cluster}: ${shown.toLocaleString()} of ${page.size.toLocaleString()} ` +
+      "images, most probable first";
+    $("empty").hidden = shown > 0;
+    more.hidden = !page.next_url;
+    more.onclick = page.next_url ? () => loadClusterPage(page.next_url, seq) : null;
+    setStatus("");
+  } catch (err) {
+    if (seq === state.seq) {
+      showError(err.message);
+      setStatus("");
+    }
+  } finally {
+    more.disabled = false;
+  }
+}
+
 async function run(request) {
   const seq = ++state.seq;
   document.body.classList.add("busy");
   $("random").disabled = true;
+  showClusterButton(null); // the cluster of the previous query until this one's answer
   setStatus("searching…");
   showError("");
   try {
@@ -251,8 +322,9 @@ async function loadHealth() {
     const h = await api("health");
     state.health = h;
     const classes = h.class_names.length ? `, ${h.class_names.length} classes` : "";
+    const clusters = h.clusters ? `, ${h.clusters} clusters` : "";
     $("index-info").textContent =
-      `${h.items.toLocaleString()} images${classes} · ${h.model} model, ` +
+      `${h.items.toLocaleString()} images${classes}${clusters} · ${h.model} model, ` +
       `${h.image_size}×${h.image_size} input, ${h.index_type} index`;
     const select = $("k");
     const choices = [...new Set([...K_CHOICES.filter((k) => k <= h.max_k), h.default_k])];
