@@ -70,6 +70,19 @@ def test_serve_loads_once_and_serves(
     assert client.get("/random", params={"k": 4}).status_code == 422
     assert served["app"].state.service.run.path == run
     assert served["threads"] == 1  # one thread per request unless --threads says otherwise
+    # The run has no cluster head: the server says so, and how to train one.
+    assert f"clusters: no cluster head: train one with `latentsearch cluster {run}`" in out
+
+
+def test_no_clusters_turns_the_heads_groups_off(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, _, _ = index_and_runs
+    assert main(["serve", str(index), "--port", "0", "--no-clusters"]) == 0
+    assert "clusters: clusters off (asked for)" in capsys.readouterr().out
+    assert served["app"].state.service.clusters is None
 
 
 def test_serve_warns_when_listening_beyond_this_machine(
