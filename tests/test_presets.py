@@ -53,3 +53,18 @@ def test_auto_epochs_spend_the_image_budget_within_the_bounds() -> None:
     assert auto_epochs(1_365) == hi == 200  # small collections stop at the cap
     assert auto_epochs(10_000_000) == lo
     assert auto_epochs(AUTO_IMAGES_SEEN // hi) == hi and auto_epochs(AUTO_IMAGES_SEEN // 150) == 150
+
+
+def test_auto_deepens_the_late_stages_for_colour_photos_only() -> None:
+    from latentsearch.models import create_model
+
+    rng = np.random.default_rng(0)
+    for size, blocks in ((32, [1, 1, 2, 2]), (64, [1, 1, 1, 2, 2])):
+        photos = rng.integers(0, 256, size=(64, size, size, 3), dtype=np.uint8)
+        kwargs = auto_recipe(photos, n_fit=10_000).overrides["model_kwargs"]
+        assert kwargs == {"width": 16, "stage_blocks": blocks}
+        create_model("resnet-s", image_size=size, **kwargs)  # one count per stage: it builds
+    grey = rng.integers(0, 256, size=(64, 28, 28, 1), dtype=np.uint8)
+    tiny = rng.integers(0, 256, size=(64, 16, 16, 3), dtype=np.uint8)
+    for pixels in (grey, tiny):  # not measured there: one block per stage
+        assert auto_recipe(pixels).overrides["model_kwargs"] == {"width": 16}
