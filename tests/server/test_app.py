@@ -91,6 +91,10 @@ def test_upload_finds_its_own_file_first(client: TestClient, built: Built) -> No
         "format": "PNG",
         "width": 20,
         "height": 20,
+        # The fixture's run has no cluster head (tests/server/test_served_clusters.py has one).
+        "cluster": None,
+        "cluster_probability": None,
+        "cluster_url": None,
     }
     assert body["k"] == 4
     neighbors = body["neighbors"]
