@@ -210,17 +210,25 @@ class ClusterHead:
         """
         return self.probabilities(embeddings).argmax(axis=1)
 
-    def assign_images(self, pixels: np.ndarray, run_model: EmbeddingModel) -> np.ndarray:
-        """The most probable cluster of each image, embedded by the encoder the head reads.
+    def image_probabilities(self, pixels: np.ndarray, run_model: EmbeddingModel) -> np.ndarray:
+        """Cluster probabilities of images, embedded by the encoder the head reads.
 
         Args:
             pixels: Shape: (N, H, W, C), uint8.
             run_model: The run's encoder, used when the head has no fine-tuned one.
 
         Returns:
+            Shape: (N, K).
+        """
+        return self.probabilities(embed_images(self.encoder or run_model, pixels))
+
+    def assign_images(self, pixels: np.ndarray, run_model: EmbeddingModel) -> np.ndarray:
+        """The most probable cluster of each image (see :meth:`image_probabilities`).
+
+        Returns:
             Shape: (N,).
         """
-        return self.assign(embed_images(self.encoder or run_model, pixels))
+        return self.image_probabilities(pixels, run_model).argmax(axis=1)
 
     def save(self, path: str | Path) -> Path:
         """Writes the head atomically; returns the path."""

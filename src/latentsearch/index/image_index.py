@@ -739,6 +739,22 @@ class ImageIndex:
             FingerprintMismatch: When ``run`` did not build the index.
             ValueError: For images of the wrong shape.
         """
+        return self.search_vectors(self.embed_queries(run, pixels), k)
+
+    def embed_queries(self, run: Run, pixels: np.ndarray) -> np.ndarray:
+        """Query images embedded as the indexed ones were (same run, same precision).
+
+        Args:
+            run: The run that built the index.
+            pixels: Query images at the run's size. Shape: (Q, H, W, C), uint8.
+
+        Returns:
+            Shape: (Q, D), float32.
+
+        Raises:
+            FingerprintMismatch: When ``run`` did not build the index.
+            ValueError: For images of the wrong shape.
+        """
         self.check_compatible(run)
         pixels = np.asarray(pixels)
         if pixels.ndim == 3:
@@ -747,7 +763,18 @@ class ImageIndex:
             )
         if pixels.dtype != np.uint8:
             raise ImageIndexError(f"pixels must be uint8, got {pixels.dtype}")
-        vectors = embed_images(run.model, pixels, precision=self.precision_for(run))
+        return embed_images(run.model, pixels, precision=self.precision_for(run))
+
+    def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Neighbor]]:
+        """The ``k`` nearest indexed images of each query embedding, as :class:`Neighbor` s.
+
+        Args:
+            vectors: Query embeddings (:meth:`embed_queries`). Shape: (Q, D).
+            k: Neighbours per query (capped at ``len(self)``).
+
+        Returns:
+            One list per query, nearest first.
+        """
         distances, positions = self.search(vectors, k)
         return [self._neighbors(d, p) for d, p in zip(distances, positions, strict=True)]
 

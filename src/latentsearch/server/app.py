@@ -477,7 +477,8 @@ class SearchService:
             finally:
                 if width * height >= BIG_DECODE_PIXELS:
                     release_memory()
-        neighbors = self.index.search_images(self.run, pixels[None], k)[0]
+        vectors = self.index.embed_queries(self.run, pixels[None])
+        neighbors = self.index.search_vectors(vectors, k)[0]
         query = schemas.UploadQuery(
             filename=upload.filename,
             content_type=upload.content_type,
@@ -487,7 +488,7 @@ class SearchService:
             height=height,
         )
         if self.clusters is not None:
-            cluster, probability = self.clusters.assign_images(pixels[None], self.run)
+            cluster, probability = self.clusters.assign_queries(vectors, pixels[None], self.run)
             query.cluster = int(cluster[0])
             query.cluster_probability = round(float(probability[0]), 4)
             query.cluster_url = f"{prefix}/clusters/{query.cluster}"

@@ -57,19 +57,25 @@ class ServedClusters:
         """Clusters the head has (some may hold no indexed image)."""
         return len(self.members)
 
-    def assign_images(self, pixels: np.ndarray, run: Run) -> tuple[np.ndarray, np.ndarray]:
-        """Clusters of new images (uploads), embedded by the encoder the head reads.
+    def assign_queries(
+        self, vectors: np.ndarray, pixels: np.ndarray, run: Run
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Clusters of new images (uploads).
 
         Args:
-            pixels: Shape: (B, H, W, C), uint8.
-            run: The served run (its encoder, unless the head has its own).
+            vectors: Their embeddings by the run, as the index embedded its images; the head
+                reads these unless it has its own encoder. Shape: (B, D).
+            pixels: The images, for a head with its own (fine-tuned) encoder.
+                Shape: (B, H, W, C), uint8.
+            run: The served run.
 
         Returns:
             The clusters (B,) and their probabilities (B,).
         """
-        from latentsearch.embedding import embed_images
-
-        prob = self.head.probabilities(embed_images(self.head.encoder or run.model, pixels))
+        if self.head.encoder is None:
+            prob = self.head.probabilities(vectors)
+        else:
+            prob = self.head.image_probabilities(pixels, run.model)
         best = prob.argmax(axis=1)
         return best, prob[np.arange(len(prob)), best]
 
