@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 
 from latentsearch.augment import AugmentConfig
-from latentsearch.presets import AUTO_EPOCHS, AUTO_IMAGES_SEEN, auto_epochs, auto_recipe
+from latentsearch.presets import (
+    AUTO_DEEP_COST,
+    AUTO_EPOCHS,
+    AUTO_IMAGES_SEEN,
+    auto_epochs,
+    auto_recipe,
+)
 
 
 def test_auto_gives_colour_photos_colour_distortion_without_hue() -> None:
@@ -68,3 +74,18 @@ def test_auto_deepens_the_late_stages_for_colour_photos_only() -> None:
     tiny = rng.integers(0, 256, size=(64, 16, 16, 3), dtype=np.uint8)
     for pixels in (grey, tiny):  # not measured there: one block per stage
         assert auto_recipe(pixels).overrides["model_kwargs"] == {"width": 16}
+
+
+def test_auto_spends_the_same_time_in_fewer_epochs_on_the_slower_deep_layout() -> None:
+    rng = np.random.default_rng(0)
+    photos = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
+    grey = rng.integers(0, 256, size=(64, 32, 32, 1), dtype=np.uint8)
+    deep = auto_recipe(photos, n_fit=47_500)
+    flat = auto_recipe(grey, n_fit=47_500)
+    assert deep.overrides["epochs"] == deep.budget_epochs == 77  # CIFAR-10: 95 / 1.24
+    assert flat.overrides["epochs"] == flat.budget_epochs == auto_epochs(47_500) == 95
+    assert auto_epochs(47_500, AUTO_DEEP_COST) == 77
+    assert deep.overrides["objective_kwargs"]["neighbour_start_epoch"] == 77 // 3
+    given = auto_recipe(photos, n_fit=47_500, epochs=95)  # the user's epochs win; budget kept
+    assert given.overrides["epochs"] == 95 and given.budget_epochs == 77
+    assert any("95 epochs (as given)" in r for r in given.reasons)
