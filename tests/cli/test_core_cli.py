@@ -259,6 +259,28 @@ def test_neighbour_flags_reach_the_contrastive_objective(
     assert not (tmp_path / "r").exists()
 
 
+def test_changing_autos_network_says_its_epochs_were_budgeted_for_another(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from latentsearch.cli.core import _config_from_args
+    from latentsearch.data import load_data
+
+    data = load_data("digits")
+    for argv, warned in (
+        (["--stage-blocks", "2"], True),
+        (["--width", "32"], True),
+        (["--width", "16"], False),  # the recipe's own width: nothing changes
+        (["--width", "32", "--epochs", "3"], False),  # the user chose the epochs too
+    ):
+        args = build_parser().parse_args(["train", *argv, "--out", "x"])
+        cfg = _config_from_args(args, data)
+        out = capsys.readouterr().out
+        assert ("epochs were budgeted for; --epochs sets them" in out) is warned, (argv, out)
+        assert cfg.epochs == (3 if "--epochs" in argv else 200)  # digits: the budget's cap
+    _config_from_args(build_parser().parse_args(["train", "--width", "32", "--out", "x"]))
+    assert "budgeted" not in capsys.readouterr().out  # no data, so no recipe and no budget
+
+
 def test_under_torchrun_only_rank_0_says_what_replaces_the_recipe(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

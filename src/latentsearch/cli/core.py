@@ -245,7 +245,8 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
     from latentsearch.presets import resolve_preset
     from latentsearch.runs import TrainConfig
 
-    if _wants_auto(args) and data is not None:
+    from_recipe = _wants_auto(args) and data is not None
+    if from_recipe:
         settings: dict[str, Any] = _auto_settings(args, data)
     else:
         settings = resolve_preset(None if args.preset == "auto" else args.preset)
@@ -259,7 +260,14 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
             settings[name] = value
     for flag, value in (("width", args.width), ("stage_blocks", args.stage_blocks)):
         if value is not None:
-            settings["model_kwargs"] = {**settings.get("model_kwargs", {}), flag: value}
+            recipe_kwargs = settings.get("model_kwargs", {})
+            if from_recipe and args.epochs is None and recipe_kwargs.get(flag) != value:
+                # auto's epochs spend a time budget at the speed of its own network.
+                _say(
+                    f"--{flag.replace('_', '-')} changes the network the recipe's "
+                    f"{settings.get('epochs')} epochs were budgeted for; --epochs sets them"
+                )
+            settings["model_kwargs"] = {**recipe_kwargs, flag: value}
     contrastive = [  # (flag, objective argument, value given)
         ("--temperature", "temperature", args.temperature),
         ("--neighbour-weight", "neighbour_weight", args.neighbour_weight),
