@@ -210,16 +210,26 @@ class ClusterHead:
         """
         return self.probabilities(embeddings).argmax(axis=1)
 
-    def image_probabilities(self, pixels: np.ndarray, run_model: EmbeddingModel) -> np.ndarray:
+    def image_probabilities(
+        self,
+        pixels: np.ndarray,
+        run_model: EmbeddingModel,
+        run_embeddings: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Cluster probabilities of images, embedded by the encoder the head reads.
 
         Args:
             pixels: Shape: (N, H, W, C), uint8.
             run_model: The run's encoder, used when the head has no fine-tuned one.
+            run_embeddings: The images already embedded by ``run_model`` (a search's query
+                vectors), used instead of embedding them again when the head reads the run's
+                encoder. Shape: (N, D).
 
         Returns:
             Shape: (N, K).
         """
+        if self.encoder is None and run_embeddings is not None:
+            return self.probabilities(run_embeddings)
         return self.probabilities(embed_images(self.encoder or run_model, pixels))
 
     def assign_images(self, pixels: np.ndarray, run_model: EmbeddingModel) -> np.ndarray:

@@ -260,14 +260,14 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
             settings[name] = value
     for flag, value in (("width", args.width), ("stage_blocks", args.stage_blocks)):
         if value is not None:
-            recipe_kwargs = settings.get("model_kwargs", {})
-            if from_recipe and args.epochs is None and recipe_kwargs.get(flag) != value:
+            model_kwargs = settings.get("model_kwargs", {})
+            if from_recipe and args.epochs is None and model_kwargs.get(flag) != value:
                 # auto's epochs spend a time budget at the speed of its own network.
                 _say(
                     f"--{flag.replace('_', '-')} changes the network the recipe's "
                     f"{settings.get('epochs')} epochs were budgeted for; --epochs sets them"
                 )
-            settings["model_kwargs"] = {**recipe_kwargs, flag: value}
+            settings["model_kwargs"] = {**model_kwargs, flag: value}
     contrastive = [  # (flag, objective argument, value given)
         ("--temperature", "temperature", args.temperature),
         ("--neighbour-weight", "neighbour_weight", args.neighbour_weight),

@@ -72,10 +72,7 @@ class ServedClusters:
         Returns:
             The clusters (B,) and their probabilities (B,).
         """
-        if self.head.encoder is None:
-            prob = self.head.probabilities(vectors)
-        else:
-            prob = self.head.image_probabilities(pixels, run.model)
+        prob = self.head.image_probabilities(pixels, run.model, run_embeddings=vectors)
         best = prob.argmax(axis=1)
         return best, prob[np.arange(len(prob)), best]
 
