@@ -159,6 +159,20 @@ def test_neighbour_positives_wait_for_their_start_epoch_while_the_queue_fills() 
     assert parts["loss"] == pytest.approx(0.5 * parts["nt_xent"] + 0.5 * parts["nn_xent"])
 
 
+def test_the_neighbour_queue_round_trips_through_state_dict_and_refuses_another_size() -> None:
+    model = create_model("resnet-s", in_channels=1, image_size=8)
+    obj = ContrastiveObjective(neighbour_weight=0.5, queue_size=10)
+    assert obj.state_dict() == {}  # nothing queued yet: nothing to save
+    obj(model, Batch(images=torch.rand(6, 1, 8, 8), labels=torch.full((6,), -1)))
+    state = obj.state_dict()
+    copy = ContrastiveObjective(neighbour_weight=0.5, queue_size=10)
+    copy.load_state_dict(state)
+    assert copy._queued == 6 and obj._queue is not None
+    assert copy._queue is not None and torch.equal(copy._queue, obj._queue)
+    with pytest.raises(ValueError, match="holds 10 projections, this objective 20"):
+        ContrastiveObjective(neighbour_weight=0.5, queue_size=20).load_state_dict(state)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

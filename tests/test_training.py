@@ -81,6 +81,33 @@ def test_neighbour_positives_begin_at_their_start_epoch_in_a_real_run(
     assert second["nn_xent"] > 0
 
 
+def test_resume_with_neighbour_positives_keeps_the_queue(
+    tmp_path: Path, digits: DataSplits
+) -> None:
+    # The queue is in the checkpoint: a run stopped after epoch 2 and resumed ends with the
+    # same weights as one that never stopped (an empty queue would skip NNCLR at first).
+    objective = {"neighbour_weight": 0.5, "queue_size": 256, "neighbour_start_epoch": 1}
+    cfg = TrainConfig(
+        data="digits",
+        model="resnet-s",
+        model_kwargs={"width": 4},
+        objective="contrastive",
+        objective_kwargs=objective,
+        epochs=3,
+        batch_size=128,
+        cosine_schedule=False,
+        seed=2,
+    )
+    full = train(cfg, tmp_path / "full", progress=False, data=digits)
+    part = tmp_path / "part"
+    train(dataclasses.replace(cfg, epochs=2), part, progress=False, data=digits)
+    saved = torch.load(part / "checkpoints" / "epoch-002.pt", weights_only=True)
+    assert saved["objective"]["queue"].shape[0] == 256
+    resumed = train(cfg, part, resume=True, progress=False, data=digits)
+    assert weights_hash(resumed.model) == weights_hash(full.model)
+    assert resumed.history[-1]["train"] == full.history[-1]["train"]
+
+
 def test_resume_refuses_another_config(
     tmp_path: Path, digits: DataSplits, tiny_run: Run, copy_tiny_run: Callable[[Path], Path]
 ) -> None:

@@ -210,8 +210,10 @@ class ContrastiveObjective:
     rather than only two views of one image. The term starts once the queue is full and, with
     ``neighbour_start_epoch``, not before that epoch (0-based, told by the training loop through
     :meth:`set_epoch`), so one run can learn plain SimCLR first and neighbours after, under one
-    learning-rate schedule; the queue fills during the earlier epochs. The queue is not
-    checkpointed (a resumed run refills it first) and, under torchrun, is per process.
+    learning-rate schedule; the queue fills during the earlier epochs. The queue is part of
+    :meth:`state_dict`, so a resumed run carries on with the neighbours it had. Under
+    torchrun each process keeps its own queue; a resumed distributed run restarts every
+    process from the main process's.
 
     Args:
         hint_weight: Weight of the cross-entropy on labelled images.
@@ -258,6 +260,36 @@ class ContrastiveObjective:
         """Tell the objective which epoch (0-based) the next batches belong to."""
         self._epoch = epoch
 
+    def state_dict(self) -> dict[str, Any]:
+        """The neighbour queue, for a checkpoint (empty without neighbour positives).
+
+        Returns:
+            ``{"queue": (queue_size, P) float tensor, "queued": int}`` once a training batch
+            has been queued, else ``{}``.
+        """
+        if self._queue is None:
+            return {}
+        return {"queue": self._queue.detach().cpu().clone(), "queued": self._queued}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ConfigError: If the saved queue holds another number of projections than
+                ``queue_size``.
+        """
+        if not state:
+            return
+        queue = state["queue"]
+        if queue.shape[0] != self.queue_size:
+            raise ConfigError(
+                "queue_size",
+                f"the checkpoint's neighbour queue holds {queue.shape[0]} projections, "
+                f"this objective {self.queue_size}",
+            )
+        self._queue = queue.float()
+        self._queued = int(state["queued"])
+
     def _neighbour_term(
         self, p1: torch.Tensor, p2: torch.Tensor, enqueue: bool
     ) -> torch.Tensor | None:
@@ -266,6 +298,8 @@ class ContrastiveObjective:
         z2 = F.normalize(p2.float(), dim=1)
         if self._queue is None:
             self._queue = torch.zeros(self.queue_size, z1.shape[1], device=z1.device)
+        elif self._queue.device != z1.device:  # restored from a checkpoint on the CPU
+            self._queue = self._queue.to(z1.device)
         loss = None
         if self._queued >= self.queue_size and self._epoch >= self.neighbour_start_epoch:
             loss = neighbour_nt_xent(z1, z2, self._queue, self.temperature)
