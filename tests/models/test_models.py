@@ -37,7 +37,8 @@ def test_every_model_shapes_backward_and_finite(
     assert out.reconstruction is not None or out.projection is not None
     if out.reconstruction is not None:
         assert out.reconstruction.shape == x.shape
-        assert 0.0 <= float(out.reconstruction.min()) <= float(out.reconstruction.max()) <= 1.0
+        rec = out.reconstruction.detach()
+        assert 0.0 <= float(rec.min()) <= float(rec.max()) <= 1.0
     if num_classes:
         assert out.logits is not None and out.logits.shape == (4, num_classes)
     else:
