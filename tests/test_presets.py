@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from latentsearch.augment import AugmentConfig
+from latentsearch.data import DataSplits
 from latentsearch.presets import (
     AUTO_DEEP_COST,
     AUTO_EPOCHS,
@@ -89,3 +92,23 @@ def test_auto_spends_the_same_time_in_fewer_epochs_on_the_slower_deep_layout() -
     given = auto_recipe(photos, n_fit=47_500, epochs=95)  # the user's epochs win; budget kept
     assert given.overrides["epochs"] == 95 and given.budget_epochs == 77
     assert any("95 epochs (as given)" in r for r in given.reasons)
+
+
+def test_auto_as_it_picks_itself_beats_raw_pixels_on_held_out_digits(
+    tmp_path: Path, digits: DataSplits
+) -> None:
+    # The no-label default's promise: never worse than raw pixels, on P@10 and on NMI.
+    from latentsearch.evaluation import evaluate_run
+    from latentsearch.protocols import make_splits
+    from latentsearch.runs import TrainConfig
+    from latentsearch.training import train
+
+    fit = make_splits(digits, "heldout").fit
+    recipe = auto_recipe(fit.pixels, n_fit=len(fit))
+    assert recipe.overrides["epochs"] == 200  # the cap, as the README's figures used
+    config = TrainConfig(data="digits", **recipe.overrides)
+    run = train(config, tmp_path / "run", progress=False, data=digits)
+    result = evaluate_run(run, data=digits, baseline=True)
+    # Measured (seeds 0-2, 2-core CPU): NMI 0.800-0.836 vs 0.710, P@10 0.977 vs 0.944.
+    assert result["nmi"] > result["baseline"]["nmi"] + 0.03
+    assert result["precision_at_10"] > result["baseline"]["precision_at_10"] + 0.01
