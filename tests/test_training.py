@@ -60,21 +60,26 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(
     assert resumed.history[-1]["train"] == full.history[-1]["train"]
 
 
-def test_neighbour_positives_begin_at_their_start_epoch_in_a_real_run(
-    tmp_path: Path, digits: DataSplits
-) -> None:
-    # The loop tells the objective each epoch: epoch 1 is plain SimCLR, epoch 2 adds NNCLR.
+def _nnclr_config(epochs: int, seed: int) -> TrainConfig:
+    """A tiny SimCLR run on digits with NNCLR positives from epoch 2 (queue of 256)."""
     objective = {"neighbour_weight": 0.5, "queue_size": 256, "neighbour_start_epoch": 1}
-    cfg = TrainConfig(
+    return TrainConfig(
         data="digits",
         model="resnet-s",
         model_kwargs={"width": 4},
         objective="contrastive",
         objective_kwargs=objective,
-        epochs=2,
+        epochs=epochs,
         batch_size=128,
-        seed=1,
+        seed=seed,
     )
+
+
+def test_neighbour_positives_begin_at_their_start_epoch_in_a_real_run(
+    tmp_path: Path, digits: DataSplits
+) -> None:
+    # The loop tells the objective each epoch: epoch 1 is plain SimCLR, epoch 2 adds NNCLR.
+    cfg = _nnclr_config(epochs=2, seed=1)
     run = train(cfg, tmp_path / "r", progress=False, data=digits)
     first, second = (h["train"] for h in run.history)
     assert "nn_xent" not in first and first["loss"] == pytest.approx(first["nt_xent"])
@@ -86,18 +91,7 @@ def test_resume_with_neighbour_positives_keeps_the_queue(
 ) -> None:
     # The queue is in the checkpoint: a run stopped after epoch 2 and resumed ends with the
     # same weights as one that never stopped (an empty queue would skip NNCLR at first).
-    objective = {"neighbour_weight": 0.5, "queue_size": 256, "neighbour_start_epoch": 1}
-    cfg = TrainConfig(
-        data="digits",
-        model="resnet-s",
-        model_kwargs={"width": 4},
-        objective="contrastive",
-        objective_kwargs=objective,
-        epochs=3,
-        batch_size=128,
-        cosine_schedule=False,
-        seed=2,
-    )
+    cfg = _nnclr_config(epochs=3, seed=2)  # no cosine schedule: it would depend on epochs
     full = train(cfg, tmp_path / "full", progress=False, data=digits)
     part = tmp_path / "part"
     train(dataclasses.replace(cfg, epochs=2), part, progress=False, data=digits)
