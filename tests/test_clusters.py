@@ -14,6 +14,7 @@ from latentsearch.clusters import (
     ClusterConfig,
     ClusterHeadError,
     fit_cluster_head,
+    fit_head_on_embeddings,
     load_cluster_head,
     mine_neighbours,
     scan_loss,
@@ -97,6 +98,27 @@ def test_unreadable_head_and_too_few_images_are_clear_errors(tmp_path: Path) -> 
         load_cluster_head(bad)
     with pytest.raises(ValueError, match="too few"):
         fit_cluster_head(_Identity(), np.zeros((5, 2, 2, 1), np.uint8))
+
+
+def test_a_head_from_given_embeddings_recovers_the_clusters_and_refuses_mismatches() -> None:
+    rng = np.random.default_rng(0)
+    pixels, labels = _blobs(60, rng)
+    plain = pixels[:, 0, :, 0].astype(np.float32) / 255.0
+    views = plain[None] + rng.normal(scale=0.01, size=(3, *plain.shape)).astype(np.float32)
+    cfg = ClusterConfig(
+        n_clusters=4, n_neighbours=5, epochs=40, heads=3, views=2, self_label_epochs=5
+    )
+    head = fit_head_on_embeddings(plain, views, config=cfg, encoder_sha256="abc")
+    assert normalized_mutual_info_score(labels, head.assign(plain)) > 0.9
+    assert head.encoder_sha256 == "abc" and head.encoder is None
+    with pytest.raises(ValueError, match="do not match"):
+        fit_head_on_embeddings(plain, views[:1], config=cfg)  # fewer views than asked for
+    with pytest.raises(ValueError, match="do not match"):
+        fit_head_on_embeddings(plain, views[:, :10], config=cfg)
+    with pytest.raises(ValueError, match="needs the images"):
+        fit_head_on_embeddings(plain, views, config=ClusterConfig(n_clusters=4, finetune_epochs=1))
+    with pytest.raises(ValueError, match="too few"):
+        fit_head_on_embeddings(plain[:5], views[:, :5], config=cfg)
 
 
 class _Linear(EmbeddingModel):

@@ -344,11 +344,7 @@ def fit_cluster_head(
         LatentsearchError: Fewer images than ``2 * n_clusters``.
     """
     cfg = config or ClusterConfig()
-    if len(pixels) < 2 * cfg.n_clusters:
-        raise LatentsearchError(
-            f"{len(pixels)} images are too few for {cfg.n_clusters} clusters (need at least "
-            f"{2 * cfg.n_clusters})"
-        )
+    _check_enough_images(len(pixels), cfg)
     say = log or (lambda line: None)
     t0 = time.perf_counter()
     aug = augment_config or AugmentConfig()
@@ -359,10 +355,116 @@ def fit_cluster_head(
     say(f"cluster head: mined {neighbours.shape[1]} neighbours of {len(plain):,} images")
     views = torch.from_numpy(embed_views(model, pixels, cfg.views, aug))
     say(f"cluster head: embedded {cfg.views} augmented views per image")
-    n, dim = plain.shape
+    history: list[dict[str, float]] = []
+    heads, per_head = _train_heads(views, neighbours, cfg, rng, history)
+    encoder: EmbeddingModel | None = None
+    if cfg.finetune_epochs > 0 or cfg.finetune_self_label_epochs > 0:
+        encoder = copy.deepcopy(model)
+    if encoder is not None and cfg.finetune_epochs > 0:
+        per_head = _finetune(
+            encoder, heads, pixels, neighbours, cfg, aug, rng, precision, history, say
+        )
+        say(f"cluster head: fine-tuned the encoder with the heads for {cfg.finetune_epochs} epochs")
+    net = _best_head(heads, per_head, say)
+    if encoder is not None:
+        _self_label_encoder(encoder, net, pixels, cfg, aug, rng, precision, history, say)
+        encoder.eval()
+        plain = embed_images(encoder, pixels)
+        views = torch.from_numpy(embed_views(encoder, pixels, cfg.views, aug))
+    _self_label(net, plain, views, cfg, rng, history, say)
+    return ClusterHead(
+        net=net.eval(),
+        config=cfg,
+        encoder_sha256=encoder_sha256,
+        history=history,
+        seconds=time.perf_counter() - t0,
+        encoder=encoder,
+    )
+
+
+def fit_head_on_embeddings(
+    plain: np.ndarray,
+    views: np.ndarray,
+    *,
+    config: ClusterConfig | None = None,
+    encoder_sha256: str = "",
+    log: Callable[[str], None] | None = None,
+) -> ClusterHead:
+    """The frozen-encoder SCAN head from embeddings computed beforehand.
+
+    :func:`fit_cluster_head` without fine-tuning is this after embedding the images; given
+    the embeddings, several head settings can be compared without embedding again.
+
+    Args:
+        plain: Unaugmented embeddings, where neighbours and self-labels come from.
+            Shape: (N, D).
+        views: Embeddings of augmented copies, what the head learns from. Shape: (V, N, D).
+        config: Head settings; ``views`` must be at least ``config.views``, and fine-tuning
+            is refused (it needs the images).
+        encoder_sha256: Recorded so that a head is never used with other weights.
+        log: Receives one line per stage.
+
+    Returns:
+        The head with the lowest SCAN loss, after self-labelling.
+
+    Raises:
+        LatentsearchError: Mismatched shapes, too few views or images, or fine-tuning asked for.
+    """
+    cfg = config or ClusterConfig()
+    if cfg.finetune_epochs > 0 or cfg.finetune_self_label_epochs > 0:
+        raise LatentsearchError("fine-tuning needs the images: use fit_cluster_head")
+    if views.ndim != 3 or views.shape[1:] != plain.shape or len(views) < cfg.views:
+        raise LatentsearchError(
+            f"views of shape {views.shape} do not match {cfg.views} views of embeddings of "
+            f"shape {plain.shape}"
+        )
+    _check_enough_images(len(plain), cfg)
+    say = log or (lambda line: None)
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    neighbours = mine_neighbours(plain, cfg.n_neighbours)
+    view_tensor = torch.from_numpy(np.ascontiguousarray(views[: cfg.views], dtype=np.float32))
+    history: list[dict[str, float]] = []
+    heads, per_head = _train_heads(view_tensor, neighbours, cfg, rng, history)
+    net = _best_head(heads, per_head, say)
+    _self_label(net, plain, view_tensor, cfg, rng, history, say)
+    return ClusterHead(
+        net=net.eval(),
+        config=cfg,
+        encoder_sha256=encoder_sha256,
+        history=history,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _check_enough_images(n: int, cfg: ClusterConfig) -> None:
+    if n < 2 * cfg.n_clusters:
+        raise LatentsearchError(
+            f"{n} images are too few for {cfg.n_clusters} clusters (need at least "
+            f"{2 * cfg.n_clusters})"
+        )
+
+
+def _train_heads(
+    views: torch.Tensor,
+    neighbours: np.ndarray,
+    cfg: ClusterConfig,
+    rng: np.random.Generator,
+    history: list[dict[str, float]],
+) -> tuple[ClusterHeads, torch.Tensor]:
+    """SCAN's step on frozen embeddings: ``cfg.heads`` heads, each anchor with a neighbour.
+
+    Args:
+        views: Augmented embeddings. Shape: (V, N, D).
+        neighbours: Mined neighbour indices. Shape: (N, k).
+
+    Returns:
+        The heads and each one's mean SCAN loss over the last epoch. Shape of the loss: (H,).
+    """
+    _, n, dim = views.shape
     heads = ClusterHeads(dim, cfg.n_clusters, cfg.heads, cfg.hidden)
     opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    history: list[dict[str, float]] = []
 
     def view_batch(index: np.ndarray) -> torch.Tensor:
         which = torch.from_numpy(rng.integers(0, cfg.views, len(index)))
@@ -389,33 +491,19 @@ def fit_cluster_head(
             steps += 1
         per_head /= max(steps, 1)
         history.append({"epoch": epoch + 1, "scan_loss": float(per_head.min())})
-    encoder: EmbeddingModel | None = None
-    if cfg.finetune_epochs > 0 or cfg.finetune_self_label_epochs > 0:
-        encoder = copy.deepcopy(model)
-    if encoder is not None and cfg.finetune_epochs > 0:
-        per_head = _finetune(
-            encoder, heads, pixels, neighbours, cfg, aug, rng, precision, history, say
-        )
-        say(f"cluster head: fine-tuned the encoder with the heads for {cfg.finetune_epochs} epochs")
+    return heads, per_head
+
+
+def _best_head(
+    heads: ClusterHeads, per_head: torch.Tensor, say: Callable[[str], None]
+) -> nn.Sequential:
+    """The head with the lowest SCAN loss."""
     best = int(per_head.argmin())
-    say(f"cluster head: SCAN loss {float(per_head[best]):.4f} (best of {cfg.heads} heads)")
+    say(f"cluster head: SCAN loss {float(per_head[best]):.4f} (best of {len(per_head)} heads)")
     net = heads.heads[best]
     if not isinstance(net, nn.Sequential):  # ModuleList indexing loses the element type
         raise TypeError("cluster heads must be nn.Sequential")
-    if encoder is not None:
-        _self_label_encoder(encoder, net, pixels, cfg, aug, rng, precision, history, say)
-        encoder.eval()
-        plain = embed_images(encoder, pixels)
-        views = torch.from_numpy(embed_views(encoder, pixels, cfg.views, aug))
-    _self_label(net, plain, views, cfg, rng, history, say)
-    return ClusterHead(
-        net=net.eval(),
-        config=cfg,
-        encoder_sha256=encoder_sha256,
-        history=history,
-        seconds=time.perf_counter() - t0,
-        encoder=encoder,
-    )
+    return net
 
 
 def _finetune(

@@ -167,6 +167,11 @@ def test_cluster_command_saves_a_head_and_scores_it_beside_kmeans(
     run = tmp_path / "run"
     argv = ["train", "--data", "digits", "--epochs", "2", "--width", "8", "--out", str(run)]
     assert main([*argv, "--no-evaluate"]) == 0
+    assert main(["cluster", str(run), "--neighbours", "0"]) == 2
+    assert "--neighbours must be at least 1" in capsys.readouterr().err
+    assert not (run / "cluster_head.pt").exists()
+    assert main(["cluster", str(run), "--neighbours", "5"]) == 0
+    assert torch.load(run / "cluster_head.pt", weights_only=False)["config"]["n_neighbours"] == 5
     assert main(["cluster", str(run)]) == 0
     assert (run / "cluster_head.pt").exists()
     assert "head_nmi" in capsys.readouterr().out

@@ -482,8 +482,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     n_clusters = args.clusters or len(data.train.class_names)
     if n_clusters < 2:
         raise CLIError("these images have no classes to count: pass --clusters K")
+    if args.neighbours is not None and args.neighbours < 1:
+        raise CLIError(f"--neighbours must be at least 1, got {args.neighbours}")
     config = ClusterConfig(
         n_clusters=n_clusters,
+        n_neighbours=args.neighbours or ClusterConfig.n_neighbours,
         seed=args.seed,
         finetune_epochs=args.finetune_epochs,
         finetune_self_label_epochs=args.self_label_encoder_epochs,
@@ -665,6 +668,13 @@ def register(sub: Any) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument(
         "--clusters", type=int, default=None, help="number of clusters (default: the classes)"
+    )
+    p.add_argument(
+        "--neighbours",
+        type=int,
+        default=None,
+        help="nearest neighbours mined per image, the pairs the head learns to put together "
+        "(default 20, SCAN's)",
     )
     p.add_argument(
         "--finetune-epochs",
