@@ -372,14 +372,7 @@ def fit_cluster_head(
         plain = embed_images(encoder, pixels)
         views = torch.from_numpy(embed_views(encoder, pixels, cfg.views, aug))
     _self_label(net, plain, views, cfg, rng, history, say)
-    return ClusterHead(
-        net=net.eval(),
-        config=cfg,
-        encoder_sha256=encoder_sha256,
-        history=history,
-        seconds=time.perf_counter() - t0,
-        encoder=encoder,
-    )
+    return _finished(net, cfg, encoder_sha256, history, t0, encoder)
 
 
 def fit_head_on_embeddings(
@@ -429,12 +422,25 @@ def fit_head_on_embeddings(
     heads, per_head = _train_heads(view_tensor, neighbours, cfg, rng, history)
     net = _best_head(heads, per_head, say)
     _self_label(net, plain, view_tensor, cfg, rng, history, say)
+    return _finished(net, cfg, encoder_sha256, history, t0)
+
+
+def _finished(
+    net: nn.Sequential,
+    cfg: ClusterConfig,
+    encoder_sha256: str,
+    history: list[dict[str, float]],
+    started: float,
+    encoder: EmbeddingModel | None = None,
+) -> ClusterHead:
+    """The trained head, in eval mode, timed from ``started`` (a ``perf_counter`` value)."""
     return ClusterHead(
         net=net.eval(),
         config=cfg,
         encoder_sha256=encoder_sha256,
         history=history,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - started,
+        encoder=encoder,
     )
 
 
