@@ -28,12 +28,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentsearch.augment import AugmentConfig
-from latentsearch.clusters import ClusterConfig, embed_views, fit_head_on_embeddings
+from latentsearch.clusters import (
+    ClusterConfig,
+    embed_views,
+    fit_head_on_embeddings,
+    view_augmentations,
+)
 from latentsearch.data import load_data
 from latentsearch.embedding import embed_images
 from latentsearch.metrics import clustering_scores, kmeans_scores
-from latentsearch.objectives import ContrastiveObjective
 from latentsearch.protocols import make_splits
 from latentsearch.runs import load_run, machine_description
 
@@ -44,7 +47,7 @@ def parse_setting(text: str, n_clusters: int, seed: int) -> ClusterConfig:
     """``default`` or ``field=value,...`` -> a ClusterConfig (values typed as the defaults)."""
     kwargs: dict[str, Any] = {"n_clusters": n_clusters, "seed": seed}
     if text != "default":
-        fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
+        fields = {f.name for f in dataclasses.fields(ClusterConfig)}
         for part in text.split(","):
             key, _, value = part.partition("=")
             name = ALIASES.get(key.strip(), key.strip())
@@ -54,28 +57,25 @@ def parse_setting(text: str, n_clusters: int, seed: int) -> ClusterConfig:
     return ClusterConfig(**kwargs)
 
 
-def _embeddings(run_dir: Path, views: int) -> dict[str, np.ndarray]:
-    """The run's fit (plain and augmented), validation and test embeddings, with labels."""
+def _embeddings(run_dir: Path, views: int) -> tuple[dict[str, np.ndarray], int]:
+    """The run's fit (plain and augmented), validation and test embeddings with labels, and
+    its number of classes."""
     run = load_run(run_dir)
     cfg = run.config
     data = load_data(cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir)
     splits = make_splits(data, cfg.protocol)
     if splits.val is None or not splits.val.has_labels or not splits.cluster.has_labels:
         raise SystemExit(f"{run_dir}: needs labelled validation and test images")
-    if cfg.objective == "contrastive":
-        aug = ContrastiveObjective(**cfg.objective_kwargs).augment
-    else:
-        aug = AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0)
     torch.manual_seed(0)
-    return {
+    emb = {
         "plain": embed_images(run.model, splits.fit.pixels),
-        "views": embed_views(run.model, splits.fit.pixels, views, aug),
+        "views": embed_views(run.model, splits.fit.pixels, views, view_augmentations(cfg)),
         "val": embed_images(run.model, splits.val.pixels),
         "val_labels": splits.val.labels,
         "test": embed_images(run.model, splits.cluster.pixels),
         "test_labels": splits.cluster.labels,
-        "n_clusters": np.array(len(data.train.class_names)),
     }
+    return emb, len(data.train.class_names)
 
 
 def main() -> None:
@@ -94,9 +94,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = json.loads(out.read_text())["rows"] if out.exists() else []
     for run_dir in map(Path, args.run):
         t0 = time.perf_counter()
-        emb = _embeddings(run_dir, args.views)
+        emb, k = _embeddings(run_dir, args.views)
         embed_s = time.perf_counter() - t0
-        k = int(emb["n_clusters"])
         km_val, _ = kmeans_scores(emb["val"], emb["val_labels"], seed=0)
         km_test, _ = kmeans_scores(emb["test"], emb["test_labels"], seed=0)
         print(

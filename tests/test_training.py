@@ -61,7 +61,8 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(
 
 
 def _nnclr_config(epochs: int, seed: int) -> TrainConfig:
-    """A tiny SimCLR run on digits with NNCLR positives from epoch 2 (queue of 256)."""
+    """A tiny SimCLR run on digits with NNCLR positives from epoch 2 (queue of 256), at a
+    constant learning rate (a cosine schedule would depend on ``epochs``)."""
     objective = {"neighbour_weight": 0.5, "queue_size": 256, "neighbour_start_epoch": 1}
     return TrainConfig(
         data="digits",
@@ -71,6 +72,7 @@ def _nnclr_config(epochs: int, seed: int) -> TrainConfig:
         objective_kwargs=objective,
         epochs=epochs,
         batch_size=128,
+        cosine_schedule=False,
         seed=seed,
     )
 
@@ -91,7 +93,7 @@ def test_resume_with_neighbour_positives_keeps_the_queue(
 ) -> None:
     # The queue is in the checkpoint: a run stopped after epoch 2 and resumed ends with the
     # same weights as one that never stopped (an empty queue would skip NNCLR at first).
-    cfg = _nnclr_config(epochs=3, seed=2)  # no cosine schedule: it would depend on epochs
+    cfg = _nnclr_config(epochs=3, seed=2)
     full = train(cfg, tmp_path / "full", progress=False, data=digits)
     part = tmp_path / "part"
     train(dataclasses.replace(cfg, epochs=2), part, progress=False, data=digits)

@@ -37,7 +37,7 @@ from latentsearch.embedding import embed_images, to_tensor
 from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models.base import EmbeddingModel
 from latentsearch.precision import autocast
-from latentsearch.runs import atomic_torch_save, load_versioned
+from latentsearch.runs import TrainConfig, atomic_torch_save, load_versioned
 
 HEAD_FILE = "cluster_head.pt"
 HEAD_FORMAT = "latentsearch-cluster-head/1"
@@ -174,6 +174,19 @@ def embed_views(
     finally:
         model.train(was_training)
     return out
+
+
+def view_augmentations(config: TrainConfig) -> AugmentConfig:
+    """The augmentations of the views a head learns from, for a run trained with ``config``.
+
+    A contrastive run's own augmentations (its embedding is invariant to them); any other
+    encoder was not trained for invariance, so it gets only mild crops.
+    """
+    if config.objective == "contrastive":
+        from latentsearch.objectives import ContrastiveObjective
+
+        return ContrastiveObjective(**config.objective_kwargs).augment
+    return AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0)
 
 
 @dataclass

@@ -464,14 +464,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_cluster(args: argparse.Namespace) -> int:
     import torch
 
-    from latentsearch.augment import AugmentConfig
-    from latentsearch.clusters import ClusterConfig, fit_cluster_head, head_path
+    from latentsearch.clusters import (
+        ClusterConfig,
+        fit_cluster_head,
+        head_path,
+        view_augmentations,
+    )
     from latentsearch.data import load_data
-    from latentsearch.objectives import ContrastiveObjective
     from latentsearch.precision import available_cores, resolve_precision
     from latentsearch.protocols import make_splits
     from latentsearch.runs import EVAL_FILE, load_run
 
+    if args.neighbours is not None and args.neighbours < 1:  # before loading run and images
+        raise CLIError(f"--neighbours must be at least 1, got {args.neighbours}")
     torch.set_num_threads(args.threads or available_cores())
     run = load_run(args.run)
     cfg = run.config
@@ -482,8 +487,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     n_clusters = args.clusters or len(data.train.class_names)
     if n_clusters < 2:
         raise CLIError("these images have no classes to count: pass --clusters K")
-    if args.neighbours is not None and args.neighbours < 1:
-        raise CLIError(f"--neighbours must be at least 1, got {args.neighbours}")
     config = ClusterConfig(
         n_clusters=n_clusters,
         n_neighbours=args.neighbours or ClusterConfig.n_neighbours,
@@ -491,15 +494,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         finetune_self_label_epochs=args.self_label_encoder_epochs,
     )
-    if cfg.objective == "contrastive":
-        augment = ContrastiveObjective(**cfg.objective_kwargs).augment
-    else:  # an encoder not trained for invariance: only mild views
-        augment = AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0)
     head = fit_cluster_head(
         run.model,
         fit.pixels,
         config=config,
-        augment_config=augment,
+        augment_config=view_augmentations(cfg),
         encoder_sha256=run.fingerprint["weights_sha256"],
         precision=resolve_precision(cfg.precision, next(run.model.parameters()).device),
         log=lambda line: print(line, flush=True),
