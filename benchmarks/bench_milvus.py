@@ -39,7 +39,8 @@ import numpy as np
 from synthetic import clustered_vectors
 
 from latentsearch.index import backends
-from latentsearch.index.vector_store import VectorStore, create_store
+from latentsearch.index.stores import create_store
+from latentsearch.index.vector_store import VectorStore
 
 SEED = 0
 DIM = 128

@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 
 from latentsearch.index import ImageIndexError
-from latentsearch.index.vector_store import (
-    FaissStore,
-    MilvusOptions,
-    VectorStore,
-    create_store,
-)
+from latentsearch.index.stores import create_store
+from latentsearch.index.vector_store import FaissStore, MilvusOptions, VectorStore
 
 pytest.importorskip("pymilvus")
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from latentsearch.data import DataError, DataSplits, ImageData, load_data
 from latentsearch.embedding import embed_images
-from latentsearch.index import backends, storage, vector_store
+from latentsearch.index import backends, storage, stores, vector_store
 from latentsearch.index.duplicates import DuplicateSearch, find_duplicates
 from latentsearch.index.errors import (
     FingerprintMismatch,
@@ -220,7 +220,7 @@ def _parse_manifest(path: Path, text: str) -> tuple[dict[str, Any], ItemTable]:
         if missing:
             raise KeyError(", ".join(missing))
         _check_manifest_values(manifest)
-        vector_store.files_needed(manifest)
+        stores.files_needed(manifest)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise IndexFormatError(f"{path}/{MANIFEST_FILE} is malformed: {e!r}") from None
     return manifest, items
@@ -410,7 +410,7 @@ class ImageIndex:
             )
         items = item_table(items)
         fingerprint = {k: run.fingerprint[k] for k in FINGERPRINT_KEYS}
-        store = vector_store.create_store(
+        store = stores.create_store(
             embeddings, index_type, backend=backend, fingerprint=fingerprint
         )
         meta: dict[str, Any] = {
@@ -641,14 +641,14 @@ class ImageIndex:
                     text = files[MANIFEST_FILE].read().decode("utf-8")
                     manifest, items = _parse_manifest(path, text)
                     del text
-                    needed = vector_store.files_needed(manifest)
+                    needed = stores.files_needed(manifest)
                     absent = [n for n in needed if n not in files]
                     if absent:
                         raise FileNotFoundError(errno.ENOENT, "missing", absent[0])
                     if EMBEDDINGS_FILE in needed:
                         embeddings = storage.read_npy(files[EMBEDDINGS_FILE])
                         _check_embeddings(path, embeddings, manifest, len(items))
-                    store = vector_store.open_store(
+                    store = stores.open_store(
                         path,
                         manifest,
                         files,

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -58,11 +58,6 @@ TUNE_SAMPLE = 200
 """Indexed vectors used as queries when tuning an approximate collection's search setting."""
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-
-
-def files_needed(manifest: dict[str, Any]) -> list[str]:
-    """Files of a Milvus index folder beside the manifest: the embeddings, unless on a server."""
-    return ["embeddings.npy"] if _settings(manifest)["uri"] is None else []
 
 
 def collection_name_for(folder: str | Path) -> str:
@@ -132,6 +127,18 @@ def check_reachable(options: MilvusOptions) -> None:
         _connect(options.uri, options).close()
 
 
+def _kind(requested: str, n: int) -> str:
+    """The kind ``requested`` means for ``n`` vectors, refused when Milvus lacks it."""
+    if n == 0:
+        raise ImageIndexError("nothing to index: no vectors")
+    kind = backends.resolve_index_type(requested, n)
+    if kind not in MILVUS_INDEX:
+        raise ImageIndexError(
+            f"the milvus backend builds {', '.join(MILVUS_INDEX)} indexes, not {kind!r}"
+        )
+    return kind
+
+
 def _check_name(name: str) -> str:
     if not _NAME.match(name):
         raise ImageIndexError(
@@ -192,6 +199,17 @@ class MilvusStore(VectorStore):
     """
 
     backend = "milvus"
+
+    @staticmethod
+    def files_needed(manifest: dict[str, Any]) -> list[str]:
+        """Files of a Milvus index folder beside the manifest: the embeddings, unless on a
+        server."""
+        return ["embeddings.npy"] if _settings(manifest)["uri"] is None else []
+
+    @classmethod
+    def check_reachable(cls, options: MilvusOptions | None) -> None:
+        if options is not None:
+            check_reachable(options)
 
     def __init__(
         self,
@@ -271,13 +289,7 @@ class MilvusStore(VectorStore):
                 a bad collection name, or a collection holding another run's vectors.
         """
         x = backends.as_vectors(vectors)
-        if len(x) == 0:
-            raise ImageIndexError("nothing to index: no vectors")
-        kind = backends.resolve_index_type(index_type, len(x))
-        if kind not in MILVUS_INDEX:
-            raise ImageIndexError(
-                f"the milvus backend builds {', '.join(MILVUS_INDEX)} indexes, not {kind!r}"
-            )
+        kind = _kind(index_type, len(x))
         collection = _check_name(options.collection)
         client, scratch = _open_client(options)
         store = cls(
@@ -299,6 +311,19 @@ class MilvusStore(VectorStore):
             store.close()
             raise
         return store
+
+    @classmethod
+    def create(
+        cls,
+        vectors: np.ndarray,
+        index_type: str,
+        *,
+        fingerprint: dict[str, Any],
+        options: MilvusOptions | None = None,
+    ) -> MilvusStore:
+        return cls.build(
+            vectors, index_type, options=options or MilvusOptions(), fingerprint=fingerprint
+        )
 
     def _claim_collection(self) -> None:
         """Drops a same-named collection of the same run; refuses one of another run."""
@@ -463,9 +488,7 @@ class MilvusStore(VectorStore):
 
     def replace(self, vectors: np.ndarray) -> MilvusStore:
         x = backends.as_vectors(vectors, self._vectors.shape[1])
-        if len(x) == 0:
-            raise ImageIndexError("nothing to index: no vectors")
-        kind = backends.resolve_index_type(self._requested, len(x))
+        kind = _kind(self._requested, len(x))
         if kind != self.index_type:  # `auto` crossed the exact / approximate line
             self._client().drop_collection(self.collection)
             self._create(kind, x)
@@ -519,12 +542,13 @@ class MilvusStore(VectorStore):
         cls,
         folder: Path,
         manifest: dict[str, Any],
+        files: dict[str, IO[bytes]] | None = None,
         *,
         count: int,
         embeddings: np.ndarray | None,
         options: MilvusOptions | None = None,
     ) -> MilvusStore:
-        """Reopens the store of a saved index folder (see :func:`vector_store.open_store`).
+        """Reopens the store of a saved index folder (see :meth:`VectorStore.open`).
 
         Raises:
             IndexFormatError: For a database or collection that does not match the manifest.

@@ -6,9 +6,13 @@ queries over them by squared Euclidean distance. Row ``i`` of the store is item 
 ``add`` appends rows, ``remove`` drops rows and closes the gaps (order kept), ``replace``
 makes the store hold exactly the given rows. A store contributes its part of the index
 folder (``save_parts``), which the index writes atomically with ``storage.write_folder``;
-``open_store`` reads it back. The index never asks which backend it holds.
+``open`` reads it back. The index never asks which backend it holds: ``latentsearch.index.stores``
+picks the class by name.
 
->>> store = create_store(vectors, "flat", backend="faiss", fingerprint=fp)
+This module holds the interface and FAISS, its default implementation; Milvus implements the
+same interface in ``latentsearch.index.milvus``.
+
+>>> store = FaissStore.create(vectors, "flat", fingerprint=fp)
 >>> distances, positions = store.add(more).search(queries, k=10)
 """
 
@@ -78,6 +82,10 @@ class SaveParts:
 class VectorStore(ABC):
     """Rows of float32 vectors searchable by squared L2; row ``i`` is the index's item ``i``.
 
+    A backend is a subclass registered by its ``backend`` name in
+    ``latentsearch.index.stores``; it is made with :meth:`create` and reopened with
+    :meth:`open`.
+
     Attributes:
         backend: ``faiss`` or ``milvus``.
         index_type: ``flat`` (exact), ``hnsw`` or ``ivf`` (approximate).
@@ -89,6 +97,66 @@ class VectorStore(ABC):
     index_type: str
     params: dict[str, int]
     recall_at_10: float | None
+
+    @classmethod
+    @abstractmethod
+    def create(
+        cls,
+        vectors: np.ndarray,
+        index_type: str,
+        *,
+        fingerprint: dict[str, Any],
+        options: MilvusOptions | None = None,
+    ) -> VectorStore:
+        """Builds a store over ``vectors`` (and tunes an approximate one for recall).
+
+        Args:
+            vectors: Shape: (N, D), float32, N >= 1.
+            index_type: One of ``backends.INDEX_TYPES``, as requested (``auto`` included).
+            fingerprint: The building run's fingerprint (a Milvus collection records it).
+            options: Where a Milvus store keeps its vectors; None for the defaults. FAISS
+                ignores it.
+
+        Raises:
+            ImageIndexError: For an index kind the backend lacks, or a place it cannot use.
+        """
+
+    @classmethod
+    @abstractmethod
+    def open(
+        cls,
+        folder: Path,
+        manifest: dict[str, Any],
+        files: dict[str, IO[bytes]],
+        *,
+        count: int,
+        embeddings: np.ndarray | None,
+        options: MilvusOptions | None = None,
+    ) -> VectorStore:
+        """Reopens the store of a saved index folder.
+
+        Args:
+            folder: The index folder.
+            manifest: Its manifest (checked).
+            files: The open files named by :meth:`files_needed`.
+            count: Items the manifest lists.
+            embeddings: The folder's ``embeddings.npy``, None where it keeps none.
+                Shape: (count, D).
+            options: For a Milvus server: the token (never saved) and a longer timeout.
+
+        Raises:
+            IndexFormatError: For a store that does not match the manifest.
+            ImageIndexError: For a server that cannot be reached.
+        """
+
+    @staticmethod
+    @abstractmethod
+    def files_needed(manifest: dict[str, Any]) -> list[str]:
+        """The files, beside the manifest, that an index folder of this backend holds."""
+
+    @classmethod  # noqa: B027 - most stores have no server to reach
+    def check_reachable(cls, options: MilvusOptions | None) -> None:
+        """Fails fast (ImageIndexError) when the store's server cannot be reached."""
 
     @abstractmethod
     def __len__(self) -> int:
@@ -168,6 +236,40 @@ class FaissStore(VectorStore):
     def build(cls, vectors: np.ndarray, index_type: str = "auto") -> FaissStore:
         """Builds and tunes the FAISS index ``index_type`` asks for. Shape: (N, D)."""
         return cls(backends.build_index(vectors, index_type), requested=index_type)
+
+    @classmethod
+    def create(
+        cls,
+        vectors: np.ndarray,
+        index_type: str,
+        *,
+        fingerprint: dict[str, Any],
+        options: MilvusOptions | None = None,
+    ) -> FaissStore:
+        return cls.build(vectors, index_type)
+
+    @staticmethod
+    def files_needed(manifest: dict[str, Any]) -> list[str]:
+        return ["embeddings.npy", FAISS_FILE]
+
+    @classmethod
+    def open(
+        cls,
+        folder: Path,
+        manifest: dict[str, Any],
+        files: dict[str, IO[bytes]],
+        *,
+        count: int,
+        embeddings: np.ndarray | None,
+        options: MilvusOptions | None = None,
+    ) -> FaissStore:
+        return cls.read(
+            files[FAISS_FILE],
+            dim=int(manifest["fingerprint"]["embedding_dim"]),
+            index_type=str(manifest["index_type"]),
+            params={str(k): int(v) for k, v in manifest["index_params"].items()},
+            recall=manifest.get("recall_at_10"),
+        )
 
     def __len__(self) -> int:
         return int(self.built.index.ntotal)
@@ -265,98 +367,3 @@ class FaissStore(VectorStore):
             index=index, index_type=index_type, params=params, recall_at_10=recall
         )
         return cls(built)
-
-
-def backend_of(manifest: dict[str, Any]) -> str:
-    """The backend a manifest names; manifests from before backends existed are FAISS.
-
-    Raises:
-        ValueError: For an unknown backend.
-    """
-    backend = manifest.get("backend", DEFAULT_BACKEND)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r:.40}; this version knows faiss, milvus")
-    return str(backend)
-
-
-def files_needed(manifest: dict[str, Any]) -> list[str]:
-    """The files, beside the manifest, that an index folder with this manifest holds."""
-    if backend_of(manifest) == "faiss":
-        return ["embeddings.npy", FAISS_FILE]
-    from latentsearch.index import milvus
-
-    return milvus.files_needed(manifest)
-
-
-def create_store(
-    vectors: np.ndarray,
-    index_type: str,
-    *,
-    backend: str | MilvusOptions = DEFAULT_BACKEND,
-    fingerprint: dict[str, Any],
-) -> VectorStore:
-    """Builds the store ``backend`` names over ``vectors``.
-
-    Args:
-        vectors: Shape: (N, D), float32, N >= 1.
-        index_type: One of ``backends.INDEX_TYPES``.
-        backend: ``faiss``, ``milvus`` (embedded milvus-lite, default options) or
-            :class:`MilvusOptions`.
-        fingerprint: The building run's fingerprint; a Milvus collection records it.
-
-    Raises:
-        ImageIndexError: For an unknown backend or index type, a Milvus server that cannot
-            be reached, or a collection that holds another model's vectors.
-    """
-    if isinstance(backend, MilvusOptions) or backend == "milvus":
-        from latentsearch.index import milvus
-
-        options = backend if isinstance(backend, MilvusOptions) else MilvusOptions()
-        return milvus.MilvusStore.build(
-            vectors, index_type, options=options, fingerprint=fingerprint
-        )
-    if backend != "faiss":
-        raise ImageIndexError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    return FaissStore.build(vectors, index_type)
-
-
-def open_store(
-    folder: Path,
-    manifest: dict[str, Any],
-    files: dict[str, IO[bytes]],
-    *,
-    count: int,
-    embeddings: np.ndarray | None,
-    options: MilvusOptions | None = None,
-) -> VectorStore:
-    """Reopens the store of a saved index folder.
-
-    Args:
-        folder: The index folder.
-        manifest: Its manifest (checked).
-        files: The open files named by :func:`files_needed`.
-        count: Items the manifest lists.
-        embeddings: The folder's ``embeddings.npy``, None where it keeps none.
-        options: For a Milvus server: the token (never saved) and a longer timeout; the URI,
-            database and collection come from the manifest.
-
-    Raises:
-        IndexFormatError: For a store that does not match the manifest.
-        ImageIndexError: For a Milvus server that cannot be reached.
-    """
-    index_type = str(manifest["index_type"])
-    params = {str(k): int(v) for k, v in manifest["index_params"].items()}
-    recall = manifest.get("recall_at_10")
-    if backend_of(manifest) == "faiss":
-        return FaissStore.read(
-            files[FAISS_FILE],
-            dim=int(manifest["fingerprint"]["embedding_dim"]),
-            index_type=index_type,
-            params=params,
-            recall=recall,
-        )
-    from latentsearch.index import milvus
-
-    return milvus.MilvusStore.open(
-        folder, manifest, count=count, embeddings=embeddings, options=options
-    )
