@@ -57,14 +57,37 @@ import numpy as np
 from PIL import Image
 
 from latentsearch.data import DataError
-from latentsearch.data.images import read_image
+from latentsearch.data.images import DEFAULT_MAX_PIXELS, read_image
+from latentsearch.runs import RunError
 
 if TYPE_CHECKING:
     from latentsearch.index import ImageIndex, Neighbor
     from latentsearch.runs import Run
 
-Query = str | os.PathLike[str] | np.ndarray | Image.Image
-"""A query image: a file path, pixels (H, W, C) or (H, W) as uint8, or a PIL image."""
+Query = str | os.PathLike[str] | bytes | np.ndarray | Image.Image
+"""A query image: a file path, a file's bytes (an upload), pixels (H, W, C) or (H, W) as
+uint8, or a PIL image."""
+
+
+class RunMoved(RunError):
+    """The run an index records is no longer where it was when the index was built.
+
+    Attributes:
+        index: The index folder.
+        location: Where the index says its run is.
+    """
+
+    def __init__(self, index: Path, location: Path, parameter: str = "run") -> None:
+        self.index = index
+        self.location = location
+        super().__init__(
+            f"the run that built {index} is no longer at {location}: pass its new location "
+            f"(`{parameter}`)"
+        )
+
+    def naming(self, parameter: str) -> RunMoved:
+        """The same error for a caller whose run argument has another name (``run_path``)."""
+        return RunMoved(self.index, self.location, parameter)
 
 
 class Searcher:
@@ -86,18 +109,25 @@ class Searcher:
     def __repr__(self) -> str:
         return f"Searcher({len(self):,} images, run {self.run.path})"
 
-    def pixels(self, query: Query) -> np.ndarray:
+    def pixels(self, query: Query, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """A query decoded as the index's images were.
+
+        Args:
+            query: The query image.
+            max_pixels: Largest width x height of an image file accepted, checked from its
+                header before decoding (the server passes its stricter upload limit).
 
         Returns:
             Pixels at the run's size. Shape: (H, W, C), uint8.
 
         Raises:
-            DataError: For a file that is missing or not an image, or an array of a bad shape
-                or type.
+            DataError: For a file that is missing or not an image, bytes that are not one, an
+                image over ``max_pixels``, or an array of a bad shape or type.
         """
         model = self.run.model
         size, channels = model.image_size, model.in_channels
+        if isinstance(query, bytes):
+            return read_image(query, size, channels=channels, max_pixels=max_pixels)
         if isinstance(query, Image.Image):
             buf = io.BytesIO()
             query.save(buf, format="PNG")
@@ -117,7 +147,39 @@ class Searcher:
         path = Path(query)
         if not path.is_file():
             raise DataError(f"query {path}: no such file")
-        return read_image(path, size, channels=channels)
+        try:
+            return read_image(path, size, channels=channels, max_pixels=max_pixels)
+        except DataError as e:  # name the file: a search may have several queries
+            raise DataError(f"query {path}: {e}") from None
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """Query images embedded as the indexed ones were (same run, same precision).
+
+        Args:
+            pixels: Images from :meth:`pixels`. Shape: (Q, H, W, C), uint8.
+
+        Returns:
+            Shape: (Q, D), float32.
+        """
+        return self.index.embed_queries(self.run, pixels)
+
+    def nearest(self, vectors: np.ndarray, k: int) -> list[list[Neighbor]]:
+        """The ``k`` nearest indexed images of each query embedding, one list per query.
+
+        Args:
+            vectors: Query embeddings from :meth:`embed`. Shape: (Q, D).
+            k: Neighbours per query (capped at the number of indexed images).
+        """
+        return self.index.search_vectors(vectors, k)
+
+    def neighbors_of(self, item_id: str, k: int) -> list[Neighbor]:
+        """The ``k`` nearest images of an indexed one, from its stored embedding (nothing is
+        decoded or embedded; the item itself is among them).
+
+        Raises:
+            UnknownItem: For an id the index does not hold.
+        """
+        return self.index.neighbors_of(item_id, k)
 
     def search(self, query: Query, k: int = 10) -> list[Neighbor]:
         """The ``k`` indexed images nearest to one query, nearest first.
@@ -132,7 +194,7 @@ class Searcher:
         if not queries:
             return []
         batch = np.stack([self.pixels(q) for q in queries])
-        return self.index.search_images(self.run, batch, k)
+        return self.nearest(self.embed(batch), k)
 
 
 def open_index(path: str | os.PathLike[str], run: str | os.PathLike[str] | None = None) -> Searcher:
@@ -144,10 +206,15 @@ def open_index(path: str | os.PathLike[str], run: str | os.PathLike[str] | None 
 
     Raises:
         ImageIndexError: For a folder that is not an index, or a run that did not build it.
+        RunMoved: When ``run`` is not given and the run the index names is gone.
         RunError: For a run folder that cannot be read.
     """
     from latentsearch.index import ImageIndex
     from latentsearch.runs import load_run
 
     index = ImageIndex.load(Path(path))
-    return Searcher(index, load_run(Path(run) if run is not None else index.run_path))
+    if run is None:
+        run = index.run_path
+        if not run.exists():  # say so before load_run's "no run at" hides that it moved
+            raise RunMoved(Path(path), run)
+    return Searcher(index, load_run(Path(run)))

@@ -24,7 +24,9 @@ from latentsearch.index import (
     all_images,
 )
 from latentsearch.runs import Run, RunError
-from latentsearch.server.app import UploadLimit, create_app
+from latentsearch.server.app import create_app
+from latentsearch.server.limits import ServeLimits
+from latentsearch.server.middleware import UploadLimit
 
 if TYPE_CHECKING:
     from conftest import Built
@@ -43,7 +45,9 @@ def client(built: Built) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def strict(built: Built) -> Iterator[TestClient]:
     """A client of an app with tiny limits: 2,000 bytes, 100 pixels, k <= 5."""
-    app = create_app(built.index, max_upload_bytes=2_000, max_pixels=100, max_k=5)
+    app = create_app(
+        built.index, limits=ServeLimits(max_upload_bytes=2_000, max_pixels=100, max_k=5)
+    )
     with TestClient(app) as c:
         yield c
 
@@ -439,7 +443,7 @@ def test_moved_run_is_refused_with_a_hint(built: Built, tmp_path: Path) -> None:
 @pytest.mark.parametrize("limit", ["max_upload_bytes", "max_pixels", "max_k"])
 def test_limits_must_be_positive(built: Built, limit: str) -> None:
     with pytest.raises(ValueError, match=limit):
-        create_app(built.index, **{limit: 0})
+        create_app(built.index, limits=ServeLimits(**{limit: 0}))
 
 
 # ---------------------------------------------------------------------------- array sources
@@ -584,11 +588,11 @@ def test_concurrent_decodes_are_bounded(built: Built, monkeypatch: pytest.Monkey
     import threading
     import time
 
-    from latentsearch.server import app as app_module
+    from latentsearch import searcher as searcher_module
 
     active = peak = 0
     lock = threading.Lock()
-    real = app_module.read_image
+    real = searcher_module.read_image
 
     def slow(*args: Any, **kwargs: Any) -> np.ndarray:
         nonlocal active, peak
@@ -600,8 +604,8 @@ def test_concurrent_decodes_are_bounded(built: Built, monkeypatch: pytest.Monkey
             active -= 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(app_module, "read_image", slow)
-    client = TestClient(create_app(built.index, max_decodes=2))
+    monkeypatch.setattr(searcher_module, "read_image", slow)
+    client = TestClient(create_app(built.index, limits=ServeLimits(max_decodes=2)))
     data = (built.folder / "red" / "0.png").read_bytes()
     threads = [threading.Thread(target=_upload, args=(client, data)) for _ in range(8)]
     for t in threads:

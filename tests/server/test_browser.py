@@ -12,6 +12,7 @@ import pytest
 
 from latentsearch.index import ImageIndex
 from latentsearch.server.app import create_app
+from latentsearch.server.limits import ServeLimits
 from latentsearch.server.running import serve_in_thread
 
 if TYPE_CHECKING:
@@ -122,7 +123,9 @@ def test_page_shows_a_queries_cluster_page_by_page(
     size = int((clusters == biggest).sum())
     query = index.items[int(np.flatnonzero(clusters == biggest)[0])]
 
-    app = create_app(built.index, headed.run, max_k=2)  # two images per cluster page
+    app = create_app(
+        built.index, headed.run, limits=ServeLimits(max_k=2)
+    )  # two images per cluster page
     with _open_page(app) as (page, problems):
         assert "3 clusters" in page.inner_text("#index-info")
         assert page.locator("#cluster-more").is_hidden()

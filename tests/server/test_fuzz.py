@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from latentsearch.server.app import create_app
+from latentsearch.server.limits import ServeLimits
 
 if TYPE_CHECKING:
     from conftest import Built
@@ -103,7 +104,9 @@ def _request(client: TestClient, rng: random.Random, path: str, method: str) -> 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_no_request_from_the_schema_gets_a_5xx(built: Built, seed: int) -> None:
     rng = random.Random(seed)
-    client = TestClient(create_app(built.index, max_k=100), raise_server_exceptions=False)
+    client = TestClient(
+        create_app(built.index, limits=ServeLimits(max_k=100)), raise_server_exceptions=False
+    )
     schema = client.get("/openapi.json").json()
     operations = [(p, m) for p, ops in schema["paths"].items() for m in ops]
     assert len(operations) >= 7

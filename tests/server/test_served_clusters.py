@@ -16,6 +16,7 @@ from latentsearch.clusters import ClusterHead, head_path
 from latentsearch.index import ImageIndex
 from latentsearch.server.app import create_app
 from latentsearch.server.clusters import ServedClusters
+from latentsearch.server.limits import ServeLimits
 
 if TYPE_CHECKING:
     from conftest import Built, Headed
@@ -26,7 +27,7 @@ N_CLUSTERS = 3
 
 @pytest.fixture(scope="module")
 def client(built: Built, headed: Headed) -> Iterator[TestClient]:
-    with TestClient(create_app(built.index, headed.run, max_k=5)) as c:
+    with TestClient(create_app(built.index, headed.run, limits=ServeLimits(max_k=5))) as c:
         yield c
 
 

@@ -10,11 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from latentsearch.cli import core, export, index, report, serve, up
+from latentsearch.cli import core, export, index, report, search, serve, up
 from latentsearch.cli.common import is_expected, user_message
 
 EXIT_USAGE = 2
-COMMAND_MODULES = [core, index, report, serve, up, export]
+COMMAND_MODULES = [core, index, search, report, serve, up, export]
 
 
 def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Commands of the retrieval index: index, search, duplicates."""
+"""Commands of the retrieval index: index, duplicates."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from latentsearch.cli.common import CLIError, print_table
+from latentsearch.cli.common import CLIError
 
 if TYPE_CHECKING:
     from latentsearch.index import ImageIndex
@@ -266,78 +264,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- search
-def _read_query(path: str, size: int, channels: int) -> np.ndarray:
-    from latentsearch.data import DataError, read_image
-
-    if not Path(path).is_file():
-        raise DataError(f"query {path}: no such file")
-    try:
-        return read_image(path, size, channels=channels)
-    except DataError as e:
-        raise DataError(f"query {path}: {e}") from None
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from latentsearch.index import ImageIndex
-    from latentsearch.runs import load_run
-
-    if args.k < 1:
-        raise CLIError(f"-k must be at least 1, got {args.k}")
-    index = ImageIndex.load(args.index)
-    run_path = Path(args.run) if args.run else index.run_path
-    if args.run is None and not run_path.exists():
-        raise CLIError(
-            f"the run that built {args.index} is no longer at {run_path}: pass --run RUN"
-        )
-    run = load_run(run_path)
-    index.check_compatible(run)
-    size, channels = run.model.image_size, run.model.in_channels
-    pixels = np.stack([_read_query(q, size, channels) for q in args.images])
-    results = index.search_images(run, pixels, args.k)
-    grid = None
-    if args.grid:
-        from latentsearch.report.search_grid import search_grid
-
-        if not any(results):
-            raise CLIError("--grid: no neighbours to draw")
-        out = Path(args.grid)
-        if out.suffix.lower() != ".png":  # matplotlib would add ".png" itself: say so
-            out = out.with_name(out.name + ".png")
-        grid = search_grid(str(out), index, args.images, results)
-
-    if args.json:
-        payload = {
-            "index": str(args.index),
-            "run": str(run.path),
-            "k": args.k,
-            "queries": [
-                {"query": q, "neighbors": [asdict(n) for n in row]}
-                for q, row in zip(args.images, results, strict=True)
-            ],
-            "grid": str(grid) if grid else None,
-        }
-        print(json.dumps(payload, indent=2))
-        return 0
-    for qi, (q, row) in enumerate(zip(args.images, results, strict=True)):
-        if qi:
-            print()
-        print(f"query {q}")
-        rows = [
-            {
-                "rank": n.rank,
-                "distance": n.distance,
-                "label": n.class_name if n.class_name is not None else n.label,
-                "path": n.path or n.id,
-            }
-            for n in row
-        ]
-        print_table(rows, ["rank", "distance", "label", "path"])
-    if grid:
-        print(f"\ngrid written to {grid}")
-    return 0
-
-
 # ---------------------------------------------------------------------------- duplicates
 def cmd_duplicates(args: argparse.Namespace) -> int:
     from latentsearch.index import DEFAULT_DUPLICATE_FRACTION, ImageIndex, default_threshold
@@ -397,7 +323,6 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "index": "embed a folder of images with a run and write a searchable index",
-    "search": "find the indexed images nearest to query images",
     "duplicates": "list groups of near-duplicate images in an index",
 }
 """This module's commands and their one-line help, known without importing anything heavy."""
@@ -489,25 +414,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_index)
-
-    p = sub.add_parser(
-        "search",
-        help=COMMANDS["search"],
-        description="Embed query images with the index's run and print their nearest "
-        "indexed images (squared Euclidean distance between embeddings).",
-    )
-    p.add_argument("index", help="index folder from `latentsearch index`")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
-    p.add_argument("--run", default=None, help="run folder (default: the one that built INDEX)")
-    p.add_argument("-k", type=int, default=10, help="neighbours per query (default: 10)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument(
-        "--grid",
-        default=None,
-        metavar="PNG",
-        help="also draw the results into this PNG file (.png is added when missing)",
-    )
-    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
         "duplicates",

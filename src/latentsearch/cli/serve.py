@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latentsearch.cli.common import CLIError
+
+if TYPE_CHECKING:
+    from latentsearch.server.limits import ServeLimits
 
 MIB = 1024 * 1024
 
@@ -46,29 +49,33 @@ def _set_threads(n: int) -> None:
     faiss.omp_set_num_threads(n)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from latentsearch.server.app import create_app
-    from latentsearch.server.running import ServerError, bind, serve, url_of
+def _limits(args: argparse.Namespace) -> ServeLimits:
+    """The limit flags as one value; the library checks them (its messages name the flags)."""
+    from latentsearch.server.limits import ServeLimits
 
-    if args.max_upload_mb <= 0:
+    # The flag is in MiB, the field in bytes: the library's message would name neither.
+    if not args.max_upload_mb > 0:
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    if args.threads < 1:
-        raise CLIError(f"--threads must be at least 1, got {args.threads}")
-    if args.max_decodes < 1:
-        raise CLIError(f"--max-decodes must be at least 1, got {args.max_decodes}")
-    hosts = allowed_hosts(args.host, args.allowed_host)
-    if hosts is not None and any(not h.strip() for h in hosts):
-        raise CLIError("--allowed-host must not be empty")
-    _set_threads(args.threads)
-    app = create_app(
-        args.index,
-        args.run,
+    return ServeLimits(
         max_upload_bytes=int(args.max_upload_mb * MIB),
         max_pixels=args.max_pixels,
         max_k=args.max_k,
         max_decodes=args.max_decodes,
-        allowed_hosts=hosts,
-        clusters=not args.no_clusters,
+        threads=args.threads,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from latentsearch.server.app import create_app
+    from latentsearch.server.running import ServerError, bind, serve, url_of
+
+    limits = _limits(args)
+    hosts = allowed_hosts(args.host, args.allowed_host)
+    if hosts is not None and any(not h.strip() for h in hosts):
+        raise CLIError("--allowed-host must not be empty")
+    _set_threads(limits.threads)
+    app = create_app(
+        args.index, args.run, limits=limits, allowed_hosts=hosts, clusters=not args.no_clusters
     )
     try:
         sock = bind(args.host, args.port)
@@ -118,15 +125,11 @@ def register(sub: Any) -> None:
 
 
 def add_serve_options(p: argparse.ArgumentParser) -> None:
-    """The server's options (address, limits, threads), shared by ``serve`` and ``up``."""
-    from latentsearch.server.limits import (
-        DEFAULT_MAX_DECODES,
-        DEFAULT_MAX_K,
-        DEFAULT_MAX_UPLOAD_BYTES,
-        DEFAULT_MAX_UPLOAD_PIXELS,
-        LOOPBACK_HOSTS,
-    )
+    """The server's options (address, limits, threads), shared by ``serve`` and ``up``; the
+    limits' defaults are :class:`~latentsearch.server.limits.ServeLimits`'s."""
+    from latentsearch.server.limits import LOOPBACK_HOSTS, ServeLimits
 
+    limits = ServeLimits()
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -136,27 +139,27 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-upload-mb",
         type=float,
-        default=DEFAULT_MAX_UPLOAD_BYTES / MIB,
-        help=f"largest upload in MiB (default: {DEFAULT_MAX_UPLOAD_BYTES / MIB:g})",
+        default=limits.max_upload_bytes / MIB,
+        help=f"largest upload in MiB (default: {limits.max_upload_bytes / MIB:g})",
     )
     p.add_argument(
         "--max-pixels",
         type=int,
-        default=DEFAULT_MAX_UPLOAD_PIXELS,
-        help=f"largest width x height of an upload (default: {DEFAULT_MAX_UPLOAD_PIXELS:,})",
+        default=limits.max_pixels,
+        help=f"largest width x height of an upload (default: {limits.max_pixels:,})",
     )
     p.add_argument(
         "--max-k",
         type=int,
-        default=DEFAULT_MAX_K,
-        help=f"most neighbours per request (default: {DEFAULT_MAX_K})",
+        default=limits.max_k,
+        help=f"most neighbours per request (default: {limits.max_k})",
     )
     p.add_argument(
         "--max-decodes",
         type=int,
-        default=DEFAULT_MAX_DECODES,
+        default=limits.max_decodes,
         help="most uploads decoded at the same time, the others wait; bounds memory under "
-        f"many large uploads (default: {DEFAULT_MAX_DECODES})",
+        f"many large uploads (default: {limits.max_decodes})",
     )
     p.add_argument(
         "--allowed-host",
@@ -170,9 +173,9 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="CPU threads per request for torch and FAISS (default: 1; requests run in "
-        "parallel, and one small query image gains nothing from more)",
+        default=limits.threads,
+        help=f"CPU threads per request for torch and FAISS (default: {limits.threads}; requests "
+        "run in parallel, and one small query image gains nothing from more)",
     )
     p.add_argument(
         "--no-clusters",

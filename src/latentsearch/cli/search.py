@@ -1,0 +1,89 @@
+"""The ``search`` command: query images against an index, over :func:`latentsearch.open_index`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from latentsearch.cli.common import CLIError, print_table
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from latentsearch.searcher import open_index
+
+    if args.k < 1:
+        raise CLIError(f"-k must be at least 1, got {args.k}")
+    searcher = open_index(args.index, args.run)
+    results = searcher.search_many(args.images, args.k)
+    grid = None
+    if args.grid:
+        from latentsearch.report.search_grid import search_grid
+
+        if not any(results):
+            raise CLIError("--grid: no neighbours to draw")
+        out = Path(args.grid)
+        if out.suffix.lower() != ".png":  # matplotlib would add ".png" itself: say so
+            out = out.with_name(out.name + ".png")
+        grid = search_grid(str(out), searcher.index, args.images, results)
+
+    if args.json:
+        payload = {
+            "index": str(args.index),
+            "run": str(searcher.run.path),
+            "k": args.k,
+            "queries": [
+                {"query": q, "neighbors": [asdict(n) for n in row]}
+                for q, row in zip(args.images, results, strict=True)
+            ],
+            "grid": str(grid) if grid else None,
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    for qi, (q, row) in enumerate(zip(args.images, results, strict=True)):
+        if qi:
+            print()
+        print(f"query {q}")
+        rows = [
+            {
+                "rank": n.rank,
+                "distance": n.distance,
+                "label": n.class_name if n.class_name is not None else n.label,
+                "path": n.path or n.id,
+            }
+            for n in row
+        ]
+        print_table(rows, ["rank", "distance", "label", "path"])
+    if grid:
+        print(f"\ngrid written to {grid}")
+    return 0
+
+
+COMMANDS = {
+    "search": "find the indexed images nearest to query images",
+}
+"""This module's commands and their one-line help, known without importing anything heavy."""
+
+
+def register(sub: Any) -> None:
+    """Adds the ``search`` command to the ``latentsearch`` sub-parsers."""
+    p = sub.add_parser(
+        "search",
+        help=COMMANDS["search"],
+        description="Embed query images with the index's run and print their nearest "
+        "indexed images (squared Euclidean distance between embeddings).",
+    )
+    p.add_argument("index", help="index folder from `latentsearch index`")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
+    p.add_argument("--run", default=None, help="run folder (default: the one that built INDEX)")
+    p.add_argument("-k", type=int, default=10, help="neighbours per query (default: 10)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--grid",
+        default=None,
+        metavar="PNG",
+        help="also draw the results into this PNG file (.png is added when missing)",
+    )
+    p.set_defaults(func=cmd_search)
