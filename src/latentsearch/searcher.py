@@ -93,6 +93,8 @@ class RunMoved(RunError):
 class Searcher:
     """An index and the run that built it, ready to answer queries by image.
 
+    The one query side: ``latentsearch search`` and the server's service wrap it.
+
     Args:
         index: A loaded index.
         run: The run that built it (checked against the index's fingerprint).

@@ -25,7 +25,8 @@ from latentsearch.server.errors import (
     TooLarge,
     Unprocessable,
 )
-from latentsearch.server.service import SearchService
+from latentsearch.server.limits import DEFAULT_K
+from latentsearch.server.service import CLUSTER_PAGE, SearchService
 
 IMAGE_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 """Sent with every served image: opened on its own, nothing in it may run or load."""
@@ -51,7 +52,9 @@ register_url_convertor("any_path", _AnyPath())
 
 KQuery = Annotated[
     int | None,
-    Query(ge=1, description="neighbours to return (default 10, at most max_k: see /health)"),
+    Query(
+        ge=1, description=f"neighbours to return (default {DEFAULT_K}, at most max_k: see /health)"
+    ),
 ]
 KForm = Annotated[
     int | None,
@@ -186,7 +189,8 @@ def cluster_page(
     cluster: Annotated[int, PathParam(ge=0, description="the group's number")],
     offset: Annotated[int, Query(ge=0, description="images to skip")] = 0,
     limit: Annotated[
-        int | None, Query(ge=1, description="images to return (default 50, at most max_k)")
+        int | None,
+        Query(ge=1, description=f"images to return (default {CLUSTER_PAGE}, at most max_k)"),
     ] = None,
 ) -> schemas.ClusterPage:
     """A group's images, most probable first, ``limit`` at a time."""
