@@ -17,10 +17,12 @@ from latentsearch.index import (
     ImageIndex,
     ImageIndexError,
     IndexFormatError,
+    IndexSpec,
     UnknownItem,
     all_images,
     image_index,
     storage,
+    streaming,
 )
 from latentsearch.metrics import nearest_neighbors
 from latentsearch.precision import PrecisionError, cpu_has_native_bf16
@@ -184,13 +186,13 @@ def test_update_embeds_only_new_and_changed_files(
     write_image(folder / "green" / "01.png", seed=998, tint=(0, 1, 0))  # changed
     (folder / "red" / "04.png").unlink()  # removed
     embedded: list[int] = []
-    real = image_index.embed_images
+    real = streaming.embed_images
 
     def counting(model, pixels, **kw):  # type: ignore[no-untyped-def]
         embedded.append(len(pixels))
         return real(model, pixels, **kw)
 
-    monkeypatch.setattr(image_index, "embed_images", counting)
+    monkeypatch.setattr(streaming, "embed_images", counting)
     report = index.update(run, _data(folder))
 
     assert report.added == ["blue/new.png"]
@@ -214,7 +216,7 @@ def test_update_embeds_only_new_and_changed_files(
 def test_update_without_changes_embeds_nothing(
     run: Run, index: ImageIndex, folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(image_index, "embed_images", lambda *a, **k: pytest.fail("embedded"))
+    monkeypatch.setattr(streaming, "embed_images", lambda *a, **k: pytest.fail("embedded"))
     report = index.update(run, _data(folder))
     assert (report.added, report.changed, report.removed) == ([], [], [])
     assert len(report.unchanged) == len(index)
@@ -475,7 +477,12 @@ def test_an_index_without_a_recorded_precision_is_fp32(index: ImageIndex, tmp_pa
 def test_a_precision_that_is_not_a_made_one_is_refused(run: Run, index: ImageIndex) -> None:
     with pytest.raises(ImageIndexError, match="precision must be one of fp32, bf16, fp16"):
         ImageIndex.from_embeddings(
-            run, index.embeddings.copy(), index.items, class_names=[], source="", precision="auto"
+            run,
+            index.embeddings.copy(),
+            index.items,
+            class_names=[],
+            source="",
+            spec=IndexSpec(precision="auto"),
         )
 
 
@@ -484,7 +491,12 @@ def test_queries_fall_back_to_fp32_with_a_warning_where_the_precision_is_missing
 ) -> None:
     # An index embedded in bf16 elsewhere, searched on a machine without bf16.
     elsewhere = ImageIndex.from_embeddings(
-        run, index.embeddings.copy(), index.items, class_names=[], source="", precision="bf16"
+        run,
+        index.embeddings.copy(),
+        index.items,
+        class_names=[],
+        source="",
+        spec=IndexSpec(precision="bf16"),
     )
 
     def no_bf16(name: str, device: object) -> str:

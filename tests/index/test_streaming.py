@@ -23,6 +23,7 @@ from latentsearch.index import (
     storage,
     streaming,
 )
+from latentsearch.index.spec import IndexSpec
 from latentsearch.precision import cpu_has_native_bf16
 from latentsearch.runs import Run
 
@@ -75,7 +76,7 @@ def test_streamed_index_equals_the_in_memory_build(
         real_place(src, dst)
 
     monkeypatch.setattr(storage, "place_file", spying)
-    result = streaming.index_folder(run, folder, out, workers=workers, chunk_size=4)
+    result = streaming.index_images(run, folder, out, workers=workers, chunk_size=4)
     # The merged vectors file became the index's embeddings.npy without being written again.
     assert placed == [(streaming.MERGED_FILE, "embeddings.npy")]
     assert result.index is not None
@@ -100,7 +101,7 @@ def test_train_and_test_folders_come_in_the_same_order(run: Run, tmp_path: Path)
                 noise_image(root / split / f"c{c}" / f"{i}.png", seed=10 * c + i, tint=tint)
     (root / "test" / "c1" / "bad.png").write_bytes(b"\x89PNG nonsense")
     want, want_skipped, want_source = _expected(run, root)
-    result = streaming.index_folder(run, root, tmp_path / "o", workers=0, chunk_size=3)
+    result = streaming.index_images(run, root, tmp_path / "o", workers=0, chunk_size=3)
     assert result.index is not None
     _assert_same(result.index, want)
     assert result.skipped == want_skipped and len(want_skipped) == 1
@@ -117,7 +118,7 @@ def test_a_killed_job_resumes_from_its_shards(
         raise _Kill(chunk)
 
     with pytest.raises(_Kill):
-        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill_after_first)
+        streaming.index_images(run, folder, out, workers=0, chunk_size=6, on_shard=kill_after_first)
     shards = streaming.shards_dir(out)
     assert sorted(p.name for p in shards.glob("shard-*")) == ["shard-0000000.npz"]
     assert not out.exists()
@@ -131,7 +132,7 @@ def test_a_killed_job_resumes_from_its_shards(
 
     monkeypatch.setattr(streaming, "embed_images", counting_embed)
     done: list[int] = []
-    result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=done.append)
+    result = streaming.index_images(run, folder, out, workers=0, chunk_size=6, on_shard=done.append)
     assert done == [1, 2, 3]  # chunk 0 (the first 6 files) was not decoded or embedded again
     assert sum(embedded) == len(want) - 6
     assert result.stats.resumed_chunks == 1 and result.stats.embedded_chunks == 3
@@ -150,14 +151,14 @@ def test_a_job_stopped_after_its_save_never_writes_into_the_saved_vectors(
     # Stopped between the save and the removal of the shards folder: the merged vectors file
     # there is the saved index's embeddings.npy (one file, two names).
     monkeypatch.setattr(streaming.shutil, "rmtree", lambda *a, **k: None)
-    streaming.index_folder(run, folder, out, workers=0, chunk_size=6)
+    streaming.index_images(run, folder, out, workers=0, chunk_size=6)
     merged = streaming.shards_dir(out) / streaming.MERGED_FILE
     saved = out / "embeddings.npy"
     assert merged.stat().st_ino == saved.stat().st_ino
     with open(saved, "rb") as f:  # a reader of the first index keeps its file open
         before = f.read()
         monkeypatch.undo()
-        result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6)
+        result = streaming.index_images(run, folder, out, workers=0, chunk_size=6)
         f.seek(0)
         assert f.read() == before and os.fstat(f.fileno()).st_size == len(before)
         assert os.fstat(f.fileno()).st_ino != saved.stat().st_ino  # a new file, not that one
@@ -174,12 +175,12 @@ def test_a_file_changed_since_its_shard_is_embedded_again(
         raise _Kill(chunk)
 
     with pytest.raises(_Kill):
-        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
+        streaming.index_images(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
     # Same name, same list of files, other content: the first chunk's shard is stale.
     noise_image(folder / "blue" / "00.png", seed=999, tint=(1, 1, 0))
     want, _, _ = _expected(run, folder)
     done: list[int] = []
-    result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=done.append)
+    result = streaming.index_images(run, folder, out, workers=0, chunk_size=6, on_shard=done.append)
     assert done == [0, 1, 2, 3] and result.stats.resumed_chunks == 0
     assert result.index is not None
     _assert_same(result.index, want)
@@ -194,18 +195,18 @@ def test_another_run_or_file_list_starts_over_and_says_why(
         raise _Kill(chunk)
 
     with pytest.raises(_Kill):
-        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
+        streaming.index_images(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
     want, _, _ = _expected(other_run, folder)
-    result = streaming.index_folder(other_run, folder, out, workers=0, chunk_size=6)
+    result = streaming.index_images(other_run, folder, out, workers=0, chunk_size=6)
     assert result.stats.restarted == "they were made with another run"
     assert result.stats.resumed_chunks == 0 and result.stats.embedded_chunks == 4
     assert result.index is not None
     _assert_same(result.index, want)
 
     with pytest.raises(_Kill):
-        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
+        streaming.index_images(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
     noise_image(folder / "blue" / "new.png", seed=5, tint=(0, 0, 1))
-    result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6)
+    result = streaming.index_images(run, folder, out, workers=0, chunk_size=6)
     assert result.stats.restarted == "they were made with another file list"
     assert result.index is not None and "blue/new.png" in {it.id for it in result.index.items}
 
@@ -220,8 +221,10 @@ def test_another_precision_starts_over_and_the_index_records_it(
         raise _Kill(chunk)
 
     with pytest.raises(_Kill):
-        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
-    result = streaming.index_folder(run, folder, out, workers=0, chunk_size=6, precision="bf16")
+        streaming.index_images(run, folder, out, workers=0, chunk_size=6, on_shard=kill)
+    result = streaming.index_images(
+        run, folder, out, workers=0, chunk_size=6, spec=IndexSpec(precision="bf16")
+    )
     assert result.stats.restarted == "they were made with another precision"
     assert result.stats.resumed_chunks == 0 and result.index is not None
     assert result.index.precision == "bf16"
@@ -233,10 +236,10 @@ def test_a_second_job_on_the_same_output_is_refused(run: Run, folder: Path, tmp_
     out = tmp_path / "out.index"
 
     def nested(chunk: int) -> None:
-        streaming.index_folder(run, folder, out, workers=0)
+        streaming.index_images(run, folder, out, workers=0)
 
     with pytest.raises(ImageIndexError, match="another indexing job is writing"):
-        streaming.index_folder(run, folder, out, workers=0, chunk_size=6, on_shard=nested)
+        streaming.index_images(run, folder, out, workers=0, chunk_size=6, on_shard=nested)
 
 
 def test_a_split_without_a_readable_image_is_refused_as_load_data_does(
@@ -249,7 +252,7 @@ def test_a_split_without_a_readable_image_is_refused_as_load_data_does(
     with pytest.raises(DataError) as want:
         load_data(str(root), image_size=SIZE)
     with pytest.raises(DataError) as got:
-        streaming.index_folder(run, root, tmp_path / "o", workers=0)
+        streaming.index_images(run, root, tmp_path / "o", workers=0)
     assert str(got.value) == str(want.value)
 
 
@@ -258,14 +261,14 @@ def test_a_split_without_a_readable_image_is_refused_as_load_data_does(
     [
         ({"workers": -1}, "workers must be 0 or more"),
         ({"chunk_size": 0}, "chunk_size must be a positive integer"),
-        ({"index_type": "kd-tree"}, "unknown index type"),
+        ({"spec": IndexSpec(index_type="kd-tree")}, "unknown index type"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(
     run: Run, folder: Path, tmp_path: Path, kwargs: dict[str, object], match: str
 ) -> None:
     with pytest.raises(ImageIndexError, match=match):
-        streaming.index_folder(run, folder, tmp_path / "o", **kwargs)  # type: ignore[arg-type]
+        streaming.index_images(run, folder, tmp_path / "o", **kwargs)  # type: ignore[arg-type]
     assert not streaming.shards_dir(tmp_path / "o").exists()
 
 
@@ -288,7 +291,7 @@ _RANK_SCRIPT = textwrap.dedent(
     from latentsearch.runs import load_run
 
     run_path, folder, out, report = sys.argv[1:5]
-    result = streaming.index_folder(load_run(run_path), folder, out, workers=0, chunk_size=4)
+    result = streaming.index_images(load_run(run_path), folder, out, workers=0, chunk_size=4)
     distributed.teardown()
     with open(report, "w") as f:
         json.dump({"embedded": result.stats.embedded_chunks, "skipped": result.skipped,
@@ -357,7 +360,7 @@ def test_the_index_command_streams_a_folder_and_resumes(
         raise _Kill(chunk)
 
     with pytest.raises(_Kill):  # the command's chunking (auto), killed after the first shard
-        streaming.index_folder(run, folder, out, workers=0, on_shard=kill)
+        streaming.index_images(run, folder, out, workers=0, on_shard=kill)
     argv = ["index", str(run.path), str(folder), "--out", str(out), "--workers", "0"]
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -396,7 +399,7 @@ def test_a_streamed_update_equals_the_in_memory_one_and_decodes_only_what_change
 
     if workers == 0:  # the workers' decoding cannot be watched from here
         monkeypatch.setattr(streaming, "decode_files", spying)
-    result = streaming.update_folder(streamed, run, folder, workers=workers, chunk_size=4)
+    result = streaming.update_images(streamed, run, folder, workers=workers, chunk_size=4)
     data = all_images(load_data(str(folder), image_size=SIZE))
     want = in_memory.update(run, data)
 
@@ -421,7 +424,7 @@ def test_a_streamed_update_without_changes_embeds_nothing(
     index, _, _ = _expected(run, folder)
     before = index.embeddings.copy()
     monkeypatch.setattr(streaming, "embed_images", lambda *a, **k: pytest.fail("embedded"))
-    result = streaming.update_folder(index, run, folder, workers=0)
+    result = streaming.update_images(index, run, folder, workers=0)
     assert result.decoded == 1  # only the fixture's corrupt JPEG, tried again and skipped
     assert [Path(p).name for p, _ in result.skipped] == ["broken.jpg"]
     assert result.report.embedded == 0 and not result.report.removed
@@ -431,4 +434,4 @@ def test_a_streamed_update_without_changes_embeds_nothing(
 def test_a_streamed_update_refuses_another_run(run: Run, other_run: Run, folder: Path) -> None:
     index, _, _ = _expected(run, folder)
     with pytest.raises(FingerprintMismatch):
-        streaming.update_folder(index, other_run, folder, workers=0)
+        streaming.update_images(index, other_run, folder, workers=0)

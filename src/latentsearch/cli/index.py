@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from latentsearch.cli.common import CLIError
 
 if TYPE_CHECKING:
+    from latentsearch.data import ImageData
     from latentsearch.index import ImageIndex
-    from latentsearch.index.streaming import FolderIndexResult
+    from latentsearch.index.spec import IndexSpec
     from latentsearch.index.vector_store import MilvusOptions
     from latentsearch.runs import Run
 
@@ -76,98 +77,102 @@ def _backend(args: argparse.Namespace) -> str | MilvusOptions:
     return _milvus_options(args, args.out)
 
 
-def _index_streamed(
-    args: argparse.Namespace, run: Run, spec: str, backend: str | MilvusOptions
-) -> FolderIndexResult:
-    """``index_folder`` with the command's flags; under torchrun, one rank of the job."""
-    from latentsearch import distributed
-    from latentsearch.index.streaming import index_folder
+def _spec(args: argparse.Namespace, backend: str | MilvusOptions) -> IndexSpec:
+    """What --index-type, --precision and the backend flags ask to build."""
+    from latentsearch.index.spec import IndexSpec
 
-    if args.workers is not None and args.workers < 0:
-        raise CLIError(f"--workers must be 0 or more, got {args.workers}")
-    try:
-        return index_folder(
-            run,
-            args.images,
-            args.out,
-            index_type=args.index_type,
-            workers=args.workers,
-            progress=not args.json and distributed.context().is_main,
-            data_spec=spec,
-            backend=backend,
-            precision=args.precision or "fp32",
+    precision = {} if args.precision is None else {"precision": args.precision}
+    return IndexSpec(index_type=args.index_type, backend=backend, **precision)
+
+
+def _existing(args: argparse.Namespace, run: Run) -> ImageIndex | None:
+    """The index --update names, checked against the run and --precision; None without it."""
+    from latentsearch import distributed
+    from latentsearch.index import ImageIndex
+
+    if not args.update:
+        return None
+    if distributed.context().enabled:
+        raise CLIError("--update runs in one process: start it without torchrun")
+    existing = ImageIndex.load(args.update, milvus=_milvus_options(args, args.update))
+    existing.check_compatible(run)  # refuse before spending time on decoding
+    if args.precision is not None and args.precision != existing.precision:
+        raise CLIError(
+            f"--precision {args.precision}: --update embeds in the index's own precision "
+            f"({existing.precision}), so old and new vectors match; build a new index with "
+            "--out to change it"
         )
-    finally:
-        distributed.teardown()
+    return existing
+
+
+def _images(args: argparse.Namespace, run: Run) -> str | ImageData:
+    """What to index: a folder of files is streamed (decoded in workers, a chunk at a time,
+    resumably); any other source is decoded here, in memory."""
+    from latentsearch.data import load_data
+    from latentsearch.index import all_images
+    from latentsearch.index.streaming import is_image_folder
+
+    if is_image_folder(args.images):
+        if args.workers is not None and args.workers < 0:
+            raise CLIError(f"--workers must be 0 or more, got {args.workers}")
+        return str(args.images)
+    return all_images(
+        load_data(args.images, image_size=run.model.image_size, progress=not args.json)
+    )
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from latentsearch.data import load_data
-    from latentsearch.index import ImageIndex, all_images
-    from latentsearch.index.streaming import is_image_folder
+    from latentsearch import distributed
+    from latentsearch.index.stores import check_reachable
+    from latentsearch.index.streaming import index_images, update_images
     from latentsearch.runs import load_run
 
     t0 = time.perf_counter()
     backend = _backend(args)
-    if not isinstance(backend, str):
-        from latentsearch.index.milvus import check_reachable
-
-        check_reachable(backend)  # a wrong address fails in seconds, before any work
+    check_reachable(backend)  # a wrong address fails in seconds, before any work
     run = load_run(args.run)
-    existing = None
-    if args.update:
-        from latentsearch import distributed
-
-        if distributed.context().enabled:
-            raise CLIError("--update runs in one process: start it without torchrun")
-        existing = ImageIndex.load(args.update, milvus=_milvus_options(args, args.update))
-        existing.check_compatible(run)  # refuse before spending time on decoding
-        if args.precision is not None and args.precision != existing.precision:
-            raise CLIError(
-                f"--precision {args.precision}: --update embeds in the index's own precision "
-                f"({existing.precision}), so old and new vectors match; build a new index with "
-                "--out to change it"
-            )
+    existing = _existing(args, run)
     t_decode = time.perf_counter()
     spec = _data_spec(args.images)
-    update = None
-    streamed: dict[str, Any] | None = None
-    if existing is not None and is_image_folder(args.images):
-        # Unchanged files are only hashed; new and changed ones are decoded in workers.
-        from latentsearch.index.streaming import update_folder
-
-        if args.workers is not None and args.workers < 0:
-            raise CLIError(f"--workers must be 0 or more, got {args.workers}")
-        t_index = time.perf_counter()
-        folder_update = update_folder(
-            existing,
-            run,
-            args.images,
-            workers=args.workers,
-            progress=not args.json,
-            data_spec=spec,
+    images = _images(args, run)
+    t_index = time.perf_counter()
+    extra: dict[str, Any] = {}  # what only a build, or only an update, reports
+    if existing is not None:
+        # Unchanged images are only hashed; new and changed ones are decoded and embedded.
+        done = update_images(
+            existing, run, images, workers=args.workers, progress=not args.json, data_spec=spec
         )
-        index, update, out = existing, folder_update.report, Path(args.update)
-        source, skipped = folder_update.source, folder_update.skipped
+        index, out, source, skipped = existing, Path(args.update), done.source, done.skipped
         t_save = time.perf_counter()
         index.save(out)
-        t_end = time.perf_counter()
-    elif existing is None and is_image_folder(args.images):
-        # A folder of files streams: decoded in parallel, a chunk at a time, resumable.
-        folder_result = _index_streamed(args, run, spec, backend)
-        if folder_result.index is None:
+        report = done.report
+        extra["update"] = {
+            "added": len(report.added),
+            "changed": len(report.changed),
+            "removed": len(report.removed),
+            "unchanged": len(report.unchanged),
+            "embedded": report.embedded,
+        }
+    else:
+        try:
+            built = index_images(
+                run,
+                images,
+                args.out,
+                spec=_spec(args, backend),
+                workers=args.workers,
+                progress=not args.json and distributed.context().is_main,
+                data_spec=spec,
+            )
+        finally:
+            distributed.teardown()
+        if built.index is None or built.path is None:
             return 0  # a rank other than 0 of a torchrun job: rank 0 reports
-        index, out, source, skipped = (
-            folder_result.index,
-            folder_result.path,
-            folder_result.source,
-            folder_result.skipped,
-        )
-        st = folder_result.stats
-        t_index = t_decode + st.list_seconds + st.decode_wait_seconds
+        index, out, source, skipped = built.index, built.path, built.source, built.skipped
+        st = built.stats
+        t_index += st.list_seconds + st.decode_wait_seconds
         t_save = t_index + st.embed_seconds + st.merge_seconds
-        t_end = time.perf_counter()
-        streamed = {
+        extra["streamed"] = {
             "workers": st.workers,
             "ranks": st.world_size,
             "chunks": st.chunks,
@@ -176,30 +181,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             "embedded_chunks": st.embedded_chunks,
             "restarted": st.restarted,
         }
-    else:
-        splits = load_data(args.images, image_size=run.model.image_size, progress=not args.json)
-        data = all_images(splits)
-        source, skipped = data.source, data.skipped
-        t_index = time.perf_counter()
-        if existing is not None:
-            index = existing
-            update = index.update(run, data, progress=not args.json, data_spec=spec)
-            out = Path(args.update)
-        else:
-            index = ImageIndex.build(
-                run,
-                data,
-                index_type=args.index_type,
-                progress=not args.json,
-                data_spec=spec,
-                backend=backend,
-                precision=args.precision or "fp32",
-            )
-            out = Path(args.out)
-        t_save = time.perf_counter()
-        index.save(out)
-        t_end = time.perf_counter()
-
+    t_end = time.perf_counter()
     work = t_save - t_decode
     result: dict[str, Any] = {
         "index": str(out),
@@ -217,28 +199,26 @@ def cmd_index(args: argparse.Namespace) -> int:
         "index_seconds": t_save - t_index,
         "save_seconds": t_end - t_save,
         "images_per_second": len(index) / work if work > 0 else None,
+        **extra,
     }
-    if streamed is not None:
-        result["streamed"] = streamed
-    if update is not None:
-        result["update"] = {
-            "added": len(update.added),
-            "changed": len(update.changed),
-            "removed": len(update.removed),
-            "unchanged": len(update.unchanged),
-            "embedded": update.embedded,
-        }
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
+    else:
+        _print_index(result, index, skipped)
+    return 0
+
+
+def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[str, str]]) -> None:
+    """``cmd_index``'s report for people."""
+    out, update, streamed = result["index"], result.get("update"), result.get("streamed")
     if update is not None:
         print(
-            f"updated {out}: {len(update.added)} added, {len(update.changed)} changed, "
-            f"{len(update.removed)} removed, {len(update.unchanged)} unchanged "
-            f"({update.embedded} embedded)"
+            f"updated {out}: {update['added']} added, {update['changed']} changed, "
+            f"{update['removed']} removed, {update['unchanged']} unchanged "
+            f"({update['embedded']} embedded)"
         )
     else:
-        print(f"indexed {len(index)} images of {source} with run {run.path}")
+        print(f"indexed {len(index)} images of {result['source']} with run {result['run']}")
     if streamed is not None and streamed["restarted"]:
         print(f"earlier partial shards discarded ({streamed['restarted']}); started over")
     elif streamed is not None and streamed["resumed_chunks"]:
@@ -261,7 +241,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     if index.recall_at_10 is not None:
         print(f"recall@10: {index.recall_at_10:.3f} (sample of indexed images vs exact search)")
     print(f"saved to {out}")
-    return 0
 
 
 # ---------------------------------------------------------------------------- duplicates

@@ -1,11 +1,15 @@
 """Persisted image indexes: build with a trained run, save, load, search, update, deduplicate.
 
->>> from latentsearch.data import load_data
->>> from latentsearch.index import ImageIndex, all_images
+Every index is built and updated by one pipeline, ``streaming.index_images`` /
+``streaming.update_images``, from a folder of files (streamed) or images in memory, with
+what to build given as an :class:`IndexSpec`; ``ImageIndex`` loads, saves and searches.
+Vector stores (FAISS, Milvus) are chosen by name in ``stores``.
+
+>>> from latentsearch.index import IndexSpec
+>>> from latentsearch.index.streaming import index_images
 >>> from latentsearch.runs import load_run
 >>> run = load_run("runs/demo/seed-ae")
->>> index = ImageIndex.build(run, all_images(load_data("photos/", image_size=32)))
->>> index.save("photos.index")
+>>> index_images(run, "photos/", "photos.index", spec=IndexSpec(index_type="hnsw"))
 >>> neighbors = ImageIndex.load("photos.index").search_images(run, pixels, k=10)
 """
 
@@ -34,6 +38,7 @@ from latentsearch.index.image_index import (
     UpdateReport,
     all_images,
 )
+from latentsearch.index.spec import IndexSpec
 from latentsearch.index.vector_store import BACKENDS, MilvusOptions, VectorStore
 
 __all__ = [
@@ -50,6 +55,7 @@ __all__ = [
     "ImageIndexError",
     "IndexFormatError",
     "IndexItem",
+    "IndexSpec",
     "MilvusOptions",
     "Neighbor",
     "StoredPixelsUnavailable",

@@ -126,6 +126,18 @@ class BuiltIndex:
     recall_at_10: float | None = None
 
 
+def check_index_type(index_type: str) -> None:
+    """Refuses an ``index_type`` that is not one of ``INDEX_TYPES``.
+
+    Raises:
+        ImageIndexError: Naming the accepted ones.
+    """
+    if index_type not in INDEX_TYPES:
+        raise ImageIndexError(
+            f"unknown index type {index_type!r}; choose one of: {', '.join(INDEX_TYPES)}"
+        )
+
+
 def resolve_index_type(
     index_type: str,
     n: int,
@@ -144,10 +156,7 @@ def resolve_index_type(
     Raises:
         ImageIndexError: For an unknown ``index_type``.
     """
-    if index_type not in INDEX_TYPES:
-        raise ImageIndexError(
-            f"unknown index type {index_type!r}; choose one of: {', '.join(INDEX_TYPES)}"
-        )
+    check_index_type(index_type)
     if index_type == "auto":
         exact = EXACT_MAX_ITEMS if exact_max_items is None else exact_max_items
         compressed = COMPRESSED_MIN_ITEMS if compressed_min_items is None else compressed_min_items

@@ -19,7 +19,6 @@ collection named in the manifest.
 from __future__ import annotations
 
 import errno
-import hashlib
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,6 +50,12 @@ from latentsearch.index.items import (
     read_manifest,
     write_manifest,
 )
+from latentsearch.index.spec import (
+    DEFAULT_PRECISION,
+    EMBED_PRECISIONS,
+    IndexSpec,
+    model_device,
+)
 from latentsearch.precision import PrecisionError, resolve_precision
 
 if TYPE_CHECKING:
@@ -63,9 +68,6 @@ INDEX_FILE = "index.faiss"
 EMBEDDINGS_FILE = "embeddings.npy"
 MANIFEST_FILE = "manifest.json"
 
-EMBED_PRECISIONS = ("fp32", "bf16", "fp16")
-"""What a manifest's ``precision`` may say: how the indexed images were embedded."""
-
 FINGERPRINT_KEYS = ("model", "weights_sha256", "image_size", "in_channels", "embedding_dim")
 """What identifies the run that built an index."""
 
@@ -76,7 +78,6 @@ _FINGERPRINT_WORDS = {
     "in_channels": "input channels",
     "embedding_dim": "embedding size",
 }
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -139,33 +140,6 @@ def all_images(splits: DataSplits) -> ImageData:
     )
 
 
-def file_sha256(path: str | Path) -> str | None:
-    """SHA-256 of a file's bytes, None when it cannot be read (it is then re-embedded later)."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-def _items_of(data: ImageData) -> ItemTable:
-    labels = data.labels.tolist()
-    builder = ItemTableBuilder()
-    if data.paths is None:
-        for i, y in zip(data.ids, labels, strict=True):
-            builder.add(i, None, int(y), None)
-    else:
-        # The source's hashes are those of the bytes its pixels came from; hashing the files
-        # again could pair a file changed since decoding with its old pixels.
-        hashes = data.sha256 if data.sha256 is not None else [file_sha256(p) for p in data.paths]
-        for i, p, y, h in zip(data.ids, data.paths, labels, hashes, strict=True):
-            builder.add(i, p, int(y), h)
-    return item_table(builder)
-
-
 def item_table(items: Sequence[IndexItem] | ItemTableBuilder) -> ItemTable:
     """The items (or a builder's) as a table; ImageIndexError when an id appears twice."""
     try:
@@ -193,7 +167,7 @@ def _check_manifest_values(manifest: dict[str, Any]) -> None:
         raise TypeError(f"recall_at_10 must be a number or null, got {recall!r:.80}")
     if manifest["index_type"] not in backends.INDEX_TYPES[1:]:
         raise ValueError(f"unknown index_type {manifest['index_type']!r:.40}")
-    if manifest.get("precision", "fp32") not in EMBED_PRECISIONS:
+    if manifest.get("precision", DEFAULT_PRECISION) not in EMBED_PRECISIONS:
         raise ValueError(f"unknown precision {manifest['precision']!r:.40}")
 
 
@@ -233,23 +207,6 @@ def _check_embeddings(path: Path, embeddings: np.ndarray, manifest: Any, n: int)
             f"{path}/{EMBEDDINGS_FILE} holds {embeddings.dtype} {embeddings.shape}, the "
             f"manifest promises float32 ({n}, {dim})"
         )
-
-
-def _check_images(run: Run, data: ImageData) -> None:
-    s, c = run.model.image_size, run.model.in_channels
-    h, w, ch = data.image_shape
-    if (h, w, ch) != (s, s, c):
-        hint = f"load them with image_size={s}" if ch == c else "they need the run's channels"
-        raise ImageIndexError(
-            f"the images are {h}×{w}×{ch} but run {run.path} takes {s}×{s}×{c}: {hint}"
-        )
-    if len(data) == 0:
-        raise ImageIndexError(f"nothing to index: {data.source or 'the data'} holds no images")
-
-
-def _model_device(run: Run) -> Any:
-    """The device the run's model is on (``torch.device``)."""
-    return next(run.model.parameters()).device
 
 
 def _now() -> str:
@@ -292,68 +249,48 @@ class ImageIndex:
         run: Run,
         data: ImageData,
         *,
-        index_type: str = "auto",
+        spec: IndexSpec | None = None,
         progress: bool = False,
         data_spec: str | None = None,
         embeddings: np.ndarray | None = None,
-        backend: str | vector_store.MilvusOptions = vector_store.DEFAULT_BACKEND,
-        precision: str = "fp32",
+        **spec_fields: Any,
     ) -> ImageIndex:
         """Embeds every image of ``data`` with ``run``'s model and indexes the embeddings.
+
+        A shorthand for ``streaming.index_images(run, data, spec=spec).index``, the one
+        pipeline every index is built by.
 
         Args:
             run: A trained run (``latentsearch.runs.load_run``).
             data: The images, decoded at the run's image size and channels
                 (``all_images(load_data(spec, image_size=run.model.image_size))``).
-            index_type: ``auto`` (exact up to ``EXACT_MAX_ITEMS`` items, else approximate),
-                ``flat`` (exact), ``hnsw`` or ``ivf`` (approximate, recall measured).
+            spec: What to build (``IndexSpec``); or its fields as keywords (``index_type``,
+                ``precision``, ``backend``).
             progress: Show a progress bar while embedding, on a terminal.
             data_spec: How to load the images again (a ``load_data`` spec), kept in the
                 manifest so tools can show images of sources that have no files.
-            embeddings: ``embed_images(run.model, data.pixels)`` if already computed.
-                Shape: (N, D), float32.
-            backend: Where the vectors live: ``faiss`` (in memory, saved as
-                ``index.faiss``), ``milvus`` (an embedded milvus-lite database in the index
-                folder) or ``MilvusOptions(uri=...)`` (a Milvus server or cluster).
-            precision: How to embed (``embed_images``): ``fp32`` (the default, exact),
-                ``bf16``/``fp16`` autocast or ``auto``. Recorded in the manifest; queries and
-                updates embed in the same precision. With ``embeddings``: the precision they
-                were made in.
+            embeddings: ``embed_images(run.model, data.pixels)`` if already computed, in
+                ``spec.precision``. Shape: (N, D), float32.
+            **spec_fields: ``IndexSpec`` fields, when ``spec`` is None.
 
         Returns:
             The index, not yet saved.
 
         Raises:
             ImageIndexError: For images of the wrong size, no images, duplicate ids, an
-                unknown ``index_type``, or ``embeddings`` of another shape.
-            PrecisionError: When this machine cannot embed in ``precision``.
+                unknown index type, or ``embeddings`` of another shape.
+            PrecisionError: When this machine cannot embed in the precision asked for.
         """
-        backends.resolve_index_type(index_type, len(data))
-        _check_images(run, data)
-        items = _items_of(data)
-        if embeddings is None:
-            precision = resolve_precision(precision, _model_device(run))
-            embeddings = embed_images(
-                run.model, data.pixels, progress=progress, precision=precision
+        from latentsearch.index import streaming  # the pipeline builds on this class
+
+        spec = spec or IndexSpec(**spec_fields)
+        if embeddings is not None:
+            return streaming.index_embeddings(
+                run, data, embeddings, spec=spec.resolve(run), data_spec=data_spec
             )
-        elif embeddings.shape != (len(data), run.model.embedding_dim) or (
-            embeddings.dtype != np.float32
-        ):
-            raise ImageIndexError(
-                f"embeddings must be float32 ({len(data)}, {run.model.embedding_dim}), one row "
-                f"per image, got {embeddings.dtype} {embeddings.shape}"
-            )
-        return cls.from_embeddings(
-            run,
-            embeddings,
-            items,
-            class_names=data.class_names,
-            source=data.source,
-            index_type=index_type,
-            data_spec=data_spec,
-            backend=backend,
-            precision=precision,
-        )
+        built = streaming.index_images(run, data, spec=spec, progress=progress, data_spec=data_spec)
+        assert built.index is not None  # only a distributed job's other ranks get None
+        return built.index
 
     @classmethod
     def from_embeddings(
@@ -364,14 +301,10 @@ class ImageIndex:
         *,
         class_names: Sequence[str],
         source: str,
-        index_type: str = "auto",
+        spec: IndexSpec,
         data_spec: str | None = None,
-        backend: str | vector_store.MilvusOptions = vector_store.DEFAULT_BACKEND,
-        precision: str = "fp32",
     ) -> ImageIndex:
-        """Indexes embeddings already made with ``run``'s model (e.g. streamed, in chunks).
-
-        :meth:`build` is this after embedding the images; the result is the same index.
+        """Indexes embeddings already made with ``run``'s model: the pipeline's last step.
 
         Args:
             run: The run whose model made the embeddings.
@@ -379,28 +312,22 @@ class ImageIndex:
             items: The indexed images (unique ids).
             class_names: Names of the items' labels.
             source: Where the images came from, for people.
-            index_type: See :meth:`build`.
-            data_spec: See :meth:`build`.
-            backend: See :meth:`build`.
-            precision: The precision the embeddings were made in, one of
-                ``EMBED_PRECISIONS``; queries will be embedded in it too.
+            spec: What to build, resolved (``IndexSpec.resolve``); its precision is the one
+                the embeddings were made in, and queries will be embedded in it too.
+            data_spec: How to load the images again (a ``load_data`` spec), kept in the
+                manifest so tools can show images of sources that have no files.
 
         Returns:
             The index, not yet saved.
 
         Raises:
-            ImageIndexError: For no items, duplicate ids, an unknown ``index_type`` or
-                ``precision``, or embeddings that are not float32
+            ImageIndexError: For no items, duplicate ids, an unknown index type or
+                precision, or embeddings that are not float32
                 ``(len(items), run.model.embedding_dim)``.
         """
-        if precision not in EMBED_PRECISIONS:
-            raise ImageIndexError(
-                f"precision must be one of {', '.join(EMBED_PRECISIONS)} (how the embeddings "
-                f"were made), got {precision!r}"
-            )
+        spec.check_embedded()
         if not items:
             raise ImageIndexError(f"nothing to index: {source or 'the data'} holds no images")
-        backends.resolve_index_type(index_type, len(items))
         if embeddings.shape != (len(items), run.model.embedding_dim) or (
             embeddings.dtype != np.float32
         ):
@@ -411,7 +338,7 @@ class ImageIndex:
         items = item_table(items)
         fingerprint = {k: run.fingerprint[k] for k in FINGERPRINT_KEYS}
         store = stores.create_store(
-            embeddings, index_type, backend=backend, fingerprint=fingerprint
+            embeddings, spec.index_type, backend=spec.backend, fingerprint=fingerprint
         )
         meta: dict[str, Any] = {
             "format": INDEX_FORMAT,
@@ -421,10 +348,10 @@ class ImageIndex:
             "metric": backends.METRIC,
             "backend": store.backend,
             "index_type": store.index_type,
-            "index_type_requested": index_type,
+            "index_type_requested": spec.index_type,
             "index_params": dict(store.params),
             "recall_at_10": store.recall_at_10,
-            "precision": precision,
+            "precision": spec.precision,
             "run": str(Path(run.path).resolve()),
             "source": source,
             "data": data_spec,
@@ -440,12 +367,12 @@ class ImageIndex:
         progress: bool = False,
         data_spec: str | None = None,
     ) -> UpdateReport:
-        """Brings the index in line with ``data``: embeds new and changed files only.
+        """Brings the index in line with ``data``: embeds new and changed images only.
 
-        Items are matched by id; a file whose content (SHA-256) is unchanged keeps its stored
-        embedding. Items without a content hash (array sources) cannot be compared and are
-        re-embedded. The vector store is then brought in line (same requested kind), in place:
-        FAISS rebuilds its index, Milvus rewrites only the rows that changed.
+        A shorthand for ``streaming.update_images(self, run, data).report``, the one pipeline
+        every index is updated by: items are matched by id; an image whose content (SHA-256)
+        is unchanged keeps its stored embedding; items without a content hash (array sources)
+        cannot be compared and are re-embedded.
 
         Args:
             run: The run that built the index.
@@ -460,25 +387,11 @@ class ImageIndex:
             FingerprintMismatch: When ``run`` is not the run that built the index.
             ImageIndexError: For images of the wrong size, no images or duplicate ids.
         """
-        self.check_compatible(run)
-        _check_images(run, data)
-        items = _items_of(data)
-        report, reuse = self.plan_update(items)
-        todo = np.flatnonzero(reuse < 0)
-        new = np.empty((len(todo), self.embedding_dim), dtype=np.float32)
-        if todo.size:
-            new = embed_images(
-                run.model, data.pixels[todo], progress=progress, precision=self.precision_for(run)
-            )
-        self.apply_update(
-            items,
-            reuse,
-            new,
-            source=data.source,
-            class_names=data.class_names,
-            data_spec=data_spec,
-        )
-        return report
+        from latentsearch.index import streaming  # the pipeline builds on this class
+
+        return streaming.update_images(
+            self, run, data, progress=progress, data_spec=data_spec
+        ).report
 
     def plan_update(self, items: Sequence[IndexItem]) -> tuple[UpdateReport, np.ndarray]:
         """What :meth:`update` to ``items`` must embed, without embedding anything.
@@ -781,7 +694,7 @@ class ImageIndex:
     def precision_for(self, run: Run) -> str:
         """The index's precision where this machine has it, else fp32 with a warning."""
         try:
-            return resolve_precision(self.precision, _model_device(run))
+            return resolve_precision(self.precision, model_device(run))
         except PrecisionError as e:
             warnings.warn(
                 f"the index was embedded in {self.precision}, which this machine lacks ({e}); "
@@ -1008,7 +921,7 @@ class ImageIndex:
     def precision(self) -> str:
         """How the indexed images were embedded: ``fp32`` (indexes from before it was
         recorded), ``bf16`` or ``fp16``; queries and updates are embedded the same way."""
-        return str(self._meta.get("precision", "fp32"))
+        return str(self._meta.get("precision", DEFAULT_PRECISION))
 
     @property
     def recall_at_10(self) -> float | None:

@@ -1,27 +1,32 @@
-"""Indexing a folder of images as a stream: parallel decoding, chunked shards, resumable.
+"""The one indexing pipeline: a source of images, embedded a chunk at a time, merged into an index.
 
-``ImageIndex.build`` needs every image decoded in one array. :func:`index_folder` never holds
-more than a few chunks of pixels: the sorted file list (``list_image_folder``, the same ids and
-order as ``load_image_folder``) is cut into chunks; worker processes decode chunks
-(``decode_files``) while this process embeds the previous ones; each chunk's embeddings and
-per-file results (content hash, or why the file was skipped) go to a shard file in a scratch
-folder beside the output, ``.<out name>.shards/``. At the end the shards are merged into the
-same index ``ImageIndex.build`` makes from the same folder, which is saved; then the scratch
-folder is removed.
+Every index is built by :func:`index_images` and updated by :func:`update_images`. A source
+lists its images before any is read: a folder of image files (:class:`FolderSource`, listed by
+``list_image_folder`` in ``load_image_folder``'s ids and order, decoded by ``decode_files`` in
+worker processes), or images already decoded in memory (:class:`ArraySource`, an
+``ImageData``, which is one chunk). The list is cut into chunks; each chunk's images are
+decoded while the previous ones are embedded, and its embeddings and per-file results (content
+hash, or why the file was skipped) become a shard. The shards are merged, in order, into the
+index. What to build comes as one ``IndexSpec``, resolved once, here.
 
-Resuming: the scratch folder records the job (run fingerprint, image size, chunk size and a
-digest of the file list). A killed job restarted with the same arguments reuses every shard
-whose files still have the content hashed in it, and embeds only the rest. Another run or
-another file list discards the old shards (``StreamStats.restarted`` says why).
+A folder indexed into ``out`` keeps its shards in a scratch folder beside the output,
+``.<out name>.shards/``, so it never holds more than a few chunks of pixels; the scratch
+folder is removed after the save. Other builds keep their shards in memory.
+
+Resuming: the scratch folder records the job (run fingerprint, image size, chunk size,
+precision and a digest of the file list). A killed job restarted with the same arguments reuses
+every shard whose files still have the content hashed in it, and embeds only the rest. Another
+run or another file list discards the old shards (``StreamStats.restarted`` says why).
 
 Under ``torchrun`` (``latentsearch.distributed``) each rank embeds its contiguous share of
 the chunks (``shard``) into the same scratch folder (the ranks share a file system); rank 0
 merges and saves, so the index is the one a single process builds. A file a rank cannot read
 is recorded in its shard and reported by rank 0 like any other skipped file.
 
-Updating: :func:`update_folder` brings an index in line with its folder the same way: every
-file is hashed (in the workers), and only new and changed files are decoded and embedded, a
-chunk at a time; the result equals ``ImageIndex.update`` on the fully decoded folder.
+Updating: every image is hashed (a folder's in the workers), and only new and changed ones are
+decoded and embedded, a chunk at a time; an image whose content is unchanged keeps its stored
+embedding. Images without a content hash (array sources) cannot be compared and are embedded
+again.
 
 Pixels are not kept: every item of a folder has its file, which is what the page and
 ``search --grid`` show; ``ImageIndex.stored_pixels`` serves only sources without files.
@@ -30,13 +35,13 @@ Pixels are not kept: every item of a folder has its file, which is what the page
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,11 +50,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from latentsearch.data import SOURCES, DataError
+from latentsearch.data import SOURCES, DataError, ImageData
 from latentsearch.data.folder import (
     DecodedFiles,
     FolderFile,
-    FolderFiles,
     FolderListing,
     decode_files,
     hash_files,
@@ -57,7 +61,6 @@ from latentsearch.data.folder import (
 )
 from latentsearch.data.idx import is_idx_folder
 from latentsearch.embedding import embed_images
-from latentsearch.index import backends, vector_store
 from latentsearch.index.errors import ImageIndexError
 from latentsearch.index.image_index import (
     FINGERPRINT_KEYS,
@@ -66,7 +69,7 @@ from latentsearch.index.image_index import (
     item_table,
 )
 from latentsearch.index.items import ItemTable, ItemTableBuilder
-from latentsearch.precision import resolve_precision
+from latentsearch.index.spec import IndexSpec, model_device
 
 try:
     import fcntl
@@ -131,19 +134,20 @@ class StreamStats:
 
 
 @dataclass(frozen=True)
-class FolderIndexResult:
-    """What :func:`index_folder` made.
+class IndexResult:
+    """What :func:`index_images` made.
 
     Attributes:
-        index: The saved index; None on ranks other than 0 of a distributed job.
-        path: Where it was saved.
-        source: Where the images came from, as ``all_images(load_data(folder)).source``.
+        index: The index (saved to ``path`` when one was given); None on ranks other than 0
+            of a distributed job.
+        path: Where it was saved, None when it was not.
+        source: Where the images came from, as ``all_images(load_data(...)).source``.
         skipped: ``(path, reason)`` for every file not indexed, as ``ImageData.skipped``.
         stats: Counts and timings.
     """
 
     index: ImageIndex | None
-    path: Path
+    path: Path | None
     source: str
     skipped: list[tuple[str, str]]
     stats: StreamStats
@@ -178,20 +182,303 @@ def shards_dir(out: str | Path) -> Path:
     return out.parent / f".{out.name}.shards"
 
 
+# ---------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class ArrayFile:
+    """One image of an in-memory source.
+
+    Attributes:
+        id: The image's id.
+        path: Its file, None for sources without files.
+        label: Class index, -1 when unknown.
+    """
+
+    id: str
+    path: str | None
+    label: int
+
+
+class _Reader(contextlib.AbstractContextManager["_Reader"]):
+    """Reads a source's images by position: decoded pixels, or only content hashes."""
+
+    @abstractmethod
+    def decoded(self, groups: Iterable[list[int]]) -> Iterator[DecodedFiles]:
+        """The images at each group of positions, decoded, in order."""
+
+    @abstractmethod
+    def hashes(self, groups: Iterable[list[int]]) -> list[list[str]]:
+        """The content hashes of each group's images ("" where unknown or unreadable)."""
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops any worker processes."""
+
+
+class ImageSource(ABC):
+    """Images to index, listed before any is read.
+
+    Attributes:
+        files: Every listed image, in order: ``id``, ``path`` (None without a file) and
+            ``label``.
+        source: Where the images came from, for people.
+        class_names: Names of the labels.
+    """
+
+    files: Sequence[FolderFile | ArrayFile]
+    source: str
+    class_names: list[str]
+
+    @abstractmethod
+    def check(self, run: Run) -> None:
+        """Refuses images the run cannot embed.
+
+        Raises:
+            ImageIndexError: Naming what does not match.
+        """
+
+    @abstractmethod
+    def chunk_size(self, run: Run) -> int:
+        """Images per chunk when the caller names none."""
+
+    @abstractmethod
+    def reader(self, workers: int, image_size: int) -> _Reader:
+        """Reads the images with ``workers`` processes (0: in this one) at the run's size."""
+
+    @abstractmethod
+    def skipped(self, failed: dict[int, str]) -> list[tuple[str, str]]:
+        """Every image not indexed, as ``ImageData.skipped``.
+
+        Args:
+            failed: Why each image that could not be decoded failed, by position.
+
+        Raises:
+            DataError: When a split is left without a readable image.
+        """
+
+    def job(self) -> dict[str, Any] | None:
+        """What identifies the listed files, for resuming a job from its shards on disk;
+        None when the source cannot be resumed (it is not on disk)."""
+        return None
+
+
+class FolderSource(ImageSource):
+    """A folder of image files, listed as ``load_image_folder`` reads it.
+
+    Args:
+        folder: Any layout ``load_image_folder`` reads.
+
+    Raises:
+        DataError: When the folder is missing or holds no files.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.listing: FolderListing = list_image_folder(folder)
+        self.files = self.listing.files  # every split's files, train first
+        self.source = self.listing.source
+        self.class_names = list(self.listing.class_names)
+
+    def check(self, run: Run) -> None:
+        s, c = run.model.image_size, run.model.in_channels
+        if c != 3:
+            # The words of an in-memory source's check, for a folder decoded as RGB.
+            raise ImageIndexError(
+                f"the images are {s}×{s}×3 but run {run.path} takes {s}×{s}×{c}: they need "
+                "the run's channels"
+            )
+
+    def chunk_size(self, run: Run) -> int:
+        return auto_chunk_size(run.model.image_size)
+
+    def reader(self, workers: int, image_size: int) -> _Reader:
+        return _Decoder(workers, image_size, self.listing.files)
+
+    def _split_of(self) -> np.ndarray:
+        """The split of each file, as an index into ``listing.splits``."""
+        sizes = [len(s.files) for s in self.listing.splits]
+        return np.repeat(np.arange(len(sizes), dtype=np.int8), sizes)
+
+    def skipped(self, failed: dict[int, str]) -> list[tuple[str, str]]:
+        split_index = self._split_of()
+        counts = np.bincount(split_index, minlength=len(self.listing.splits))
+        skipped: list[tuple[str, str]] = []
+        for k, part in enumerate(self.listing.splits):
+            # As load_image_folder: problems found while listing first, then decoding failures.
+            files = self.listing.files
+            mine = [(files[i].path, why) for i, why in failed.items() if split_index[i] == k]
+            both = [*part.problems, *mine]
+            if len(mine) == counts[k]:
+                root = self.listing.root
+                reasons = "; ".join(f"{Path(p).relative_to(root)}: {why}" for p, why in both[:3])
+                raise DataError(f"no readable image in {part.where} (e.g. {reasons})")
+            skipped.extend(both)
+        return skipped
+
+    def job(self) -> dict[str, Any]:
+        # The file list (ids, labels, known problems) goes in as a digest: job.json stays small.
+        h = hashlib.sha256()
+        for split in self.listing.splits:
+            h.update(f"[{split.name}]\n".encode())
+            for rel, label in zip(split.files.ids(), split.files.labels.tolist(), strict=True):
+                h.update(f"{rel}\0{label}\n".encode())
+            for path, reason in split.problems:
+                h.update(f"!{path}\0{reason}\n".encode())
+        return {"root": str(self.listing.root), "file_list_sha256": h.hexdigest()}
+
+
+class ArraySource(ImageSource):
+    """Images already decoded (``ImageData``): one chunk, nothing to decode.
+
+    Args:
+        data: The images, at the run's image size and channels.
+    """
+
+    def __init__(self, data: ImageData) -> None:
+        self.data = data
+        self.source = data.source
+        self.class_names = list(data.class_names)
+        labels = data.labels.tolist()
+        paths = data.paths if data.paths is not None else [None] * len(data)
+        self.files = [
+            ArrayFile(i, p, int(y)) for i, p, y in zip(data.ids, paths, labels, strict=True)
+        ]
+        # The source's hashes are those of the bytes its pixels came from; hashing the files
+        # again could pair a file changed since decoding with its old pixels.
+        if data.sha256 is not None:
+            self.sha256 = [h or "" for h in data.sha256]
+        elif data.paths is not None:
+            self.sha256 = hash_files(list(data.paths))  # "" for a file that cannot be read
+        else:
+            self.sha256 = [""] * len(data)
+
+    def check(self, run: Run) -> None:
+        s, c = run.model.image_size, run.model.in_channels
+        h, w, ch = self.data.image_shape
+        if (h, w, ch) != (s, s, c):
+            hint = f"load them with image_size={s}" if ch == c else "they need the run's channels"
+            raise ImageIndexError(
+                f"the images are {h}×{w}×{ch} but run {run.path} takes {s}×{s}×{c}: {hint}"
+            )
+        if len(self.data) == 0:
+            raise ImageIndexError(f"nothing to index: {self.source or 'the data'} holds no images")
+        _file_table(self.files, self.sha256)  # duplicate ids fail before any embedding
+
+    def chunk_size(self, run: Run) -> int:
+        return max(1, len(self.files))  # one chunk: the pixels are all here already
+
+    def reader(self, workers: int, image_size: int) -> _Reader:
+        return _ArrayReader(self)
+
+    def skipped(self, failed: dict[int, str]) -> list[tuple[str, str]]:
+        return list(self.data.skipped)
+
+
+class _ArrayReader(_Reader):
+    def __init__(self, source: ArraySource) -> None:
+        self._source = source
+
+    def decoded(self, groups: Iterable[list[int]]) -> Iterator[DecodedFiles]:
+        pixels, sha256 = self._source.data.pixels, self._source.sha256
+        for group in groups:
+            n = len(group)
+            whole = n == len(pixels) and group == list(range(n))
+            yield DecodedFiles(
+                pixels=pixels if whole else pixels[group],  # no copy of a whole source
+                ok=np.ones(n, dtype=bool),
+                sha256=[sha256[i] for i in group],
+                errors=[None] * n,
+            )
+
+    def hashes(self, groups: Iterable[list[int]]) -> list[list[str]]:
+        return [[self._source.sha256[i] for i in group] for group in groups]
+
+
+def as_source(images: str | Path | ImageData | ImageSource) -> ImageSource:
+    """``images`` as a source: a folder's path, or images decoded in memory.
+
+    Raises:
+        DataError: For a folder that is missing or holds no files.
+    """
+    if isinstance(images, ImageSource):
+        return images
+    if isinstance(images, ImageData):
+        return ArraySource(images)
+    return FolderSource(images)
+
+
+class _Decoder(_Reader):
+    """Decodes a folder's files in worker processes (or here, with no workers), a bounded
+    window of chunks ahead."""
+
+    def __init__(self, workers: int, image_size: int, files: Sequence[FolderFile]) -> None:
+        self.image_size = image_size
+        self.workers = workers
+        self._files = files
+        self._pool: Any = None
+        if workers > 0:
+            # Never fork: this process runs torch's thread pools, which a fork leaves broken.
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            if "forkserver" in methods:
+                ctx.set_forkserver_preload(["latentsearch.data.folder"])
+            self._pool = ctx.Pool(workers)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def _paths(self, groups: Iterable[list[int]]) -> Iterator[list[str]]:
+        # Each group's paths are made when it goes to a worker, not all at once.
+        return ([self._files[i].path for i in group] for group in groups)
+
+    def decoded(self, groups: Iterable[list[int]]) -> Iterator[DecodedFiles]:
+        """The decoded chunks, in order; at most ``WINDOW_PER_WORKER * workers`` in flight."""
+        if self._pool is None:
+            for paths in self._paths(groups):
+                yield decode_files(paths, self.image_size)
+            return
+        window: deque[Any] = deque()
+        todo = self._paths(groups)
+        for paths in todo:
+            window.append(self._pool.apply_async(decode_files, (paths, self.image_size)))
+            if len(window) >= WINDOW_PER_WORKER * self.workers:
+                break
+        while window:
+            result = window.popleft().get()
+            nxt = next(todo, None)
+            if nxt is not None:
+                window.append(self._pool.apply_async(decode_files, (nxt, self.image_size)))
+            yield result
+
+    def hashes(self, groups: Iterable[list[int]]) -> list[list[str]]:
+        if self._pool is None:
+            return [hash_files(paths) for paths in self._paths(groups)]
+        return list(self._pool.imap(hash_files, self._paths(groups)))
+
+
 # ---------------------------------------------------------------------------- the job
 @dataclass(frozen=True)
 class _Job:
-    listing: FolderListing
-    files: FolderFiles  # every split's files, train first
+    source: ImageSource
     chunk_size: int
     description: dict[str, Any]  # what job.json records
     digest: str  # of the description
 
     @property
+    def files(self) -> Sequence[FolderFile | ArrayFile]:
+        return self.source.files
+
+    @property
     def chunks(self) -> int:
         return -(-len(self.files) // self.chunk_size)
 
-    def chunk(self, c: int) -> list[FolderFile]:
+    def positions(self, c: int) -> list[int]:
+        return list(range(c * self.chunk_size, min((c + 1) * self.chunk_size, len(self.files))))
+
+    def chunk(self, c: int) -> Sequence[FolderFile | ArrayFile]:
         return self.files[c * self.chunk_size : (c + 1) * self.chunk_size]
 
     @property
@@ -199,34 +486,20 @@ class _Job:
         return str(self.description["precision"])
 
 
-def _split_of(listing: FolderListing) -> np.ndarray:
-    """The split of each of ``listing.files``, as an index into ``listing.splits``."""
-    sizes = [len(s.files) for s in listing.splits]
-    return np.repeat(np.arange(len(sizes), dtype=np.int8), sizes)
-
-
-def _make_job(run: Run, listing: FolderListing, chunk_size: int, precision: str) -> _Job:
-    files = listing.files
-    # The file list (ids, labels, known problems) goes in as a digest: job.json stays small.
-    h = hashlib.sha256()
-    for split in listing.splits:
-        h.update(f"[{split.name}]\n".encode())
-        for rel, label in zip(split.files.ids(), split.files.labels.tolist(), strict=True):
-            h.update(f"{rel}\0{label}\n".encode())
-        for path, reason in split.problems:
-            h.update(f"!{path}\0{reason}\n".encode())
+def _make_job(run: Run, source: ImageSource, chunk_size: int, precision: str) -> _Job:
+    listed = source.job() or {}
     description = {
         "format": SHARDS_FORMAT,
         "fingerprint": {k: run.fingerprint[k] for k in FINGERPRINT_KEYS},
-        "root": str(listing.root),
+        "root": listed.get("root"),
         "image_size": int(run.model.image_size),
         "chunk_size": int(chunk_size),
         "precision": precision,
-        "files": len(files),
-        "file_list_sha256": h.hexdigest(),
+        "files": len(source.files),
+        "file_list_sha256": listed.get("file_list_sha256"),
     }
     digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
-    return _Job(listing, files, chunk_size, description, digest)
+    return _Job(source, chunk_size, description, digest)
 
 
 def _why_different(old: Any, new: dict[str, Any]) -> str | None:
@@ -363,121 +636,106 @@ def _read_shard(folder: Path, c: int, job: _Job, dim: int) -> _Shard | None:
     return shard
 
 
-# ---------------------------------------------------------------------------- decoding
-class _Decoder:
-    """Decodes chunks in worker processes (or here, with no workers), a bounded window ahead."""
+class _MemoryShards:
+    """Shards kept in this process: a build that writes no folder, or has no files to resume."""
 
-    def __init__(self, workers: int, image_size: int) -> None:
-        self.image_size = image_size
-        self.workers = workers
-        self._pool: Any = None
-        if workers > 0:
-            # Never fork: this process runs torch's thread pools, which a fork leaves broken.
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-            if "forkserver" in methods:
-                ctx.set_forkserver_preload(["latentsearch.data.folder"])
-            self._pool = ctx.Pool(workers)
+    where = "memory"
+    merged: Path | None = None
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+    def __init__(self) -> None:
+        self._shards: dict[int, _Shard] = {}
 
-    def decoded(self, chunks: Iterable[list[str]]) -> Iterator[DecodedFiles]:
-        """The decoded chunks, in order; at most ``WINDOW_PER_WORKER * workers`` in flight."""
-        if self._pool is None:
-            for paths in chunks:
-                yield decode_files(paths, self.image_size)
-            return
-        window: deque[Any] = deque()
-        todo = iter(chunks)
-        for paths in todo:
-            window.append(self._pool.apply_async(decode_files, (paths, self.image_size)))
-            if len(window) >= WINDOW_PER_WORKER * self.workers:
-                break
-        while window:
-            result = window.popleft().get()
-            nxt = next(todo, None)
-            if nxt is not None:
-                window.append(self._pool.apply_async(decode_files, (nxt, self.image_size)))
-            yield result
+    def write(self, c: int, shard: _Shard) -> None:
+        self._shards[c] = shard
 
-    def hashes(self, chunks: Iterable[list[str]]) -> list[list[str]]:
-        """The content hashes of each chunk's files, in order."""
-        if self._pool is None:
-            return [hash_files(paths) for paths in chunks]
-        return list(self._pool.imap(hash_files, chunks))
+    def read(self, c: int, dim: int) -> _Shard | None:
+        return self._shards.get(c)
+
+    def read_ok(self, c: int) -> np.ndarray | None:
+        shard = self._shards.get(c)
+        return None if shard is None else shard.ok
+
+
+class _DiskShards:
+    """Shards as files of the scratch folder: what lets a killed job resume."""
+
+    def __init__(self, folder: Path, job: _Job) -> None:
+        self.where = folder
+        self.merged = folder / MERGED_FILE
+        self._job = job
+
+    def write(self, c: int, shard: _Shard) -> None:
+        _write_shard(self.where, c, self._job, shard)
+
+    def read(self, c: int, dim: int) -> _Shard | None:
+        return _read_shard(self.where, c, self._job, dim)
+
+    def read_ok(self, c: int) -> np.ndarray | None:
+        return _read_ok(self.where, c, self._job)
+
+
+_Shards = _MemoryShards | _DiskShards
 
 
 # ---------------------------------------------------------------------------- the build
-def _checked_sizes(run: Run, workers: object, chunk_size: int | None) -> int:
-    """Refuses bad ``workers`` / ``chunk_size``; returns the chunk size (None: automatic)."""
+def _check_sizes(workers: object, chunk_size: object) -> None:
+    """Refuses bad ``workers`` / ``chunk_size`` (None: the source's own chunk size)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ImageIndexError(f"workers must be 0 or more, got {workers!r}")
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(run.model.image_size)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
         raise ImageIndexError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return chunk_size
 
 
-def _check_run(run: Run) -> None:
-    s, c = run.model.image_size, run.model.in_channels
-    if c != 3:
-        # The words of ImageIndex.build for a folder decoded as RGB.
-        raise ImageIndexError(
-            f"the images are {s}×{s}×3 but run {run.path} takes {s}×{s}×{c}: they need "
-            "the run's channels"
-        )
-
-
-def index_folder(
+def index_images(
     run: Run,
-    folder: str | Path,
-    out: str | Path,
+    images: str | Path | ImageData | ImageSource,
+    out: str | Path | None = None,
     *,
-    index_type: str = "auto",
+    spec: IndexSpec | None = None,
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
     data_spec: str | None = None,
-    backend: str | vector_store.MilvusOptions = vector_store.DEFAULT_BACKEND,
     on_shard: Callable[[int], None] | None = None,
-    precision: str = "fp32",
-) -> FolderIndexResult:
-    """Embeds a folder of images as a stream and saves its index to ``out``.
+) -> IndexResult:
+    """Embeds images a chunk at a time and indexes them; saves the index to ``out`` if given.
 
-    The index equals ``ImageIndex.build(run, all_images(load_data(folder, image_size=...)))``
-    (same items in the same order, same skipped files, embeddings equal up to float rounding),
-    but only the embeddings and per-file metadata grow with the folder.
+    A folder's images are streamed: only the embeddings and per-file metadata grow with it,
+    and with ``out`` the job resumes from its shards when run again (see the module doc).
+    Images in memory (``all_images(load_data(...))``) are one chunk. Both give the same
+    index (same items in the same order, same skipped files, embeddings equal up to float
+    rounding).
 
     Args:
-        run: A trained run taking RGB images.
-        folder: A folder of image files (any layout ``load_image_folder`` reads).
-        out: The index folder to write (an existing index there is replaced).
-        index_type: See ``ImageIndex.build``.
-        workers: Decoding processes; None means one per core, 0 decodes in this process.
-        chunk_size: Files per chunk (and shard); None picks ``auto_chunk_size``. Part of the
-            job: a restart with another chunk size starts over.
+        run: A trained run (``latentsearch.runs.load_run``).
+        images: A folder of image files (any layout ``load_image_folder`` reads), images
+            decoded at the run's image size and channels, or an :class:`ImageSource`.
+        out: The index folder to write (an existing index there is replaced); None keeps the
+            index in memory only.
+        spec: What to build (default ``IndexSpec()``), resolved here once; its precision is
+            part of a folder's job: a restart in another precision starts over.
+        workers: Decoding processes for a folder; None means one per core, 0 decodes in this
+            process.
+        chunk_size: Images per chunk (and shard); None picks ``auto_chunk_size`` for a folder,
+            every image for images in memory. Part of the job: another chunk size starts over.
         progress: Show a progress bar on a terminal.
-        data_spec: Kept in the manifest, see ``ImageIndex.build``.
-        backend: Where the vectors live, see ``ImageIndex.build``.
+        data_spec: How to load the images again (a ``load_data`` spec), kept in the manifest
+            so tools can show images of sources that have no files.
         on_shard: Called with each chunk's number once its shard is written (a hook for
             tests and progress reports; an exception raised there stops the job, resumably).
-        precision: How to embed, see ``ImageIndex.build``. Part of the job: a restart in
-            another precision starts over.
 
     Returns:
         The index (rank 0 only), where it went, the skipped files and statistics.
 
     Raises:
-        DataError: When the folder is missing, holds no files, or a split holds no readable
+        DataError: When a folder is missing, holds no files, or a split holds no readable
             image.
-        ImageIndexError: For a run that does not take RGB images, a bad ``index_type``,
-            ``workers`` or ``chunk_size``, or another job writing the same ``out``.
-        PrecisionError: When this machine cannot embed in ``precision``.
+        ImageIndexError: For images the run cannot embed, no images, duplicate ids, a bad
+            index type, backend, ``workers`` or ``chunk_size``, or another job writing the
+            same ``out``.
+        PrecisionError: When this machine cannot embed in ``spec.precision``.
         OSError: When the shards or the index cannot be written.
     """
     from latentsearch import distributed
@@ -485,20 +743,47 @@ def index_folder(
     dist = distributed.context()
     if workers is None:
         workers = max(1, default_workers() // dist.local_world_size)  # ranks share the cores
-    chunk_size = _checked_sizes(run, workers, chunk_size)
-    _check_run(run)
-    backends.resolve_index_type(index_type, 1)  # an unknown kind fails before any work
-    precision = resolve_precision(precision, next(run.model.parameters()).device)
-    if dist.enabled:
-        distributed.setup(next(run.model.parameters()).device)
-
+    _check_sizes(workers, chunk_size)
+    spec = (spec or IndexSpec()).resolve(run)  # an unknown kind fails before any work
     t0 = time.perf_counter()
-    listing = list_image_folder(folder)
-    job = _make_job(run, listing, chunk_size, precision)
-    out = Path(os.path.abspath(out))
-    scratch = shards_dir(out)
+    source = as_source(images)
+    source.check(run)
+    job = _make_job(run, source, chunk_size or source.chunk_size(run), spec.precision)
     t_list = time.perf_counter()
+    if out is not None and job.description["root"] is not None:
+        return _index_on_disk(run, job, Path(os.path.abspath(out)), spec, workers, progress,
+                              data_spec, on_shard, (t0, t_list))  # fmt: skip
+    shards = _MemoryShards()
+    counts = _embed_chunks(run, job, shards, list(range(job.chunks)), workers, progress, on_shard)
+    t_embed = time.perf_counter()
+    index, skipped = _merge(run, job, shards, spec, data_spec)
+    t_merge = time.perf_counter()
+    if out is not None:
+        out = index.save(out)
+    stats = _stats(job, counts, None, workers, 1, (t0, t_list, t_embed, t_merge))
+    return IndexResult(index, None if out is None else Path(out), source.source, skipped, stats)
 
+
+def _index_on_disk(
+    run: Run,
+    job: _Job,
+    out: Path,
+    spec: IndexSpec,
+    workers: int,
+    progress: bool,
+    data_spec: str | None,
+    on_shard: Callable[[int], None] | None,
+    times: tuple[float, float],
+) -> IndexResult:
+    """:func:`index_images` of a folder into ``out``: shards on disk, resumable, and shared
+    by the ranks of a distributed job."""
+    from latentsearch import distributed
+
+    dist = distributed.context()
+    if dist.enabled:
+        distributed.setup(model_device(run))
+    scratch = shards_dir(out)
+    shards = _DiskShards(scratch, job)
     restarted: str | None = None
     with contextlib.ExitStack() as stack:
         failure: BaseException | None = None
@@ -514,27 +799,63 @@ def index_folder(
         mine = list(range(job.chunks))[distributed.shard(job.chunks, dist)]
         counts = _Counts()
         try:
-            counts = _embed_chunks(run, job, scratch, mine, workers, progress, on_shard)
+            counts = _embed_chunks(run, job, shards, mine, workers, progress, on_shard)
         except BaseException as e:
             failure = e
         _agree_on_failure(failure, "embedding its chunks")
         t_embed = time.perf_counter()
-        stats = _stats(job, counts, restarted, workers, dist.world_size, t0, t_list, t_embed)
+        stats = _stats(job, counts, restarted, workers, dist.world_size, (*times, t_embed))
         if not dist.is_main:
             distributed.barrier()  # rank 0 merges and saves
-            return FolderIndexResult(None, out, listing.source, [], stats)
+            return IndexResult(None, out, job.source.source, [], stats)
         try:
-            index, skipped = _merge(run, job, scratch, index_type, data_spec, backend)
+            index, skipped = _merge(run, job, shards, spec, data_spec)
             t_merge = time.perf_counter()
             index.save(out)
         finally:
             distributed.barrier()
     shutil.rmtree(scratch, ignore_errors=True)
-    t_save = time.perf_counter()
-    stats = dataclasses.replace(
-        stats, merge_seconds=t_merge - t_embed, save_seconds=t_save - t_merge
+    stats = _stats(job, counts, restarted, workers, dist.world_size, (*times, t_embed, t_merge))
+    return IndexResult(index, out, job.source.source, skipped, stats)
+
+
+def index_embeddings(
+    run: Run,
+    data: ImageData,
+    embeddings: np.ndarray,
+    *,
+    spec: IndexSpec,
+    data_spec: str | None = None,
+) -> ImageIndex:
+    """Indexes images whose embeddings were already made with ``run`` (in ``spec.precision``).
+
+    Args:
+        run: The run whose model made the embeddings.
+        data: The images (see :func:`index_images`).
+        embeddings: One row per image. Shape: (N, D), float32.
+        spec: What to build, resolved.
+        data_spec: See :func:`index_images`.
+
+    Raises:
+        ImageIndexError: For images the run cannot embed, or embeddings of another shape.
+    """
+    source = ArraySource(data)
+    source.check(run)
+    if embeddings.shape != (len(data), run.model.embedding_dim) or (embeddings.dtype != np.float32):
+        raise ImageIndexError(
+            f"embeddings must be float32 ({len(data)}, {run.model.embedding_dim}), one row "
+            f"per image, got {embeddings.dtype} {embeddings.shape}"
+        )
+    items = _file_table(source.files, source.sha256)
+    return ImageIndex.from_embeddings(
+        run,
+        embeddings,
+        items,
+        class_names=source.class_names,
+        source=source.source,
+        spec=spec,
+        data_spec=data_spec,
     )
-    return FolderIndexResult(index, out, listing.source, skipped, stats)
 
 
 def _agree_on_failure(failure: BaseException | None, doing: str) -> None:
@@ -568,10 +889,12 @@ def _stats(
     restarted: str | None,
     workers: int,
     world_size: int,
-    t0: float,
-    t_list: float,
-    t_embed: float,
+    times: tuple[float, ...],
 ) -> StreamStats:
+    """The stats at the end of a stage; ``times`` holds when the job started and when its
+    listing, embedding and (once done) merge ended; the save ends now."""
+    t0, t_list, t_embed, *merged = times
+    t_save = time.perf_counter()
     return StreamStats(
         files=len(job.files),
         chunks=job.chunks,
@@ -584,15 +907,15 @@ def _stats(
         list_seconds=t_list - t0,
         decode_wait_seconds=counts.decode_wait,
         embed_seconds=counts.embed,
-        merge_seconds=0.0,
-        save_seconds=0.0,
+        merge_seconds=merged[0] - t_embed if merged else 0.0,
+        save_seconds=t_save - merged[0] if merged else 0.0,
     )
 
 
 def _embed_chunks(
     run: Run,
     job: _Job,
-    scratch: Path,
+    shards: _Shards,
     mine: list[int],
     workers: int,
     progress: bool,
@@ -605,14 +928,11 @@ def _embed_chunks(
 
     dim = run.model.embedding_dim
     counts = _Counts()
-    decoder = _Decoder(min(workers, len(mine)), run.model.image_size)
-    try:
+    with job.source.reader(min(workers, len(mine)), run.model.image_size) as reader:
         # A shard is reused only while its files still hold the bytes it was made from.
         # Only the hashes of the shards found are kept, not their vectors.
-        existing = {
-            c: s.sha256 for c in mine if (s := _read_shard(scratch, c, job, dim)) is not None
-        }
-        hashes = decoder.hashes([f.path for f in job.chunk(c)] for c in existing)
+        existing = {c: s.sha256 for c in mine if (s := shards.read(c, dim)) is not None}
+        hashes = reader.hashes(job.positions(c) for c in existing)
         done = {c for c, h in zip(existing, hashes, strict=True) if h == existing[c]}
         del existing
         counts.resumed = len(done)
@@ -624,8 +944,7 @@ def _embed_chunks(
             unit="img",
             disable=not show_progress(progress),
         ) as bar:
-            # Each chunk's paths are made when it goes to a worker, not all at once.
-            stream = decoder.decoded([f.path for f in job.chunk(c)] for c in todo)
+            stream = reader.decoded(job.positions(c) for c in todo)
             for c in todo:
                 t = time.perf_counter()
                 decoded = next(stream)
@@ -641,111 +960,97 @@ def _embed_chunks(
                     sha256=decoded.sha256,
                     errors=["" if e is None else e for e in decoded.errors],
                 )
-                _write_shard(scratch, c, job, shard)
+                shards.write(c, shard)
                 counts.decode_wait += t1 - t
                 counts.embed += time.perf_counter() - t1
                 counts.embedded += 1
                 bar.update(len(decoded.ok))
                 if on_shard is not None:
                     on_shard(c)
-    finally:
-        decoder.close()
     return counts
 
 
 def _merge(
-    run: Run,
-    job: _Job,
-    scratch: Path,
-    index_type: str,
-    data_spec: str | None,
-    backend: str | vector_store.MilvusOptions,
+    run: Run, job: _Job, shards: _Shards, spec: IndexSpec, data_spec: str | None
 ) -> tuple[ImageIndex, list[tuple[str, str]]]:
     """Reads every shard back, in order, into the index and the list of skipped files."""
     dim = run.model.embedding_dim
+    where = shards.where
     # Two passes, so that the embeddings are held once: count, then copy.
     n_ok = 0
     for c in range(job.chunks):
-        ok = _read_ok(scratch, c, job)
+        ok = shards.read_ok(c)
         if ok is None:
             raise ImageIndexError(
-                f"the shard of chunk {c} in {scratch} is missing or damaged (another process "
+                f"the shard of chunk {c} in {where} is missing or damaged (another process "
                 "wrote there?): run the same command again to redo it"
             )
         n_ok += int(ok.sum())
-    # The vectors go to a file beside the shards, not to this process's memory: FAISS then
-    # holds the only resident copy, and the pages of the file are the kernel's to drop.
-    # A file left by a job stopped after its save is the saved index's embeddings.npy too (a
-    # hard link): unlink it, so that the new vectors go to a new file, never into that one.
-    (scratch / MERGED_FILE).unlink(missing_ok=True)
-    embeddings = (
-        np.lib.format.open_memmap(
-            scratch / MERGED_FILE, mode="w+", dtype=np.float32, shape=(n_ok, dim)
-        )
-        if n_ok
-        else np.empty((0, dim), dtype=np.float32)
-    )
+    embeddings = _merged_buffer(shards.merged, n_ok, dim)
     items = ItemTableBuilder()  # columns, not an object per item
-    split_index = _split_of(job.listing)
-    names = [split.name for split in job.listing.splits]
-    failures: dict[str, list[tuple[str, str]]] = {s.name: [] for s in job.listing.splits}
-    indexed = dict.fromkeys(failures, 0)
+    failed: dict[int, str] = {}
     for c in range(job.chunks):
-        shard = _read_shard(scratch, c, job, dim)
+        shard = shards.read(c, dim)
         if shard is None or len(items) + len(shard.embeddings) > n_ok:
             raise ImageIndexError(
-                f"the shard of chunk {c} in {scratch} changed while it was read (another "
+                f"the shard of chunk {c} in {where} changed while it was read (another "
                 "process writes there?): run the same command again"
             )
         embeddings[len(items) : len(items) + len(shard.embeddings)] = shard.embeddings
         base = c * job.chunk_size
         for j, f in enumerate(job.chunk(c)):
-            split = names[split_index[base + j]]
             if shard.ok[j]:
-                items.add(f.id, f.path, f.label, shard.sha256[j])
-                indexed[split] += 1
+                # No hash: an array source without files, whose items cannot be compared.
+                items.add(f.id, f.path, f.label, shard.sha256[j] or None)
             else:
-                failures[split].append((f.path, shard.errors[j]))
+                failed[base + j] = shard.errors[j]
     if len(items) != n_ok:
         raise ImageIndexError(
-            f"the shards in {scratch} changed while they were read: run the same command again"
+            f"the shards in {where} changed while they were read: run the same command again"
         )
-    if isinstance(embeddings, np.memmap):
+    if isinstance(embeddings, np.memmap) and shards.merged is not None:
         # Read-only from here: the save links this file into the index folder as it is.
         embeddings.flush()
-        embeddings = np.load(scratch / MERGED_FILE, mmap_mode="r", allow_pickle=False)
-    skipped: list[tuple[str, str]] = []
-    for part in job.listing.splits:
-        # As load_image_folder: problems found while listing first, then decoding failures.
-        both = [*part.problems, *failures[part.name]]
-        if not indexed[part.name]:
-            root = job.listing.root
-            reasons = "; ".join(f"{Path(p).relative_to(root)}: {why}" for p, why in both[:3])
-            raise DataError(f"no readable image in {part.where} (e.g. {reasons})")
-        skipped.extend(both)
+        embeddings = np.load(shards.merged, mmap_mode="r", allow_pickle=False)
+    skipped = job.source.skipped(failed)
     index = ImageIndex.from_embeddings(
         run,
         embeddings,
         item_table(items),
-        class_names=job.listing.class_names,
-        source=job.listing.source,
-        index_type=index_type,
+        class_names=job.source.class_names,
+        source=job.source.source,
+        spec=spec,
         data_spec=data_spec,
-        backend=backend,
-        precision=job.precision,
     )
     return index, skipped
 
 
+def _merged_buffer(path: Path | None, n: int, dim: int) -> np.ndarray:
+    """Where the merge puts every shard's vectors, in item order. Shape: (n, dim), float32.
+
+    With a ``path`` (shards on disk) it is a file, not this process's memory: FAISS then
+    holds the only resident copy, and the pages of the file are the kernel's to drop.
+    """
+    if path is not None:
+        # A file left by a job stopped after its save is the saved index's embeddings.npy too
+        # (a hard link): unlink it, so that the new vectors go to a new file, never into it.
+        path.unlink(missing_ok=True)
+    if path is None or n == 0:
+        return np.empty((n, dim), dtype=np.float32)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+
+
 # ---------------------------------------------------------------------------- the update
 def _file_table(
-    files: Sequence[FolderFile], sha256: Sequence[str], keep: np.ndarray | None = None
+    files: Sequence[FolderFile | ArrayFile],
+    sha256: Sequence[str],
+    keep: np.ndarray | None = None,
 ) -> ItemTable:
     """The item table of ``files`` (those ``keep`` marks), in columns, not an object per file.
 
     Args:
-        files: The listed files.
-        sha256: Their content hashes, "" where a file could not be read.
+        files: The listed images.
+        sha256: Their content hashes, "" where unknown or unreadable.
         keep: Which files to include. Shape: (len(files),), bool; None: all.
     """
     builder = ItemTableBuilder()
@@ -757,15 +1062,15 @@ def _file_table(
 
 
 @dataclass(frozen=True)
-class FolderUpdateResult:
-    """What :func:`update_folder` did.
+class UpdateResult:
+    """What :func:`update_images` did.
 
     Attributes:
         report: Ids added, changed, removed and unchanged.
-        source: Where the images came from, as ``all_images(load_data(folder)).source``.
+        source: Where the images came from, as ``all_images(load_data(...)).source``.
         skipped: ``(path, reason)`` for every file not indexed, as ``ImageData.skipped``.
-        hashed: Files hashed to compare with the index (every listed file).
-        decoded: Files decoded and embedded (the new and changed ones).
+        hashed: Images hashed to compare with the index (every listed one).
+        decoded: Images decoded and embedded (the new and changed ones).
     """
 
     report: UpdateReport
@@ -775,108 +1080,114 @@ class FolderUpdateResult:
     decoded: int
 
 
-def update_folder(
+def update_images(
     index: ImageIndex,
     run: Run,
-    folder: str | Path,
+    images: str | Path | ImageData | ImageSource,
     *,
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
     data_spec: str | None = None,
-) -> FolderUpdateResult:
-    """Brings ``index`` in line with a folder, decoding only its new and changed files.
+) -> UpdateResult:
+    """Brings ``index`` in line with its images, embedding only the new and changed ones.
 
-    The result equals ``index.update(run, all_images(load_data(folder, image_size=...)))``
-    (same items and order, same report, same skipped files), but unchanged files are only
-    hashed, never decoded, and new ones are decoded a chunk at a time in worker processes.
-    The index is changed in memory; save it to keep the result.
+    Items are matched by id; an image whose content (SHA-256) is unchanged keeps its stored
+    embedding and, in a folder, is only hashed, never decoded; new ones are decoded a chunk
+    at a time in worker processes. Images are embedded in the index's own precision. The
+    vector store is then brought in line (same requested kind), in place: FAISS rebuilds its
+    index, Milvus rewrites only the rows that changed. Save the index to keep the result.
 
     Args:
         index: The index to update, built by ``run``.
         run: The run that built it.
-        folder: A folder of image files (see ``index_folder``).
-        workers: Hashing and decoding processes; None: one per core, 0: in this process.
-        chunk_size: Files per decoded chunk; None picks ``auto_chunk_size``.
+        images: As for :func:`index_images`.
+        workers: Hashing and decoding processes for a folder; None: one per core, 0: in this
+            process.
+        chunk_size: Images per decoded chunk; None: as for :func:`index_images`.
         progress: Show a progress bar on a terminal.
         data_spec: New value for the manifest's ``data`` (None keeps the old one).
 
     Returns:
-        The report, the skipped files and how many files were hashed and decoded.
+        The report, the skipped files and how many images were hashed and decoded.
 
     Raises:
         FingerprintMismatch: When ``run`` did not build ``index``.
-        DataError: When the folder is missing or a split holds no readable image.
-        ImageIndexError: For a run that does not take RGB images, or bad ``workers`` or
-            ``chunk_size``.
+        DataError: When a folder is missing or a split holds no readable image.
+        ImageIndexError: For images the run cannot embed, no images, duplicate ids, or bad
+            ``workers`` or ``chunk_size``.
+    """
+    index.check_compatible(run)
+    if workers is None:
+        workers = default_workers()
+    _check_sizes(workers, chunk_size)
+    source = as_source(images)
+    source.check(run)
+    files = source.files
+    size = chunk_size or source.chunk_size(run)
+    groups = [list(range(i, min(i + size, len(files)))) for i in range(0, len(files), size)]
+    with source.reader(min(workers, len(groups)), run.model.image_size) as reader:
+        hashes = [h for chunk in reader.hashes(groups) for h in chunk]
+        # A file that cannot be read has no hash: it goes to the decoder, which says why.
+        _, plan = index.plan_update(_file_table(files, hashes))
+        todo = np.flatnonzero(plan < 0).tolist()
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+        new, ok, failed = _embed_new(index, run, reader, batches, hashes, progress)
+    # One table for the second plan and the update (each would otherwise build its own).
+    items = _file_table(files, hashes, ok)
+    report, _ = index.plan_update(items)  # unreadable files drop out: removed, or never added
+    skipped = source.skipped(failed)
+    index.apply_update(
+        items,
+        plan[ok],  # -1 exactly where ``new`` has a row, in order
+        new,
+        source=source.source,
+        class_names=source.class_names,
+        data_spec=data_spec,
+    )
+    return UpdateResult(report, source.source, skipped, len(files), len(todo))
+
+
+def _embed_new(
+    index: ImageIndex,
+    run: Run,
+    reader: _Reader,
+    batches: list[list[int]],
+    hashes: list[str],
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Decodes and embeds the images of ``batches`` for an update.
+
+    ``hashes`` is updated in place with the hashes of the bytes decoded.
+
+    Returns:
+        The embeddings of the readable ones, in order (shape: (M, D), float32); which of
+        all ``len(hashes)`` images are readable (shape: (len(hashes),), bool); and why each
+        unreadable one failed, by position.
     """
     from tqdm.auto import tqdm
 
     from latentsearch.progress import show_progress
 
-    index.check_compatible(run)
-    _check_run(run)
-    if workers is None:
-        workers = default_workers()
-    chunk_size = _checked_sizes(run, workers, chunk_size)
-    listing = list_image_folder(folder)
-    files = listing.files
-    split_index = _split_of(listing)
-    starts = range(0, len(files), chunk_size)
-    decoder = _Decoder(min(workers, len(starts)), run.model.image_size)
-    try:
-        # Each chunk's paths are made as the workers take it, not all at once.
-        paths = ([f.path for f in files[i : i + chunk_size]] for i in starts)
-        hashes = [h for chunk in decoder.hashes(paths) for h in chunk]
-        # A file that cannot be read has no hash: it goes to the decoder, which says why.
-        _, plan = index.plan_update(_file_table(files, hashes))
-        todo = [i for i in range(len(files)) if plan[i] < 0]
-        ok = np.ones(len(files), dtype=bool)
-        errors: dict[int, str] = {}
-        new = np.empty((len(todo), index.embedding_dim), dtype=np.float32)
-        n_new = 0
-        precision = index.precision_for(run)
-        batches = [todo[i : i + chunk_size] for i in range(0, len(todo), chunk_size)]
-        with tqdm(
-            total=len(todo), desc="update", unit="img", disable=not show_progress(progress)
-        ) as bar:
-            stream = decoder.decoded([[files[i].path for i in b] for b in batches])
-            for batch in batches:
-                decoded = next(stream)
-                for j, i in enumerate(batch):
-                    if decoded.ok[j]:
-                        # The bytes decoded are the ones to record (the file may have changed
-                        # between hashing and decoding).
-                        hashes[i] = decoded.sha256[j]
-                    else:
-                        ok[i] = False
-                        errors[i] = decoded.errors[j] or "unreadable"
-                if len(decoded.pixels):
-                    vectors = embed_images(run.model, decoded.pixels, precision=precision)
-                    new[n_new : n_new + len(vectors)] = vectors
-                    n_new += len(vectors)
-                bar.update(len(batch))
-    finally:
-        decoder.close()
-    # One table for the second plan and the update (each would otherwise build its own).
-    items = _file_table(files, hashes, ok)
-    report, _ = index.plan_update(items)  # unreadable files drop out: removed, or never added
-    reuse = plan[ok]  # -1 exactly where ``new`` has a row, in order
-    skipped: list[tuple[str, str]] = []
-    for k, part in enumerate(listing.splits):
-        failed = [(files[i].path, why) for i, why in errors.items() if split_index[i] == k]
-        if not ok[split_index == k].any():
-            root = listing.root
-            both = [*part.problems, *failed]
-            reasons = "; ".join(f"{Path(p).relative_to(root)}: {why}" for p, why in both[:3])
-            raise DataError(f"no readable image in {part.where} (e.g. {reasons})")
-        skipped.extend([*part.problems, *failed])
-    index.apply_update(
-        items,
-        reuse,
-        new[:n_new],
-        source=listing.source,
-        class_names=listing.class_names,
-        data_spec=data_spec,
-    )
-    return FolderUpdateResult(report, listing.source, skipped, len(files), len(todo))
+    ok = np.ones(len(hashes), dtype=bool)
+    failed: dict[int, str] = {}
+    total = sum(len(b) for b in batches)
+    new = np.empty((total, index.embedding_dim), dtype=np.float32)
+    n_new = 0
+    precision = index.precision_for(run)
+    with tqdm(total=total, desc="update", unit="img", disable=not show_progress(progress)) as bar:
+        for batch, decoded in zip(batches, reader.decoded(batches), strict=True):
+            for j, i in enumerate(batch):
+                if decoded.ok[j]:
+                    # The bytes decoded are the ones to record (the file may have changed
+                    # between hashing and decoding).
+                    hashes[i] = decoded.sha256[j]
+                else:
+                    ok[i] = False
+                    failed[i] = decoded.errors[j] or "unreadable"
+            if len(decoded.pixels):
+                vectors = embed_images(run.model, decoded.pixels, precision=precision)
+                new[n_new : n_new + len(vectors)] = vectors
+                n_new += len(vectors)
+            bar.update(len(batch))
+    return new[:n_new], ok, failed
