@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from latentsearch.data import DataError
-from latentsearch.index import ImageIndex
+from latentsearch.index import ImageIndex, streaming
 from latentsearch.workflow import WorkflowError, prepare
 
 TINTS = {"blue": (0, 0, 1), "green": (0, 1, 0), "red": (1, 0, 0)}
@@ -96,7 +96,7 @@ def test_an_interrupted_call_leaves_a_run_the_next_call_reuses(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(ImageIndex, "build", interrupted)
+        m.setattr(streaming, "index_images", interrupted)
         with pytest.raises(KeyboardInterrupt):
             prepare(photos, tmp_path / "work", epochs=1, report=False, log=_quiet, progress=False)
     assert not (tmp_path / "work" / "index").exists()  # no half-written index

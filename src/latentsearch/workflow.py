@@ -158,6 +158,7 @@ def prepare(
     from latentsearch.evaluation import evaluate_run
     from latentsearch.index import ImageIndex, ImageIndexError, all_images
     from latentsearch.index.storage import replace_dir
+    from latentsearch.index.streaming import index_images, update_images
     from latentsearch.runs import CONFIG_FILE, RunError, TrainConfig, load_run
     from latentsearch.training import train
 
@@ -210,15 +211,20 @@ def prepare(
             existing.check_compatible(run)
         except ImageIndexError:
             existing = None  # built with another run: build afresh
+    # The pipeline of `latentsearch index`, over the images already decoded for training:
+    # one chunk in memory, not a second read of the folder.
     if existing is not None:
-        update = existing.update(run, images, progress=progress, data_spec=str(photos))
-        index, embedded = existing, update.embedded
+        done = update_images(existing, run, images, progress=progress, data_spec=str(photos))
+        index, update = existing, done.report
+        embedded = update.embedded
         log(
             f"index {index_dir}: {len(update.added)} added, {len(update.changed)} changed, "
             f"{len(update.removed)} removed, {len(update.unchanged)} unchanged"
         )
     else:
-        index = ImageIndex.build(run, images, progress=progress, data_spec=str(photos))
+        built = index_images(run, images, progress=progress, data_spec=str(photos))
+        assert built.index is not None  # only other ranks of a distributed folder job get none
+        index = built.index
         embedded = len(index)
         log(f"index {index_dir}: {len(index)} images")
     if embedded or existing is None:
