@@ -353,8 +353,8 @@ def train(
         return _train(
             config,
             Path(out),
-            ctx=ctx,
-            device=device,
+            ctx,
+            device,
             resume=resume,
             progress=progress,
             log=log,
@@ -363,12 +363,37 @@ def train(
         )
 
 
+@dataclass
+class _Fitting:
+    """What every epoch steps: built once, and restored from a checkpoint when resuming.
+
+    Attributes:
+        model: The model being trained (with SyncBatchNorm layers when asked for).
+        objective: The loss; it may own weights (a projector) and state (a queue).
+        optimizer: Steps the model's and the objective's weights.
+        scheduler: The cosine schedule, stepped once per batch, or None.
+        scaler: fp16's gradient scaler, or None.
+        step: ``step(batch) -> (loss, parts)``, wrapped in DDP when distributed.
+        precision: The autocast precision resolved for the device.
+        device: Where the model lives.
+    """
+
+    model: EmbeddingModel
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    scaler: torch.amp.GradScaler | None
+    step: Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
+    precision: str
+    device: torch.device
+
+
 def _train(
     config: TrainConfig,
     out: Path,
-    *,
     ctx: distributed.DistContext,
     device: torch.device,
+    *,
     resume: bool,
     progress: bool,
     log: Callable[[dict[str, Any]], None] | None,
@@ -386,7 +411,64 @@ def _train(
     threads = config.threads or max(1, available_cores() // ctx.local_world_size)
     torch.set_num_threads(threads)
     precision = resolve_precision(config.precision, device)
-    scaler = grad_scaler(precision, device)
+    data, splits = _load_splits(config, data, ctx=ctx, progress=progress)
+    class_names = list(data.train.class_names)
+    num_classes, fit_labels = _fit_labels(config, data, splits.fit)
+    fitting = _build_fitting(
+        config,
+        splits.fit,
+        num_classes,
+        state=state,
+        precision=precision,
+        device=device,
+        ctx=ctx,
+        notify=notify,
+    )
+    if ctx.enabled and ctx.is_main and notify is not None:
+        notify(_distributed_summary(config, ctx, device))
+    history = _open_run_folder(out, config, start_epoch, ctx)
+
+    pixels = torch.from_numpy(np.ascontiguousarray(splits.fit.pixels))
+    labels = torch.from_numpy(fit_labels)
+    fitting.model.train()
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        record = _train_epoch(fitting, config, epoch, pixels, labels, ctx=ctx, progress=progress)
+        record.update(threads=threads, world_size=ctx.world_size, load_average=_load_average())
+        if ctx.is_main:
+            _finish_epoch(
+                record,
+                fitting,
+                splits,
+                out=out,
+                config=config,
+                num_classes=num_classes,
+                class_names=class_names,
+            )
+            record["wall_seconds"] = time.perf_counter() - t0
+            with (out / METRICS_FILE).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if log is not None:
+                log(record)
+        history.append(record)
+        distributed.barrier()  # the others wait until rank 0 has written the epoch
+
+    model = _plain_model(fitting, config, splits.fit, num_classes, ctx)
+    return Run(
+        path=out,
+        config=config,
+        model=model,
+        class_names=class_names,
+        epoch=config.epochs,
+        history=history,
+        fingerprint=fingerprint(model, config.model),
+    )
+
+
+def _load_splits(
+    config: TrainConfig, data: DataSplits | None, *, ctx: distributed.DistContext, progress: bool
+) -> tuple[DataSplits, ProtocolSplits]:
+    """The data (loaded unless given) and the protocol's splits, checked to feed every rank."""
     if data is None:
         data = load_data(
             config.data,
@@ -394,29 +476,50 @@ def _train(
             data_dir=config.data_dir,
             progress=progress and ctx.is_main,
         )
-    splits: ProtocolSplits = make_splits(data, config.protocol)
-    fit = splits.fit
-    distributed.check_same(len(fit), what="the number of training images")
-    if len(fit) < 2 * ctx.world_size:
+    splits = make_splits(data, config.protocol)
+    n_fit = len(splits.fit)
+    distributed.check_same(n_fit, what="the number of training images")
+    if n_fit < 2 * ctx.world_size:
         raise distributed.DistributedError(
-            f"{len(fit)} training images cannot feed {ctx.world_size} processes (two each at "
+            f"{n_fit} training images cannot feed {ctx.world_size} processes (two each at "
             "least): start fewer"
         )
-    class_names = list(data.train.class_names)
+    return data, splits
 
-    num_classes = 0
+
+def _fit_labels(config: TrainConfig, data: DataSplits, fit: ImageData) -> tuple[int, np.ndarray]:
+    """The hint head's size and the labels training sees: ``label_fraction`` of them, else -1.
+
+    Returns:
+        The number of classes (0: no labels used) and the labels. Shape: (N,), int64.
+    """
     fit_labels = np.full(len(fit), -1, dtype=np.int64)
-    if config.label_fraction > 0:
-        if not fit.has_labels:
-            raise ConfigError(
-                "label_fraction",
-                f"{config.label_fraction} needs labels, but {data.name} has none (an image "
-                "folder needs one subfolder per class)",
-            )
-        num_classes = len(class_names)
-        keep = label_subset(fit.labels, config.label_fraction, seed=config.seed)
-        fit_labels[keep] = fit.labels[keep]
+    if config.label_fraction <= 0:
+        return 0, fit_labels
+    if not fit.has_labels:
+        raise ConfigError(
+            "label_fraction",
+            f"{config.label_fraction} needs labels, but {data.name} has none (an image "
+            "folder needs one subfolder per class)",
+        )
+    keep = label_subset(fit.labels, config.label_fraction, seed=config.seed)
+    fit_labels[keep] = fit.labels[keep]
+    return len(data.train.class_names), fit_labels
 
+
+def _build_fitting(
+    config: TrainConfig,
+    fit: ImageData,
+    num_classes: int,
+    *,
+    state: dict[str, Any] | None,
+    precision: str,
+    device: torch.device,
+    ctx: distributed.DistContext,
+    notify: Callable[[str], None] | None,
+) -> _Fitting:
+    """Model, objective, optimizer and schedule from the seed, then from ``state`` if resuming."""
+    scaler = grad_scaler(precision, device)
     torch.manual_seed(config.seed)
     model = build_model(config, fit, num_classes).to(device)
     # Only rank 0 reads the file: DDP copies rank 0's weights to the others when it wraps.
@@ -436,148 +539,182 @@ def _train(
     if hasattr(objective, "parameters"):  # objectives may own a head (e.g. a projector)
         params += list(objective.parameters())
     optimizer = make_optimizer(config, params)
-    min_last = 2 * ctx.world_size
-    steps_per_epoch = len(batch_bounds(len(fit), config.batch_size, min_last=min_last))
+    steps_per_epoch = len(batch_bounds(len(fit), config.batch_size, min_last=2 * ctx.world_size))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
         if config.cosine_schedule
         else None
     )
     if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and "scheduler" in state:
-            scheduler.load_state_dict(state["scheduler"])
-        if hasattr(objective, "load_state_dict") and "objective" in state:
-            objective.load_state_dict(state["objective"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-    step = _replicate(model, objective, device)
-    if ctx.enabled and ctx.is_main and notify is not None:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        per_rank = config.batch_size / ctx.world_size
-        notify(
-            f"distributed: {ctx.world_size} processes ({backend}), global batch "
-            f"{config.batch_size} (~{per_rank:.3g} per process), lr {config.lr:g} for the global "
-            "batch (not rescaled), BatchNorm "
-            + ("synchronised" if config.sync_batchnorm else "per process (sync_batchnorm: off)")
-        )
+        _restore_training_state(state, model, optimizer, scheduler, objective, scaler)
+    return _Fitting(
+        model=model,
+        objective=objective,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        # After restoring: DDP sends rank 0's weights to the others when it wraps the model.
+        step=_replicate(model, objective, device),
+        precision=precision,
+        device=device,
+    )
 
-    metrics_path = out / METRICS_FILE
-    history = read_history(out)[:start_epoch] if ctx.is_main else []
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
-        (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
-    pixels = torch.from_numpy(np.ascontiguousarray(fit.pixels))
-    labels_t = torch.from_numpy(fit_labels)
-    model.train()
-    for epoch in range(start_epoch, config.epochs):
-        # Batch order and augmentations depend on (seed, epoch) only, so resuming from a
-        # checkpoint replays exactly what an uninterrupted run would have done. Every rank
-        # draws the same order; each augments its share with its own stream.
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(fit))
-        torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ctx.rank)
-        if hasattr(objective, "set_epoch"):  # objectives whose terms start at some epoch
-            objective.set_epoch(epoch)
-        totals: dict[str, float] = {}
-        seen = 0
-        t0 = time.perf_counter()
-        bar = tqdm(
-            total=len(fit),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="img",
-            disable=not (ctx.is_main and show_progress(progress)),
-            leave=False,
-        )
-        for x, y, global_size in _iterate(pixels, labels_t, order, config.batch_size, ctx):
-            batch = Batch(images=to_tensor(x.numpy(), device), labels=y.to(device))
-            with autocast(precision, device):
-                loss, parts = step(batch)
-            if ctx.enabled:
-                # Each rank's mean, weighted by its share: DDP's average of the gradients is
-                # then the gradient of the global batch's mean, even for uneven shares.
-                loss = loss * (len(x) * ctx.world_size / global_size)
-                bad = distributed.all_reduce_sum((~torch.isfinite(loss.detach())).float())
-                finite = float(bad) == 0.0
-            else:
-                finite = bool(torch.isfinite(loss))
-            if not finite:
-                raise RuntimeError(
-                    f"loss became {float(loss)} at epoch {epoch + 1}: lower `lr` and retry"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v * len(x)
-            seen += len(x)
-            bar.update(global_size)
-            if bar.n % (config.batch_size * 20) < config.batch_size:
-                rate = bar.n / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{parts['loss']:.4f}", img_s=f"{rate:.0f}")
-        bar.close()
-        seconds = time.perf_counter() - t0
-        if ctx.enabled:
-            totals = distributed.all_reduce_dict({**totals, "__seen__": float(seen)})
-            seen = int(totals.pop("__seen__"))
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train": {k: v / max(seen, 1) for k, v in totals.items()},
-            "seconds": seconds,
-            "images_per_second": seen / max(seconds, 1e-9),
-            "lr": optimizer.param_groups[0]["lr"],
-            "precision": precision,
-            "threads": threads,
-            "world_size": ctx.world_size,
-            # Other work on the cores slows an epoch: the 1-minute load average says how much.
-            "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        }
-        if ctx.is_main:
-            _finish_epoch(
-                record,
-                out=out,
-                config=config,
-                model=model,
-                objective=objective,
-                splits=splits,
-                num_classes=num_classes,
-                class_names=class_names,
-                device=device,
-                precision=precision,
-                training_state=_training_state(optimizer, scheduler, objective, scaler),
-            )
-            record["wall_seconds"] = time.perf_counter() - t0
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            if log is not None:
-                log(record)
-        history.append(record)
-        distributed.barrier()  # the others wait until rank 0 has written the epoch
+def _distributed_summary(
+    config: TrainConfig, ctx: distributed.DistContext, device: torch.device
+) -> str:
+    """A line on how the job splits the batch, for the user."""
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    per_rank = config.batch_size / ctx.world_size
+    return (
+        f"distributed: {ctx.world_size} processes ({backend}), global batch "
+        f"{config.batch_size} (~{per_rank:.3g} per process), lr {config.lr:g} for the global "
+        "batch (not rescaled), BatchNorm "
+        + ("synchronised" if config.sync_batchnorm else "per process (sync_batchnorm: off)")
+    )
 
-    model.eval()
-    if config.sync_batchnorm and ctx.enabled:  # hand back the plain architecture
-        plain = build_model(config, fit, num_classes).to(device)
+
+def _open_run_folder(
+    out: Path, config: TrainConfig, start_epoch: int, ctx: distributed.DistContext
+) -> list[dict[str, Any]]:
+    """Rank 0 writes the config and the metrics of the epochs kept; returns those epochs.
+
+    A resumed run's ``metrics.jsonl`` is cut back to the checkpoint's epoch, so that epochs
+    trained after the checkpoint and then lost are not counted twice. Other ranks keep none.
+    """
+    if not ctx.is_main:
+        return []
+    history = read_history(out)[:start_epoch]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    (out / METRICS_FILE).write_text("".join(json.dumps(h) + "\n" for h in history))
+    return history
+
+
+def _train_epoch(
+    fitting: _Fitting,
+    config: TrainConfig,
+    epoch: int,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ctx: distributed.DistContext,
+    progress: bool,
+) -> dict[str, Any]:
+    """One pass over the training images.
+
+    Args:
+        pixels: The training images. Shape: (N, H, W, C), uint8.
+        labels: Their labels, -1 where hidden. Shape: (N,).
+
+    Returns:
+        The epoch's record: its number, mean loss parts over every rank's images, speed,
+        learning rate and precision.
+    """
+    # Batch order and augmentations depend on (seed, epoch) only, so resuming from a
+    # checkpoint replays exactly what an uninterrupted run would have done. Every rank
+    # draws the same order; each augments its share with its own stream.
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(pixels))
+    torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ctx.rank)
+    if hasattr(fitting.objective, "set_epoch"):  # objectives whose terms start at some epoch
+        fitting.objective.set_epoch(epoch)
+    totals: dict[str, float] = {}
+    seen = 0
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=len(pixels),
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        unit="img",
+        disable=not (ctx.is_main and show_progress(progress)),
+        leave=False,
+    )
+    for x, y, global_size in _iterate(pixels, labels, order, config.batch_size, ctx):
+        batch = Batch(images=to_tensor(x.numpy(), fitting.device), labels=y.to(fitting.device))
+        # Each rank's mean, weighted by its share: DDP's average of the gradients is then the
+        # gradient of the global batch's mean, even for uneven shares.
+        share = len(x) * ctx.world_size / global_size
+        parts = _train_step(fitting, batch, share=share, ctx=ctx, epoch=epoch)
+        for k, v in parts.items():
+            totals[k] = totals.get(k, 0.0) + v * len(x)
+        seen += len(x)
+        bar.update(global_size)
+        if bar.n % (config.batch_size * 20) < config.batch_size:
+            rate = bar.n / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{parts['loss']:.4f}", img_s=f"{rate:.0f}")
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if ctx.enabled:
+        totals = distributed.all_reduce_dict({**totals, "__seen__": float(seen)})
+        seen = int(totals.pop("__seen__"))
+    return {
+        "epoch": epoch + 1,
+        "train": {k: v / max(seen, 1) for k, v in totals.items()},
+        "seconds": seconds,
+        "images_per_second": seen / max(seconds, 1e-9),
+        "lr": fitting.optimizer.param_groups[0]["lr"],
+        "precision": fitting.precision,
+    }
+
+
+def _train_step(
+    fitting: _Fitting, batch: Batch, *, share: float, ctx: distributed.DistContext, epoch: int
+) -> dict[str, float]:
+    """One optimizer step on this rank's share of a batch; returns the loss parts.
+
+    Args:
+        share: This rank's share of the global batch times the number of ranks (the weight
+            of its mean loss when distributed).
+
+    Raises:
+        RuntimeError: The loss is not finite on some rank (every rank raises).
+    """
+    with autocast(fitting.precision, fitting.device):
+        loss, parts = fitting.step(batch)
+    if ctx.enabled:
+        loss = loss * share
+        # Every rank must agree to stop, or the others would wait for it forever.
+        bad = distributed.all_reduce_sum((~torch.isfinite(loss.detach())).float())
+        finite = float(bad) == 0.0
+    else:
+        finite = bool(torch.isfinite(loss))
+    if not finite:
+        raise RuntimeError(f"loss became {float(loss)} at epoch {epoch + 1}: lower `lr` and retry")
+    fitting.optimizer.zero_grad(set_to_none=True)
+    if fitting.scaler is not None:
+        fitting.scaler.scale(loss).backward()
+        fitting.scaler.step(fitting.optimizer)
+        fitting.scaler.update()
+    else:
+        loss.backward()
+        fitting.optimizer.step()
+    if fitting.scheduler is not None:
+        fitting.scheduler.step()
+    return parts
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, where the system has one.
+
+    Other work on the cores slows an epoch: the record says how much there was.
+    """
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _plain_model(
+    fitting: _Fitting,
+    config: TrainConfig,
+    fit: ImageData,
+    num_classes: int,
+    ctx: distributed.DistContext,
+) -> EmbeddingModel:
+    """The trained model in eval mode, with plain BatchNorm layers instead of synchronised ones."""
+    model = fitting.model.eval()
+    if config.sync_batchnorm and ctx.enabled:
+        plain = build_model(config, fit, num_classes).to(fitting.device)
         plain.load_state_dict(model.state_dict())
         model = plain.eval()
-    return Run(
-        path=out,
-        config=config,
-        model=model,
-        class_names=class_names,
-        epoch=config.epochs,
-        history=history,
-        fingerprint=fingerprint(model, config.model),
-    )
+    return model
 
 
 def _check_neighbour_queue(objective: Objective, n_fit: int) -> None:
@@ -614,36 +751,54 @@ def _training_state(
     return state
 
 
+def _restore_training_state(
+    state: dict[str, Any],
+    model: EmbeddingModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    objective: Objective,
+    scaler: torch.amp.GradScaler | None,
+) -> None:
+    """Loads a checkpoint's weights and what :func:`_training_state` saved."""
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    if hasattr(objective, "load_state_dict") and "objective" in state:
+        objective.load_state_dict(state["objective"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+
+
 def _finish_epoch(
     record: dict[str, Any],
+    fitting: _Fitting,
+    splits: ProtocolSplits,
     *,
     out: Path,
     config: TrainConfig,
-    model: EmbeddingModel,
-    objective: Objective,
-    splits: ProtocolSplits,
     num_classes: int,
     class_names: list[str],
-    device: torch.device,
-    precision: str,
-    training_state: dict[str, Any],
 ) -> None:
     """Rank 0's end of an epoch: the validation loss into ``record``, then the checkpoint."""
+    training_state = _training_state(
+        fitting.optimizer, fitting.scheduler, fitting.objective, fitting.scaler
+    )
     if splits.val is not None and len(splits.val) >= 2:
         val_labels = splits.val.labels if num_classes else np.full(len(splits.val), -1)
         record["val"] = validation_loss(
-            model,
-            objective,
+            fitting.model,
+            fitting.objective,
             splits.val,
             np.asarray(val_labels, dtype=np.int64),
             batch_size=config.batch_size,
-            device=device,
-            precision=precision,
+            device=fitting.device,
+            precision=fitting.precision,
         )
     save_checkpoint(
         out,
         config=config,
-        model=model,
+        model=fitting.model,
         class_names=class_names,
         epoch=int(record["epoch"]),
         training_state=training_state,
