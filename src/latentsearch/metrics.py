@@ -512,17 +512,56 @@ def retrieval_results(
         ValueError: On malformed input (lengths, ndim, dimension mismatch, unknown metric,
             ``same_set`` with different sets), or when no labelled query has a relevant item.
     """
+    q, q_labels, db, db_labels = _retrieval_inputs(
+        query, query_labels, database, database_labels, same_set=same_set
+    )
+    _check_metric(metric)
+    _check_positive("k", k)
+    _check_positive("chunk_size", chunk_size)
+    if isinstance(neighbors, bool) or not isinstance(neighbors, (int, np.integer)) or neighbors < 0:
+        raise ValueError(f"neighbors must be a non-negative integer, got {neighbors!r}")
+    r_all, scored = _relevant_counts(q_labels, db_labels, same_set=same_set)
+    available = len(db) - int(same_set)
+    search = _KeptNeighbors(
+        q, db, metric=metric, knn=knn, same_set=same_set, depth=min(neighbors, available)
+    )
+    cutoffs = sorted({1, 10, k})
+    sums = dict.fromkeys([*(f"precision_at_{c}" for c in cutoffs), "r_precision", "map_at_r"], 0.0)
+    for start in range(0, scored.size, chunk_size):
+        rows = scored[start : start + chunk_size]
+        r = r_all[rows]
+        n = min(max(int(r.max()), cutoffs[-1]), available)
+        idx = search.first(rows, n)
+        _add_chunk_scores(sums, db_labels[idx] == q_labels[rows][:, None], r, cutoffs)
+    scores = {name: total / scored.size for name, total in sums.items()}
+
+    if search.depth:  # the queries no score reads still get their neighbours
+        unscored = np.setdiff1d(np.arange(len(q)), scored)
+        for start in range(0, unscored.size, chunk_size):
+            search.first(unscored[start : start + chunk_size], search.depth)
+    return RetrievalResults(scores=scores, distances=search.distances, indices=search.indices)
+
+
+def _retrieval_inputs(
+    query: np.ndarray,
+    query_labels: np.ndarray,
+    database: np.ndarray,
+    database_labels: np.ndarray,
+    *,
+    same_set: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The checked arrays of :func:`retrieval_results`, both embeddings in one dtype.
+
+    Raises:
+        ValueError: Lengths, ndim or dimensions that do not match, or ``same_set`` with
+            different sets.
+    """
     q = _embeddings("query", query)
     q_labels = _labels("query_labels", query_labels)
     db = _embeddings("database", database)
     db_labels = _labels("database_labels", database_labels)
     _same_length(query=q, query_labels=q_labels)
     _same_length(database=db, database_labels=db_labels)
-    _check_metric(metric)
-    _check_positive("k", k)
-    _check_positive("chunk_size", chunk_size)
-    if isinstance(neighbors, bool) or not isinstance(neighbors, (int, np.integer)) or neighbors < 0:
-        raise ValueError(f"neighbors must be a non-negative integer, got {neighbors!r}")
     if q.shape[1] != db.shape[1]:
         raise ValueError(
             f"query has dimension {q.shape[1]} but database has dimension {db.shape[1]}"
@@ -533,75 +572,113 @@ def retrieval_results(
             "pass the same arrays twice, or use same_set=False"
         )
     dtype = np.result_type(q, db)
-    q, db = q.astype(dtype, copy=False), db.astype(dtype, copy=False)
+    return q.astype(dtype, copy=False), q_labels, db.astype(dtype, copy=False), db_labels
 
-    # R per query: database items of the query's class, minus the query itself when same_set.
-    classes, counts = np.unique(db_labels[db_labels != -1], return_counts=True)
-    r_all = np.zeros(len(q), dtype=np.int64)
+
+def _relevant_counts(
+    query_labels: np.ndarray, database_labels: np.ndarray, *, same_set: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """R of every query, and the queries that can be scored (labelled, with R > 0).
+
+    R is the number of database items of the query's class, minus the query itself when
+    ``same_set``.
+
+    Returns:
+        R per query (Q,) and the indices of the scored queries (S,).
+
+    Raises:
+        LatentsearchError: No query can be scored.
+    """
+    classes, counts = np.unique(database_labels[database_labels != -1], return_counts=True)
+    r_all = np.zeros(len(query_labels), dtype=np.int64)
     if classes.size:
-        pos = np.minimum(np.searchsorted(classes, q_labels), classes.size - 1)
-        found = classes[pos] == q_labels
+        pos = np.minimum(np.searchsorted(classes, query_labels), classes.size - 1)
+        found = classes[pos] == query_labels
         r_all[found] = counts[pos[found]]
     r_all -= int(same_set)
-    keep = np.flatnonzero((q_labels != -1) & (r_all > 0))
-    if keep.size == 0:
+    scored = np.flatnonzero((query_labels != -1) & (r_all > 0))
+    if scored.size == 0:
         raise LatentsearchError(
             "no query can be scored: every query is labelled -1 or has no item of its class in "
             "the database (R = 0)"
         )
+    return r_all, scored
 
-    search = _ExactSearch(db, metric)
-    knn_database = search.database  # unit rows for cosine, so any L2/IP knn ranks by cosine
-    available = len(db) - int(same_set)
-    cutoffs = sorted({1, 10, k})
-    sums = dict.fromkeys(["r_precision", "map_at_r", *(f"precision_at_{c}" for c in cutoffs)], 0.0)
-    depth = min(neighbors, available)
-    kept_distances = np.full((len(q), depth), np.nan, dtype=dtype)
-    kept_indices = np.full((len(q), depth), -1, dtype=np.int64)
 
-    def search_rows(rows: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray]:
-        """Distances (None from a custom knn) and indices of the n nearest items of rows."""
-        q_chunk = search.prepare_query(q[rows])
-        self_index = rows if same_set else None
-        if knn is None:
-            return search.chunk(q_chunk, n, self_index)
-        if self_index is not None:
-            return None, _drop_self(_call_knn(knn, q_chunk, knn_database, n + 1), self_index)
-        return None, _call_knn(knn, q_chunk, knn_database, n)
+def _add_chunk_scores(
+    sums: dict[str, float], rel: np.ndarray, r: np.ndarray, cutoffs: list[int]
+) -> None:
+    """Adds a chunk of queries' precisions at each cut-off, R-precision and MAP@R to ``sums``.
 
-    def keep_neighbors(rows: np.ndarray, dist: np.ndarray | None, idx: np.ndarray) -> None:
-        kept_indices[rows] = idx[:, :depth]
+    Args:
+        sums: Score name -> sum over the queries so far; updated in place.
+        rel: Whether each of a query's first n results is of its class. Shape: (C, n).
+        r: Each query's R (at most n). Shape: (C,).
+        cutoffs: The k of each ``precision_at_{k}``.
+    """
+    n = rel.shape[1]
+    for c in cutoffs:
+        sums[f"precision_at_{c}"] += float(rel[:, :c].sum(axis=1).sum() / c)
+    within_r = np.arange(n)[None, :] < r[:, None]
+    rel_r = rel & within_r
+    hits = np.cumsum(rel_r, axis=1)
+    sums["r_precision"] += float((hits[:, -1] / r).sum())
+    precision_at_i = hits / np.arange(1, n + 1)[None, :]
+    sums["map_at_r"] += float(((precision_at_i * rel_r).sum(axis=1) / r).sum())
+
+
+class _KeptNeighbors:
+    """Searches chunks of queries and keeps each query's first ``depth`` neighbours.
+
+    Args:
+        query: Shape: (Q, D).
+        database: Shape: (N, D), the query's dtype.
+        metric: ``"l2"`` or ``"cosine"``.
+        knn: A custom search (indices only), or None for the exact NumPy one.
+        same_set: Query ``i`` is database item ``i``, left out of its own results.
+        depth: Neighbours kept per query.
+    """
+
+    def __init__(
+        self,
+        query: np.ndarray,
+        database: np.ndarray,
+        *,
+        metric: str,
+        knn: KNNFunction | None,
+        same_set: bool,
+        depth: int,
+    ) -> None:
+        self._query = query
+        self._exact = _ExactSearch(database, metric)
+        self._knn = knn
+        self._same_set = same_set
+        self.depth = depth
+        self.distances = np.full((len(query), depth), np.nan, dtype=query.dtype)
+        self.indices = np.full((len(query), depth), -1, dtype=np.int64)
+
+    def first(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """The first ``n`` results of the queries at ``rows``, once their first ``depth`` are kept.
+
+        Returns:
+            Database indices, nearest first. Shape: (len(rows), n).
+        """
+        dist, idx = self._nearest(rows, max(n, self.depth))
+        self.indices[rows] = idx[:, : self.depth]
         if dist is not None:
-            kept_distances[rows] = dist[:, :depth]
+            self.distances[rows] = dist[:, : self.depth]
+        return idx[:, :n]  # the scores read exactly n results, however many are kept
 
-    for start in range(0, keep.size, chunk_size):
-        rows = keep[start : start + chunk_size]
-        r = r_all[rows]
-        n = min(max(int(r.max()), cutoffs[-1]), available)
-        dist, idx = search_rows(rows, max(n, depth))
-        keep_neighbors(rows, dist, idx)
-        idx = idx[:, :n]  # the scores read exactly n results, however many are kept
-
-        rel = db_labels[idx] == q_labels[rows][:, None]  # (c, n)
-        for c in cutoffs:
-            sums[f"precision_at_{c}"] += float(rel[:, :c].sum(axis=1).sum() / c)
-        within_r = np.arange(n)[None, :] < r[:, None]
-        rel_r = rel & within_r
-        hits = np.cumsum(rel_r, axis=1)
-        sums["r_precision"] += float((hits[:, -1] / r).sum())
-        precision_at_i = hits / np.arange(1, n + 1)[None, :]
-        sums["map_at_r"] += float(((precision_at_i * rel_r).sum(axis=1) / r).sum())
-
-    scores = {f"precision_at_{c}": sums[f"precision_at_{c}"] / keep.size for c in cutoffs}
-    scores["r_precision"] = sums["r_precision"] / keep.size
-    scores["map_at_r"] = sums["map_at_r"] / keep.size
-
-    if depth:  # the queries no score reads still get their neighbours
-        unscored = np.setdiff1d(np.arange(len(q)), keep)
-        for start in range(0, unscored.size, chunk_size):
-            rows = unscored[start : start + chunk_size]
-            keep_neighbors(rows, *search_rows(rows, depth))
-    return RetrievalResults(scores=scores, distances=kept_distances, indices=kept_indices)
+    def _nearest(self, rows: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """Distances (None from a custom knn) and indices of the n nearest items of rows."""
+        q_chunk = self._exact.prepare_query(self._query[rows])
+        self_index = rows if self._same_set else None
+        if self._knn is None:
+            return self._exact.chunk(q_chunk, n, self_index)
+        database = self._exact.database  # unit rows for cosine, so any L2/IP knn ranks by cosine
+        if self_index is not None:
+            return None, _drop_self(_call_knn(self._knn, q_chunk, database, n + 1), self_index)
+        return None, _call_knn(self._knn, q_chunk, database, n)
 
 
 def retrieval_scores(
