@@ -206,7 +206,7 @@ def test_self_labelling_the_encoder_trains_the_copy_and_keeps_the_clusters(
 
 
 def test_self_label_targets_weigh_clusters_by_their_inverse_share() -> None:
-    from latentsearch.clusters import _confident_targets
+    from latentsearch.clusters.scan import confident_targets as _confident_targets
 
     prob = torch.tensor([[0.995, 0.005], [0.995, 0.005], [0.995, 0.005], [0.01, 0.99], [0.6, 0.4]])
     targets = _confident_targets(prob, ClusterConfig(n_clusters=2, confidence=0.99))

@@ -181,6 +181,31 @@ QUEUE_FRACTION = 5
 """A neighbour queue of at most 1/QUEUE_FRACTION of the training images (see below)."""
 
 
+def scan_loss(
+    anchor_logits: torch.Tensor, neighbour_logits: torch.Tensor, entropy_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SCAN's loss for each head: neighbours agree, and every cluster stays in use.
+
+    ``-mean log <p(anchor), p(neighbour)> - entropy_weight * H(mean p(anchor))`` (Van Gansbeke
+    et al., 2020); the cluster heads of :mod:`latentsearch.clusters` train on it.
+
+    Args:
+        anchor_logits: Shape: (H, B, K).
+        neighbour_logits: Shape: (H, B, K).
+        entropy_weight: Weight of the entropy of the mean assignment.
+
+    Returns:
+        Per-head total loss and per-head consistency term. Shapes: (H,), (H,).
+    """
+    p = anchor_logits.softmax(dim=-1)
+    q = neighbour_logits.softmax(dim=-1)
+    agreement = (p * q).sum(dim=-1).clamp_min(1e-7)
+    consistency = -agreement.log().mean(dim=1)
+    mean_p = p.mean(dim=1).clamp_min(1e-7)
+    entropy = -(mean_p * mean_p.log()).sum(dim=-1)
+    return consistency - entropy_weight * entropy, consistency
+
+
 def neighbour_queue_size(n_fit: int, largest: int = 8192) -> int:
     """A neighbour queue for ``n_fit`` training images: a fifth of them, at most ``largest``.
 
