@@ -25,6 +25,7 @@ from latentsearch.evaluation import (
     PUBLISHED,
     Evaluation,
     Neighbours,
+    SplitEmbeddings,
     embed_splits,
     evaluate_run,
     query_neighbours,
@@ -167,65 +168,41 @@ def build_report(
         ConfigError: For non-positive sizes.
         LatentsearchError: For a run whose data cannot be loaded or embedded.
     """
-    for name, value in (("max_points", max_points), ("n_queries", n_queries), ("k", k)):
-        if value < 1:
-            raise ConfigError(name, f"must be at least 1, got {value}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in PICTURES:
-        (out / name).unlink(missing_ok=True)
+    settings = {"max_points": max_points, "n_queries": n_queries, "k": k, "seed": seed}
+    for name in ("max_points", "n_queries", "k"):
+        if settings[name] < 1:
+            raise ConfigError(name, f"must be at least 1, got {settings[name]}")
+    out = _clean_folder(out_dir)
     cfg = run.config
     bar = tqdm(total=6, desc="report", unit="step", disable=not show_progress(progress))
-
-    def step(desc: str) -> None:
-        bar.set_postfix_str(desc)
-
     try:
-        step("data")
-        if data is None:
-            data = load_data(
-                cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=progress
-            )
+        bar.set_postfix_str("data")
+        data = data if data is not None else _load(run, progress=progress)
         splits = make_splits(data, cfg.protocol)
         labelled = splits.cluster.has_labels and splits.query.has_labels
         given = evaluation if isinstance(evaluation, Evaluation) and labelled else None
-        # One search serves both the per-class precision (every query) and the grid (a sample).
-        depth = min(max(k, PRECISION_K), len(splits.database) - int(splits.same_set))
         bar.update()
 
-        step("embed")
+        bar.set_postfix_str("embed")
         emb = (
             given.embeddings if given is not None else embed_splits(run, splits, progress=progress)
         )
         bar.update()
 
-        step("evaluate")
-        scored: Evaluation | None = None
-        metrics: dict[str, Any] | None = None
-        if labelled:
-            scored = given or evaluate_run(
-                run, data=data, baseline=True, progress=progress, embeddings=emb, neighbours=depth
-            )
-            metrics = dict(scored)
-            if "baseline" not in metrics:  # the same scoring, on the same images
-                metrics["baseline"] = score_pixels(splits)
-        neighbours: Neighbours | None = None
-        if depth < 1:
-            neighbours = None
-        elif scored is not None and scored.neighbours.depth >= depth:
-            neighbours = scored.neighbours
-        else:  # no labels to evaluate, or a deeper grid than the evaluation kept
-            neighbours = query_neighbours(splits, emb, depth)
+        bar.set_postfix_str("evaluate")
+        scored, metrics, neighbours = _evaluate(
+            run, data, splits, emb, given, labelled=labelled, k=k, progress=progress
+        )
         bar.update()
 
         figs: list[dict[str, str]] = []
         extras: dict[str, Any] = {}
         _curves(run, out, figs)
-        step("2-D map")
+        bar.set_postfix_str("2-D map")
         extras["map"] = _maps(splits.cluster, emb.cluster, out, figs, max_points, seed)
         bar.update()
 
-        step("figures")
+        bar.set_postfix_str("figures")
         _reconstructions(run, splits.cluster, out, figs, seed)
         if neighbours is not None:
             _retrieval(
@@ -236,31 +213,112 @@ def build_report(
             _contingency(splits.cluster, scored.assignments, metrics, out, figs, extras)
         bar.update()
 
-        step("html")
-        report = {
-            "format": REPORT_FORMAT,
-            "title": f"{run.path.name}: {cfg.model} on {data.name} ({cfg.protocol})",
-            "run": str(run.path),
-            "latentsearch_version": latentsearch.__version__,
-            "dates": _dates(run),
-            "metrics": metrics,
-            "published": published_scores(run),
-            "config": cfg.to_dict(),
-            "epochs": run.epoch,
-            "train_seconds": float(sum(float(r.get("seconds", 0.0)) for r in run.history)),
-            "machine": machine_description(),
-            "data": _data_summary(data, splits),
-            "settings": {"max_points": max_points, "n_queries": n_queries, "k": k, "seed": seed},
-            "figures": figs,
-            **extras,
-        }
-        (out / "report.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
-        index = out / "index.html"
-        index.write_text(render_html(report), encoding="utf-8")
+        bar.set_postfix_str("html")
+        report = _report(run, data, splits, metrics, settings, figs, extras)
+        index = _write_pages(report, out)
         bar.update()
     finally:
         bar.close()
     return index
+
+
+def _write_pages(report: dict[str, Any], out: Path) -> Path:
+    """Writes ``report.json`` and the ``index.html`` that shows it; returns the latter."""
+    (out / "report.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    index = out / "index.html"
+    index.write_text(render_html(report), encoding="utf-8")
+    return index
+
+
+def _load(run: Run, *, progress: bool) -> DataSplits:
+    """The run's data, at its model's image size."""
+    cfg = run.config
+    return load_data(
+        cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=progress
+    )
+
+
+def _clean_folder(out_dir: str | Path) -> Path:
+    """The report folder, created, without the pictures of an earlier report."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in PICTURES:
+        (out / name).unlink(missing_ok=True)
+    return out
+
+
+def _evaluate(
+    run: Run,
+    data: DataSplits,
+    splits: ProtocolSplits,
+    emb: SplitEmbeddings,
+    given: Evaluation | None,
+    *,
+    labelled: bool,
+    k: int,
+    progress: bool,
+) -> tuple[Evaluation | None, dict[str, Any] | None, Neighbours | None]:
+    """What the report shows of the run's quality.
+
+    Returns:
+        When the data is labelled, the run's evaluation (``given``, else computed) and its
+        metrics with the pixel baseline (else None and None); then the queries' neighbours
+        for the grid and the per-class precision (None when there are none).
+    """
+    # One search serves both the per-class precision (every query) and the grid (a sample).
+    depth = min(max(k, PRECISION_K), len(splits.database) - int(splits.same_set))
+    scored: Evaluation | None = None
+    metrics: dict[str, Any] | None = None
+    if labelled:
+        scored = given or evaluate_run(
+            run, data=data, baseline=True, progress=progress, embeddings=emb, neighbours=depth
+        )
+        metrics = dict(scored)
+        if "baseline" not in metrics:  # the same scoring, on the same images
+            metrics["baseline"] = score_pixels(splits)
+    return scored, metrics, _grid_neighbours(splits, emb, scored, depth)
+
+
+def _grid_neighbours(
+    splits: ProtocolSplits, emb: SplitEmbeddings, scored: Evaluation | None, depth: int
+) -> Neighbours | None:
+    """Each query's first ``depth`` neighbours: the evaluation's when it kept enough."""
+    if depth < 1:
+        return None
+    if scored is not None and scored.neighbours.depth >= depth:
+        return scored.neighbours
+    # No labels to evaluate, or a deeper grid than the evaluation kept.
+    return query_neighbours(splits, emb, depth)
+
+
+def _report(
+    run: Run,
+    data: DataSplits,
+    splits: ProtocolSplits,
+    metrics: dict[str, Any] | None,
+    settings: dict[str, int],
+    figs: list[dict[str, str]],
+    extras: dict[str, Any],
+) -> dict[str, Any]:
+    """What ``report.json`` holds and ``index.html`` shows."""
+    cfg = run.config
+    return {
+        "format": REPORT_FORMAT,
+        "title": f"{run.path.name}: {cfg.model} on {data.name} ({cfg.protocol})",
+        "run": str(run.path),
+        "latentsearch_version": latentsearch.__version__,
+        "dates": _dates(run),
+        "metrics": metrics,
+        "published": published_scores(run),
+        "config": cfg.to_dict(),
+        "epochs": run.epoch,
+        "train_seconds": float(sum(float(r.get("seconds", 0.0)) for r in run.history)),
+        "machine": machine_description(),
+        "data": _data_summary(data, splits),
+        "settings": settings,
+        "figures": figs,
+        **extras,
+    }
 
 
 def _jsonable(value: Any) -> Any:

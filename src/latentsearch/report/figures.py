@@ -82,6 +82,26 @@ def _frame(ax: Axes, color: str | None) -> None:
             spine.set_linewidth(FRAME_WIDTH)
 
 
+def _neighbor_titles(
+    neighbor_titles: Sequence[Sequence[object]] | None, n_q: int, k: int
+) -> list[list[str]]:
+    """``n_q`` rows of ``k`` checked titles, empty ones when none are given."""
+    if neighbor_titles is None:
+        return [[""] * k for _ in range(n_q)]
+    rows = list(neighbor_titles)
+    if len(rows) != n_q:
+        raise ValueError(f"neighbor_titles must have {n_q} rows, got {len(rows)}")
+    return [_titles(f"neighbor_titles[{i}]", row, k) for i, row in enumerate(rows)]
+
+
+def _marks(correct: np.ndarray, n_q: int, k: int) -> np.ndarray:
+    """``correct`` checked and as booleans. Shape: (n_q, k)."""
+    marks = np.asarray(correct)
+    if marks.shape != (n_q, k):
+        raise ValueError(f"correct must have shape ({n_q}, {k}), got {marks.shape}")
+    return marks.astype(bool)
+
+
 def retrieval_grid(
     queries: np.ndarray,
     neighbors: np.ndarray,
@@ -125,19 +145,8 @@ def retrieval_grid(
         )
     k = neighbors.shape[1]
     q_titles = _titles("query_titles", query_titles, n_q)
-    if neighbor_titles is None:
-        n_titles = [[""] * k for _ in range(n_q)]
-    else:
-        rows = list(neighbor_titles)
-        if len(rows) != n_q:
-            raise ValueError(f"neighbor_titles must have {n_q} rows, got {len(rows)}")
-        n_titles = [_titles(f"neighbor_titles[{i}]", row, k) for i, row in enumerate(rows)]
-    marks: np.ndarray | None = None
-    if correct is not None:
-        marks = np.asarray(correct)
-        if marks.shape != (n_q, k):
-            raise ValueError(f"correct must have shape ({n_q}, {k}), got {marks.shape}")
-        marks = marks.astype(bool)
+    n_titles = _neighbor_titles(neighbor_titles, n_q, k)
+    marks = None if correct is None else _marks(correct, n_q, k)
 
     labels = [["query", *_wrap(t)] for t in q_titles]
     neighbour_labels = [
