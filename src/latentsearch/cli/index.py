@@ -210,6 +210,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[str, str]]) -> None:
     """``cmd_index``'s report for people."""
+    from latentsearch.index.spec import DEFAULT_PRECISION
+
     out, update, streamed = result["index"], result.get("update"), result.get("streamed")
     if update is not None:
         print(
@@ -226,7 +228,7 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
             f"resumed: {streamed['resumed_chunks']} of {streamed['chunks']} chunks were "
             "already embedded by an interrupted run"
         )
-    embedded_in = "" if index.precision == "fp32" else f", embedded in {index.precision}"
+    embedded_in = "" if index.precision == DEFAULT_PRECISION else f", embedded in {index.precision}"
     print(f"index: {_describe_type(index)}, {len(index)} items, {index.backend}{embedded_in}")
     if skipped:
         print(f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''}:")

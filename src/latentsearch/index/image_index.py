@@ -702,7 +702,7 @@ class ImageIndex:
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return "fp32"
+            return DEFAULT_PRECISION
 
     def neighbors_of(self, id: str, k: int) -> list[Neighbor]:
         """The ``k`` nearest items of an indexed item, from its stored embedding.
