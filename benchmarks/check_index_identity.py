@@ -14,6 +14,7 @@ Run it with two versions of the code (e.g. ``git archive`` of an old commit on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import shutil
@@ -81,6 +82,10 @@ def _build(run_dir: Path, out: Path) -> None:
     data = all_images(load_data(str(images), image_size=run_size))
     ImageIndex.build(run, data, data_spec=str(images)).save(memory)
     _keep(memory, result / "memory")
+    arrays = out / "arrays.index"  # images without files, like digits: nothing to hash
+    fileless = dataclasses.replace(data, paths=None, sha256=None)
+    ImageIndex.build(run, fileless, index_type="hnsw").save(arrays)
+    _keep(arrays, result / "arrays")
 
     _change(images)
     assert main(["index", str(run_dir), str(images), "--update", str(out / "cli-auto.index"),
@@ -90,6 +95,10 @@ def _build(run_dir: Path, out: Path) -> None:
     index.update(run, all_images(load_data(str(images), image_size=run_size)), data_spec="x")
     index.save(memory)
     _keep(memory, result / "memory-updated")
+    index = ImageIndex.load(arrays)
+    index.update(run, dataclasses.replace(fileless, pixels=fileless.pixels[::-1].copy()))
+    index.save(arrays)
+    _keep(arrays, result / "arrays-updated")
 
 
 def _train(run_dir: Path) -> None:
