@@ -750,9 +750,18 @@ def index_images(
     source.check(run)
     job = _make_job(run, source, chunk_size or source.chunk_size(run), spec.precision)
     t_list = time.perf_counter()
-    if out is not None and job.description["root"] is not None:
-        return _index_on_disk(run, job, Path(os.path.abspath(out)), spec, workers, progress,
-                              data_spec, on_shard, (t0, t_list))  # fmt: skip
+    if out is not None and job.description["root"] is not None:  # files on disk: resumable
+        return _index_on_disk(
+            run,
+            job,
+            Path(os.path.abspath(out)),
+            spec,
+            workers=workers,
+            progress=progress,
+            data_spec=data_spec,
+            on_shard=on_shard,
+            times=(t0, t_list),
+        )
     shards = _MemoryShards()
     counts = _embed_chunks(run, job, shards, list(range(job.chunks)), workers, progress, on_shard)
     t_embed = time.perf_counter()
@@ -769,6 +778,7 @@ def _index_on_disk(
     job: _Job,
     out: Path,
     spec: IndexSpec,
+    *,
     workers: int,
     progress: bool,
     data_spec: str | None,
