@@ -60,7 +60,7 @@ def main() -> None:
 
     from latentsearch.data.folder import decode_files, hash_files, list_image_folder
     from latentsearch.embedding import embed_images
-    from latentsearch.index import ImageIndex
+    from latentsearch.index import ImageIndex, IndexSpec
     from latentsearch.index.items import ItemTableBuilder
     from latentsearch.precision import resolve_precision
     from latentsearch.runs import load_run, machine_description
@@ -100,7 +100,12 @@ def main() -> None:
             for f, sha in zip(files, decoded.sha256, strict=True):
                 items.add(f.id, f.path, f.label, sha)
             index = ImageIndex.from_embeddings(
-                run, vectors, items.build(), class_names=listing.class_names, source="bench"
+                run,
+                vectors,
+                items.build(),
+                class_names=listing.class_names,
+                source="bench",
+                spec=IndexSpec(),
             )
             index.save(Path(tmp) / "i.index")
 
