@@ -28,6 +28,10 @@ PARAMETER_ALIASES = {
     "index_path": "index",
     "variants": "models",
     "queue_size": "neighbour_queue",
+    "n_clusters": "clusters",
+    "n_neighbours": "neighbours",
+    "finetune_self_label_epochs": "self_label_encoder_epochs",
+    "n_queries": "queries",
 }
 """Library parameters whose command-line option has another destination name."""
 

@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latentsearch.cli.common import CLIError, metric_columns, print_table
+from latentsearch.cli.options import (
+    HelpFormatter,
+    add_json,
+    add_option,
+    add_run,
+    add_seed,
+    add_threads,
+    library_default,
+)
 
 if TYPE_CHECKING:
     from latentsearch.distributed import DistContext
@@ -29,84 +38,97 @@ def _block_counts(text: str) -> int | list[int]:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from latentsearch.models import MODELS
-    from latentsearch.objectives import OBJECTIVES
-    from latentsearch.precision import PRECISIONS
-    from latentsearch.presets import PRESETS, preset_help
-    from latentsearch.protocols import PROTOCOLS
-    from latentsearch.runs import OPTIMIZERS, TrainConfig
+    """The options of ``train``: data, recipe, network, contrastive objective, machine."""
+    _add_data_args(p)
+    _add_recipe_args(p)
+    _add_network_args(p)
+    _add_contrastive_args(p)
+    _add_machine_args(p)
 
-    # Defaults are None so that a --preset can fill what the command line leaves unset; the
-    # help shows TrainConfig's own defaults.
-    d = TrainConfig()
-    p.add_argument(
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from latentsearch.protocols import PROTOCOLS
+    from latentsearch.runs import TrainConfig
+
+    add_option(
+        p,
         "--data",
-        default=d.data,
+        owner=TrainConfig,
+        field="data",
         help="digits, cifar10, fashion-mnist, or a folder of images / idx files",
     )
     p.add_argument(
         "--data-dir",
         default=None,
+        metavar="DIR",
         help="folder holding a named source's files (e.g. cifar-10-python.tar.gz)",
     )
-    p.add_argument("--preset", default=None, choices=list(PRESETS), help=preset_help())
-    p.add_argument("--model", default=None, choices=sorted(MODELS), help=f"default: {d.model}")
-    p.add_argument(
-        "--objective", default=None, choices=sorted(OBJECTIVES), help=f"default: {d.objective}"
-    )
-    p.add_argument(
+    add_option(
+        p,
         "--protocol",
-        default=d.protocol,
+        owner=TrainConfig,
+        field="protocol",
         choices=list(PROTOCOLS),
         help="heldout: official split, scored on unseen images; seed: the study's",
-    )
-    p.add_argument(
-        "--label-fraction",
-        type=float,
-        default=None,
-        help=f"share of training labels for the hint head (default {d.label_fraction:g}: none; "
-        "1: all)",
-    )
-    p.add_argument(
-        "--hint-weight",
-        type=float,
-        default=None,
-        help=f"weight of the hint cross-entropy ({d.hint_weight:g})",
-    )
-    p.add_argument("--epochs", type=int, default=None, help=f"default: {d.epochs}")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help=f"images per step over all processes (default: {d.batch_size}); under torchrun "
-        "each of N processes takes 1/N of it, so results do not depend on N",
-    )
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help=f"learning rate of the global batch, never rescaled with the number of processes "
-        f"(default: {d.lr:g})",
-    )
-    p.add_argument(
-        "--optimizer",
-        default=None,
-        choices=list(OPTIMIZERS),
-        help=f"adamw or sgd (Nesterov momentum 0.9); default: {d.optimizer}",
-    )
-    p.add_argument(
-        "--weight-decay",
-        type=float,
-        default=None,
-        help=f"default {d.weight_decay:g}; AdamW's is decoupled (try 0.05), SGD's an L2 term "
-        "(try 5e-4)",
     )
     p.add_argument(
         "--image-size",
         type=int,
         default=None,
+        metavar="PX",
         help="resize images to this size (default: the source's own; folders: 32)",
     )
+
+
+def _preset_help() -> str:
+    """One line per preset: its name and what it is for (the figures are in the README)."""
+    from latentsearch.presets import PRESETS
+
+    lines = [f"{name}: {preset.summary}" for name, preset in PRESETS.items()]
+    text = "a named recipe (results: README.md)\n" + "\n".join(lines)
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """The settings a preset or the auto recipe chooses: None unless the command line sets them.
+
+    The help shows ``TrainConfig``'s own defaults, used when no preset or recipe sets them.
+    """
+    from latentsearch.models import MODELS
+    from latentsearch.objectives import OBJECTIVES
+    from latentsearch.presets import PRESETS
+    from latentsearch.runs import OPTIMIZERS, TrainConfig
+
+    def option(flag: str, help: str, **kwargs: Any) -> None:
+        field = flag[2:].replace("-", "_")
+        add_option(p, flag, owner=TrainConfig, field=field, help=help, preset=True, **kwargs)
+
+    p.add_argument("--preset", default=None, choices=list(PRESETS), help=_preset_help())
+    option("--model", "network", choices=sorted(MODELS))
+    option("--objective", "what it learns from", choices=sorted(OBJECTIVES))
+    option(
+        "--label-fraction",
+        "share of training labels for the hint head (0: none; 1: all)",
+        metavar="F",
+    )
+    option("--hint-weight", "weight of the hint cross-entropy", metavar="W")
+    option("--epochs", "passes over the training images")
+    option(
+        "--batch-size",
+        "images per step over all processes; under torchrun each of N processes takes 1/N of "
+        "it, so results do not depend on N",
+        metavar="N",
+    )
+    option("--lr", "learning rate of the global batch, never rescaled with the processes")
+    option("--optimizer", "adamw, or sgd (Nesterov momentum 0.9)", choices=list(OPTIMIZERS))
+    option(
+        "--weight-decay",
+        "AdamW's is decoupled (try 0.05), SGD's an L2 term (try 5e-4)",
+        metavar="WD",
+    )
+
+
+def _add_network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--width",
         type=int,
@@ -122,36 +144,52 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "(32 px images have four stages, e.g. 1,1,2,2; default: 1)",
     )
     p.add_argument(
+        "--init",
+        default=None,
+        metavar="PATH",
+        help="start from the matching tensors of a run folder, a checkpoint or a state-dict "
+        "file of the same architecture (reports what it loaded; nothing is downloaded)",
+    )
+
+
+def _add_contrastive_args(p: argparse.ArgumentParser) -> None:
+    """Settings of the contrastive objective; the help's defaults are its own."""
+    from latentsearch.objectives import ContrastiveObjective
+    from latentsearch.presets import AUTO_NEIGHBOUR_WEIGHT, AUTO_QUEUE_MAX, AUTO_TEMPERATURE
+
+    def option(flag: str, field: str, help: str, **kwargs: Any) -> None:
+        add_option(
+            p, flag, owner=ContrastiveObjective, field=field, help=help, preset=True, **kwargs
+        )
+
+    option(
         "--temperature",
-        type=float,
-        default=None,
-        help="NT-Xent temperature of the contrastive objective (default: 0.5)",
+        "temperature",
+        f"NT-Xent temperature of the contrastive objective (auto: {AUTO_TEMPERATURE:g})",
+        metavar="T",
     )
-    p.add_argument(
+    option(
         "--neighbour-weight",
-        type=float,
-        default=None,
+        "neighbour_weight",
+        "share in [0, 1] of the contrastive loss whose positives are nearest neighbours from a "
+        f"queue of recent images (NNCLR) (auto: {AUTO_NEIGHBOUR_WEIGHT:g})",
         metavar="W",
-        help="share in [0, 1] of the contrastive loss whose positives are nearest neighbours "
-        "from a queue of recent images (NNCLR) (auto: 0.5, which lifted NMI and P@10 on digits "
-        "and CIFAR-10; other presets: 0)",
     )
-    p.add_argument(
+    option(
         "--neighbour-queue",
-        type=int,
-        default=None,
+        "queue_size",
+        "images in the neighbour positives' queue (auto: a fifth of the training images, at "
+        f"most {AUTO_QUEUE_MAX})",
         metavar="N",
-        help="images in the neighbour positives' queue (auto: a fifth of the training images, "
-        "at most 8192; otherwise 8192)",
     )
-    p.add_argument(
+    first = library_default(ContrastiveObjective, "neighbour_start_epoch") + 1
+    option(
         "--neighbour-start-epoch",
-        type=int,
-        default=None,
+        "neighbour_start_epoch",
+        "first epoch (1-based) with neighbour positives, so one run and one lr schedule learn "
+        "plain SimCLR first (auto: after a third of the epochs)",
         metavar="E",
-        help="first epoch (1-based) with neighbour positives, so one run and one lr schedule "
-        "learn plain SimCLR first (auto: after a third of the epochs; otherwise 1, from the "
-        "start once the queue is full)",
+        default_text=f"{first}, from the start once the queue is full",
     )
     p.add_argument(
         "--crop-min",
@@ -162,25 +200,24 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "that augment (auto: 0.2 for colour images from 24 px, 0.4 from 20 px, 0.7 below; "
         "supervised: 0.35)",
     )
-    p.add_argument(
-        "--init",
-        default=None,
-        metavar="PATH",
-        help="start from the matching tensors of a run folder, a checkpoint or a state-dict "
-        "file of the same architecture (reports what it loaded; nothing is downloaded)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
+
+
+def _add_machine_args(p: argparse.ArgumentParser) -> None:
+    from latentsearch.precision import PRECISIONS
+    from latentsearch.runs import TrainConfig
+
+    add_seed(p, owner=TrainConfig, help="seeds weights, batch order, label subset, augmentations")
+    add_option(
+        p,
         "--device",
-        default=d.device,
+        owner=TrainConfig,
+        field="device",
         help="auto, cpu, cuda or mps (under torchrun: cuda means each process's own GPU)",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for torch per process (default: every core, shared among the "
-        "processes torchrun starts on a machine)",
+    add_threads(
+        p,
+        help="CPU threads for torch per process, shared among the processes torchrun starts "
+        "on a machine",
     )
     p.add_argument(
         "--sync-bn",
@@ -189,12 +226,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="under torchrun: BatchNorm statistics over the global batch rather than each "
         "process's share (SyncBatchNorm; costs two all-reduces per layer and step)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--precision",
-        default=None,
+        owner=TrainConfig,
+        field="precision",
+        preset=True,
         choices=list(PRECISIONS),
-        help=f"auto: bf16 mixed precision on CPUs with native bf16 and on CUDA (fp16 on GPUs "
-        f"without bf16), fp32 elsewhere; the study presets train in fp32 (default: {d.precision})",
+        help="auto: bf16 mixed precision on CPUs with native bf16 and on CUDA (fp16 on GPUs "
+        "without bf16), fp32 elsewhere; the study presets train in fp32",
     )
 
 
@@ -475,7 +515,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from latentsearch.protocols import make_splits
     from latentsearch.runs import EVAL_FILE, load_run
 
-    if args.neighbours is not None and args.neighbours < 1:  # before loading run and images
+    # Before loading run and images (ClusterConfig, built after them, checks it too).
+    if args.neighbours < 1:
         raise CLIError(f"--neighbours must be at least 1, got {args.neighbours}")
     torch.set_num_threads(args.threads or available_cores())
     run = load_run(args.run)
@@ -489,7 +530,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         raise CLIError("these images have no classes to count: pass --clusters K")
     config = ClusterConfig(
         n_clusters=n_clusters,
-        n_neighbours=args.neighbours or ClusterConfig.n_neighbours,
+        n_neighbours=args.neighbours,
         seed=args.seed,
         finetune_epochs=args.finetune_epochs,
         finetune_self_label_epochs=args.self_label_encoder_epochs,
@@ -610,6 +651,82 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``cluster``, their defaults ``ClusterConfig``'s."""
+    from latentsearch.clusters import ClusterConfig
+
+    add_run(p, help="run folder")
+    p.add_argument(
+        "--clusters", type=int, default=None, help="number of clusters (default: the classes)"
+    )
+    add_option(
+        p,
+        "--neighbours",
+        owner=ClusterConfig,
+        field="n_neighbours",
+        help="nearest neighbours mined per image, the pairs the head learns to put together",
+    )
+    add_option(
+        p,
+        "--finetune-epochs",
+        owner=ClusterConfig,
+        field="finetune_epochs",
+        help="after the frozen SCAN step, train a copy of the encoder with the heads for this "
+        "many epochs (about one training epoch's time each; 0: encoder frozen)",
+    )
+    add_option(
+        p,
+        "--self-label-encoder-epochs",
+        owner=ClusterConfig,
+        field="finetune_self_label_epochs",
+        help="then self-label for this many epochs with the encoder copy trained too: its "
+        "confident clusters become targets for augmented copies of the images (SCAN's last "
+        "step; it trains on the confident images only, about half a training epoch's time "
+        "each)",
+    )
+    add_seed(p, owner=ClusterConfig, help="seeds heads, sampling and augmentations")
+    add_threads(p)
+
+
+def _add_reproduce_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``reproduce``, their defaults ``reproduce()``'s."""
+    from latentsearch.protocols import PROTOCOLS
+    from latentsearch.reproduce import VARIANTS, reproduce
+
+    def option(flag: str, field: str, help: str, **kwargs: Any) -> None:
+        add_option(p, flag, owner=reproduce, field=field, help=help, **kwargs)
+
+    option("--data", "data", "cifar10 or a CIFAR-10 image folder")
+    p.add_argument("--data-dir", default=None, help="folder with cifar-10-python.tar.gz")
+    p.add_argument("--out", default="runs/reproduce", help="folder for the four runs")
+    option("--protocols", "protocols", "protocols to run", nargs="+", choices=list(PROTOCOLS))
+    option("--epochs", "epochs", "epochs per model, as in the study")
+    option(
+        "--models",
+        "variants",
+        "which of the study's models to train",
+        nargs="+",
+        choices=list(VARIANTS),
+    )
+    option(
+        "--seeds",
+        "seeds",
+        "training seeds (weights, batch order; the split stays the protocol's); with two or "
+        "more, the mean and standard deviation over seeds are printed and written. Seed 0 "
+        "trains into <protocol>-<model>, others into <protocol>-<model>-seed<S>",
+        nargs="+",
+        type=int,
+    )
+    add_threads(p)
+    p.add_argument(
+        "--json-out",
+        default=None,
+        help="also write the rows to this JSON file; rows already in it for another "
+        "(protocol, model, seed) are kept, and the seed spread is recomputed over all of them",
+    )
+    p.add_argument("--data-label", default=None, help="how to name the data in the rows")
+
+
 COMMANDS = {
     "train": "train a model and write a run folder",
     "evaluate": "score a run: clustering and retrieval metrics",
@@ -622,13 +739,11 @@ COMMANDS = {
 
 def register(sub: Any) -> None:
     """Adds this module's commands to the ``latentsearch`` sub-parsers."""
-    from latentsearch.presets import STUDY_EPOCHS, STUDY_PROTOCOLS
-    from latentsearch.protocols import PROTOCOLS
-
     p = sub.add_parser(
         "train",
         help=COMMANDS["train"],
         description="Train a model on a data source and write a run folder.",
+        formatter_class=HelpFormatter,
     )
     _add_train_args(p)
     p.add_argument("--out", required=True, help="run folder to create")
@@ -650,8 +765,8 @@ def register(sub: Any) -> None:
         help=COMMANDS["evaluate"],
         description="Score a trained run under its protocol.",
     )
-    p.add_argument("run", help="run folder (or checkpoint file)")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_run(p)
+    add_json(p, "the metrics")
     p.add_argument("--baseline", action="store_true", help="also score raw pixels")
     p.set_defaults(func=cmd_evaluate)
 
@@ -664,35 +779,7 @@ def register(sub: Any) -> None:
         "--finetune-epochs a copy of the encoder trains with the head (SCAN's full recipe); "
         "the run's own encoder, and so its search, is unchanged.",
     )
-    p.add_argument("run", help="run folder")
-    p.add_argument(
-        "--clusters", type=int, default=None, help="number of clusters (default: the classes)"
-    )
-    p.add_argument(
-        "--neighbours",
-        type=int,
-        default=None,
-        help="nearest neighbours mined per image, the pairs the head learns to put together "
-        "(default 20, SCAN's)",
-    )
-    p.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=0,
-        help="after the frozen SCAN step, train a copy of the encoder with the heads for this "
-        "many epochs (about one training epoch's time each; default 0: encoder frozen)",
-    )
-    p.add_argument(
-        "--self-label-encoder-epochs",
-        type=int,
-        default=0,
-        help="then self-label for this many epochs with the encoder copy trained too: its "
-        "confident clusters become targets for augmented copies of the images (SCAN's last "
-        "step; it trains on the confident images only, about half a training epoch's time "
-        "each; default 0)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    _add_cluster_args(p)
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser(
@@ -702,35 +789,7 @@ def register(sub: Any) -> None:
         "'heldout' protocols and print our numbers beside the published ones. Finished runs "
         "in --out are reused and interrupted ones resumed.",
     )
-    p.add_argument("--data", default="cifar10", help="cifar10 or a CIFAR-10 image folder")
-    p.add_argument("--data-dir", default=None, help="folder with cifar-10-python.tar.gz")
-    p.add_argument("--out", default="runs/reproduce", help="folder for the four runs")
-    p.add_argument("--protocols", nargs="+", default=list(STUDY_PROTOCOLS), choices=list(PROTOCOLS))
-    p.add_argument("--epochs", type=int, default=STUDY_EPOCHS, help=f"the study: {STUDY_EPOCHS}")
-    p.add_argument(
-        "--models",
-        nargs="+",
-        default=["vanilla", "hint"],
-        choices=["vanilla", "hint"],
-        help="which of the study's models to train (default: both)",
-    )
-    p.add_argument(
-        "--seeds",
-        nargs="+",
-        type=int,
-        default=[0],
-        help="training seeds (weights, batch order; the split stays the protocol's); with two "
-        "or more, the mean and standard deviation over seeds are printed and written. Seed 0 "
-        "trains into <protocol>-<model>, others into <protocol>-<model>-seed<S>",
-    )
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument(
-        "--json-out",
-        default=None,
-        help="also write the rows to this JSON file; rows already in it for another "
-        "(protocol, model, seed) are kept, and the seed spread is recomputed over all of them",
-    )
-    p.add_argument("--data-label", default=None, help="how to name the data in the rows")
+    _add_reproduce_args(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(

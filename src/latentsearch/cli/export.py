@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from latentsearch.cli.common import CLIError
+from latentsearch.cli.options import add_json, add_run
 
 
 @contextmanager
@@ -92,7 +93,7 @@ def cmd_export_clusters(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help=out_help)
     p.add_argument("--force", action="store_true", help="replace FILE when it exists")
-    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    add_json(p, "what was written")
 
 
 def _index_format(
@@ -136,7 +137,7 @@ def register(sub: Any) -> None:
         "sidecar FILE.json says how to feed it; onnxruntime's output is checked against "
         "PyTorch's before anything is written.",
     )
-    q.add_argument("run", help="run folder (or checkpoint file)")
+    add_run(q)
     _common(q, "the .onnx file to write (its sidecar goes to FILE.json)")
     q.add_argument(
         "--no-verify", action="store_true", help="skip the onnxruntime check (no onnxruntime)"

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from latentsearch.cli.options import add_option, add_run, add_seed
+
 
 def cmd_report(args: argparse.Namespace) -> int:
     from latentsearch.data import load_data
@@ -38,6 +40,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _positive(text: str) -> int:
+    """A count of at least 1, refused by argparse before anything loads."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -52,13 +55,15 @@ COMMANDS = {
 
 def register(sub: Any) -> None:
     """Adds the ``report`` command to the ``latentsearch`` sub-parsers."""
+    from latentsearch.report import build_report
+
     p = sub.add_parser(
         "report",
         help=COMMANDS["report"],
         description="Write a self-contained report of a trained run (index.html, its PNGs and "
         "report.json) that opens from disk in any browser, and print the path of index.html.",
     )
-    p.add_argument("run", help="run folder (or checkpoint file)")
+    add_run(p)
     p.add_argument(
         "--data",
         default=None,
@@ -68,8 +73,12 @@ def register(sub: Any) -> None:
         "--data-dir", default=None, help="folder holding a named source's files (default: run's)"
     )
     p.add_argument("--out", default=None, help="folder to write (default: RUN/report)")
-    p.add_argument("--max-points", type=_positive, default=2000, help="most images on the 2-D map")
-    p.add_argument("--queries", type=_positive, default=8, help="query rows of retrieval grid")
-    p.add_argument("--k", type=_positive, default=8, help="neighbours per query in the grid")
-    p.add_argument("--seed", type=int, default=0, help="seeds the samples and the 2-D map")
+
+    def count(*flags: str, field: str, help: str) -> None:
+        add_option(p, *flags, owner=build_report, field=field, help=help, type=_positive)
+
+    count("--max-points", field="max_points", help="most images on the 2-D map")
+    count("--queries", field="n_queries", help="query rows of the retrieval grid")
+    count("-k", "--k", field="k", help="neighbours per query in the grid")
+    add_seed(p, owner=build_report, help="seeds the samples and the 2-D map")
     p.set_defaults(func=cmd_report)
