@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,9 @@ def test_union_find_groups() -> None:
 @pytest.mark.parametrize("threshold", [1e-4, 1e-2, 0.5, 3.0])
 def test_groups_match_brute_force(threshold: float) -> None:
     x = _with_near_copies()
-    assert duplicates.duplicate_groups(x, threshold) == _brute_groups(x, threshold)
+    assert duplicates.duplicate_groups(x, threshold, linkage="single") == _brute_groups(
+        x, threshold
+    )
 
 
 def test_batches_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,8 +134,10 @@ def _planted(n: int = 3000, d: int = 16, seed: int = 0) -> tuple[np.ndarray, lis
 def test_approximate_search_finds_every_planted_group() -> None:
     x, planted = _planted()
     threshold = 0.004  # the chain's links (0.0016) are pairs, its ends (0.0064) are not
-    exact = duplicates.find_duplicates(x, threshold, method="exact")
-    approx = duplicates.find_duplicates(x, threshold, method="approximate", sample=len(x))
+    exact = duplicates.find_duplicates(x, threshold, method="exact", linkage="single")
+    approx = duplicates.find_duplicates(
+        x, threshold, method="approximate", sample=len(x), linkage="single"
+    )
     assert exact.method == "exact" and approx.method == "approximate"
     assert exact.groups == sorted(planted, key=lambda g: g[0]) == approx.groups
     assert approx.pairs == exact.pairs == 40 * 41 // 2 + 3 + 2
@@ -196,3 +202,49 @@ def test_a_given_ivf_index_is_reused() -> None:
     assert found.groups == [planted[0], planted[1]]
     assert found.params["nlist"] == backends.ivf_lists(len(x))
     assert found.missed_pair_rate_estimate == 0.0
+
+
+# ---------------------------------------------------------------------------- linkage
+def _chain_and_clumps(t: float) -> tuple[np.ndarray, list[list[int]]]:
+    """Two tight clumps of five, and a chain of ten whose links are pairs but whose ends are
+    far apart: what connected components join into one long group."""
+    rng = np.random.default_rng(1)
+    far = rng.normal(size=(3, 8)) * 100
+    clump_a = far[0] + rng.normal(size=(5, 8)) * 0.01 * np.sqrt(t)
+    clump_b = far[1] + rng.normal(size=(5, 8)) * 0.01 * np.sqrt(t)
+    step = np.zeros(8)
+    step[0] = 0.8 * np.sqrt(t)  # consecutive links at 0.64 t, two links apart at 2.56 t
+    chain = far[2] + np.arange(10)[:, None] * step
+    x = np.concatenate([clump_a, clump_b, chain]).astype(np.float32)
+    return x, [list(range(5)), list(range(5, 10))]
+
+
+def test_average_linkage_keeps_clumps_and_does_not_chain() -> None:
+    t = 1.0
+    x, clumps = _chain_and_clumps(t)
+    single = duplicates.duplicate_groups(x, t, linkage="single")
+    assert single == [*clumps, list(range(10, 20))]  # the chain is one group of ten
+    average = duplicates.duplicate_groups(x, t)
+    assert average[:2] == clumps
+    chained = average[2:]
+    # The chain splits into runs of neighbours, none longer than two links end to end.
+    assert chained and all(len(g) <= 3 for g in chained)
+    assert sorted(i for g in chained for i in g) == sorted(set(i for g in chained for i in g))
+    for g in chained:
+        assert all(b - a == 1 for a, b in itertools.pairwise(g))
+
+
+def test_average_linkage_agrees_between_exact_and_approximate_search() -> None:
+    x, _ = _planted()
+    exact = duplicates.find_duplicates(x, 0.004, method="exact")
+    approx = duplicates.find_duplicates(x, 0.004, method="approximate", sample=len(x))
+    assert exact.groups == approx.groups
+    # The copies and the near copies stay whole; the chain's far ends no longer join.
+    assert exact.groups[:2] == [[7, *range(100, 140)], [11, len(x) - 10, len(x) - 9]]
+    assert [50, len(x) - 5, len(x) - 4] not in exact.groups
+
+
+def test_an_unknown_linkage_is_refused() -> None:
+    x = _with_near_copies()
+    with pytest.raises(ImageIndexError, match="unknown linkage"):
+        duplicates.duplicate_groups(x, 1.0, linkage="complete")

@@ -247,13 +247,13 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
 
 # ---------------------------------------------------------------------------- duplicates
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from latentsearch.index import DEFAULT_DUPLICATE_FRACTION, ImageIndex, default_threshold
+    from latentsearch.index import ImageIndex
 
     index = ImageIndex.load(args.index)
     if args.threshold is not None:
         threshold = args.threshold
     elif len(index) >= 2:
-        threshold = default_threshold(index.embeddings)
+        threshold = index.default_duplicate_threshold()
     else:
         threshold = 0.0
     groups, found = (
@@ -272,8 +272,8 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     how = (
-        f" (default: {DEFAULT_DUPLICATE_FRACTION:g} x the median squared distance between "
-        "two random indexed images)"
+        " (the default: a share of the median squared distance between two random indexed "
+        "images; see --help)"
         if args.threshold is None
         else ""
     )
@@ -312,7 +312,11 @@ COMMANDS = {
 def register(sub: Any) -> None:
     """Adds this module's commands to the ``latentsearch`` sub-parsers."""
     from latentsearch.index import DEFAULT_DUPLICATE_FRACTION, EXACT_MAX_ITEMS, INDEX_TYPES
-    from latentsearch.index.duplicates import DUPLICATE_METHODS, DUPLICATES_EXACT_MAX_ITEMS
+    from latentsearch.index.duplicates import (
+        DUPLICATE_METHODS,
+        DUPLICATES_EXACT_MAX_ITEMS,
+        PHOTO_DUPLICATE_FRACTION,
+    )
     from latentsearch.index.vector_store import BACKENDS, TOKEN_ENV
     from latentsearch.precision import PRECISIONS
 
@@ -408,9 +412,11 @@ def register(sub: Any) -> None:
         type=float,
         default=None,
         help="squared L2 distance between embeddings below which two images count as "
-        f"duplicates (default: {DEFAULT_DUPLICATE_FRACTION:g} x the median squared distance "
-        "between two random indexed images, which catches exact copies and re-encodings "
-        "of the same picture; raise it for looser matches)",
+        f"duplicates (default: a share of the median squared distance between two random "
+        f"indexed images: {PHOTO_DUPLICATE_FRACTION:g} for photographs indexed by the auto "
+        "recipe, whose texture part keeps edited copies close (crops, grey, re-encodings); "
+        f"{DEFAULT_DUPLICATE_FRACTION:g} otherwise, which catches exact copies and "
+        "re-encodings; raise it for looser matches)",
     )
     p.add_argument(
         "--method",

@@ -19,6 +19,7 @@ collection named in the manifest.
 from __future__ import annotations
 
 import errno
+import json
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,7 +33,13 @@ import numpy as np
 from latentsearch.data import DataError, DataSplits, ImageData, load_data
 from latentsearch.embedding import embed_images
 from latentsearch.index import backends, storage, stores, vector_store
-from latentsearch.index.duplicates import DuplicateSearch, find_duplicates
+from latentsearch.index.duplicates import (
+    DEFAULT_DUPLICATE_FRACTION,
+    PHOTO_DUPLICATE_FRACTION,
+    DuplicateSearch,
+    default_threshold,
+    find_duplicates,
+)
 from latentsearch.index.errors import (
     FingerprintMismatch,
     ImageIndexError,
@@ -784,8 +791,10 @@ class ImageIndex:
     def duplicates(self, threshold: float, *, method: str = "auto") -> list[list[IndexItem]]:
         """Groups of images whose embeddings are closer than ``threshold`` (squared L2).
 
-        Groups are connected components: A and C share a group when A is close to B and B to
-        C. Memory stays bounded (FAISS range searches in batches, never an N x N matrix).
+        Close pairs are grouped by average linkage (``duplicates.group_pairs``): images join
+        a group only while they are close on average to its members, so a chain of similar
+        images does not become one group. Memory stays bounded (FAISS range searches in
+        batches, never an N x N matrix).
         See :meth:`duplicate_search` for ``method`` and what an approximate search missed.
 
         Args:
@@ -820,6 +829,20 @@ class ImageIndex:
             self._embeddings, threshold, method=method, index=self._store.duplicate_index
         )
         return [[self._items[p] for p in g] for g in found.groups], found
+
+    def default_duplicate_threshold(self) -> float:
+        """The threshold ``duplicates`` uses when none is given: a share of the median squared
+        distance between two random indexed images, ``PHOTO_DUPLICATE_FRACTION`` when the
+        run's model embeds a texture part (the auto recipe's photographs), else
+        ``DEFAULT_DUPLICATE_FRACTION``. Needs two or more images.
+        """
+        try:
+            config = json.loads((self.run_path / "config.json").read_text())
+            texture = float(config.get("model_kwargs", {}).get("texture_weight", 0) or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            texture = 0.0  # the run has moved or is unreadable: the general default
+        fraction = PHOTO_DUPLICATE_FRACTION if texture > 0 else DEFAULT_DUPLICATE_FRACTION
+        return default_threshold(self._embeddings, fraction)
 
     # ------------------------------------------------------------------------ accessors
     def __len__(self) -> int:
