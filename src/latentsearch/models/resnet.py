@@ -14,6 +14,7 @@ from torch import nn
 
 from latentsearch.errors import LatentsearchError
 from latentsearch.models.base import EmbeddingModel, ModelOutput
+from latentsearch.models.histograms import LBP_CODES, check_stats, hsv_histogram, lbp_histogram
 
 
 class BasicBlock(nn.Module):
@@ -86,6 +87,13 @@ class SmallResNet(EmbeddingModel):
         stage_blocks: Basic blocks per stage: one number for every stage, or one per stage
             (``stages(image_size)`` of them; 32 px: four). Extra blocks keep their stage's
             width and map size, so blocks in the late, small-map stages add depth cheaply.
+        colour_weight: Share of the squared distance given to the input's HSV histogram
+            (:mod:`latentsearch.models.histograms`), appended to the unit embedding; 0: none. Like
+            ``normalize`` it has no weights (only ``embedding_dim`` grows, by
+            ``colour_bins ** 3``); it needs ``normalize``.
+        texture_weight: The same for the histogram of local binary patterns (256 more
+            dimensions).
+        colour_bins: Histogram bins per HSV channel.
     """
 
     def __init__(
@@ -97,8 +105,14 @@ class SmallResNet(EmbeddingModel):
         projection_dim: int = 128,
         normalize: bool = True,
         stage_blocks: int | list[int] = 1,
+        colour_weight: float = 0.0,
+        texture_weight: float = 0.0,
+        colour_bins: int = 8,
     ) -> None:
         super().__init__()
+        check_stats(colour_weight, texture_weight, colour_bins, in_channels)
+        if (colour_weight or texture_weight) and not normalize:
+            raise LatentsearchError("resnet-s: colour and texture parts need normalize=True")
         for name, value in (("width", width), ("projection_dim", projection_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LatentsearchError(
@@ -127,7 +141,14 @@ class SmallResNet(EmbeddingModel):
             blocks.extend(BasicBlock(cout, cout, 1) for _ in range(n_blocks - 1))
             c = cout
         self.blocks = nn.Sequential(*blocks)
-        self.embedding_dim = c
+        self.colour_weight = float(colour_weight)
+        self.texture_weight = float(texture_weight)
+        self.colour_bins = colour_bins
+        self.embedding_dim = (
+            c
+            + (colour_bins**3 if colour_weight > 0 else 0)
+            + (LBP_CODES if texture_weight > 0 else 0)
+        )
         self.projector = nn.Sequential(
             nn.Linear(c, c, bias=False),
             nn.BatchNorm1d(c),
@@ -140,13 +161,29 @@ class SmallResNet(EmbeddingModel):
         """Pooled backbone features, unnormalised. Shape: (B, C, H, W) -> (B, embedding_dim)."""
         return self.blocks(self.stem(x)).mean(dim=(2, 3))
 
+    def _embedding(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Features ``h`` (B, C) of images ``x`` (B, 3, H, W) -> the embedding (B, D)."""
+        if not self.normalize:
+            return h
+        unit = F.normalize(h, dim=1)
+        wc, wt = self.colour_weight, self.texture_weight
+        if wc == 0 and wt == 0:
+            return unit
+        parts = [unit.float() * (1 - wc - wt) ** 0.5]
+        if wc > 0:
+            parts.append(hsv_histogram(x, self.colour_bins) * wc**0.5)
+        if wt > 0:
+            parts.append(lbp_histogram(x) * wt**0.5)
+        return torch.cat(parts, dim=1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding used for search and clustering.
 
-        Shape: (B, C, H, W) -> (B, embedding_dim), unit length when ``normalize``.
+        Shape: (B, C, H, W) -> (B, embedding_dim), unit length when ``normalize``: the
+        normalised features, followed by the colour and texture parts when their weights
+        are above 0.
         """
-        h = self.features(x)
-        return F.normalize(h, dim=1) if self.normalize else h
+        return self._embedding(self.features(x), x)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         """Encodes, projects and (with a head) classifies.
@@ -160,5 +197,5 @@ class SmallResNet(EmbeddingModel):
         """
         h = self.features(x)
         logits = self.head(h) if self.head is not None else None
-        emb = F.normalize(h, dim=1) if self.normalize else h
+        emb = self._embedding(h, x)
         return ModelOutput(embedding=emb, projection=self.projector(h), logits=logits)
