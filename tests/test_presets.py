@@ -3,16 +3,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from latentsearch.augment import AugmentConfig
 from latentsearch.data import DataSplits
 from latentsearch.presets import (
+    AUTO_COLOUR_WEIGHT,
     AUTO_DEEP_COST,
     AUTO_EPOCHS,
     AUTO_IMAGES_SEEN,
+    AUTO_TEXTURE_WEIGHT,
+    PHOTO_MIN_SIDE,
     auto_epochs,
     auto_recipe,
+    photographs,
+    training_seconds,
 )
+from latentsearch.runs import TrainConfig
 
 
 def test_auto_gives_colour_photos_colour_distortion_without_hue() -> None:
@@ -112,3 +119,45 @@ def test_auto_as_it_picks_itself_beats_raw_pixels_on_held_out_digits(
     # Measured (seeds 0-2, 2-core CPU): NMI 0.800-0.836 vs 0.710, P@10 0.977 vs 0.944.
     assert result["nmi"] > result["baseline"]["nmi"] + 0.03
     assert result["precision_at_10"] > result["baseline"]["precision_at_10"] + 0.01
+
+
+def test_photographs_are_told_from_thumbnails_by_their_short_side() -> None:
+    photo, why = photographs(np.array([[1024, 576], [800, 600], [192, 192]]))
+    assert photo and "576 px" in why and "32 px" in why
+    small, _ = photographs(np.array([[32, 32], [PHOTO_MIN_SIDE - 1, 4000]]))
+    assert not small
+    assert photographs(np.zeros((0, 2), dtype=np.int64))[0] is False
+
+
+def _photos(n: int, grey: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+    pixels[:grey] = pixels[:grey, :, :, :1]  # three equal channels: grey pictures
+    return pixels
+
+
+def test_photographs_get_texture_and_colour_parts_unless_many_are_grey() -> None:
+    thumbnails = auto_recipe(_photos(40, 0)).overrides["model_kwargs"]
+    assert "texture_weight" not in thumbnails and "colour_weight" not in thumbnails
+    colour = auto_recipe(_photos(40, 2), photographs=True)
+    kwargs = colour.overrides["model_kwargs"]
+    assert kwargs["texture_weight"] == AUTO_TEXTURE_WEIGHT
+    assert kwargs["colour_weight"] == AUTO_COLOUR_WEIGHT
+    mixed = auto_recipe(_photos(40, 8), photographs=True)  # one in five grey
+    kwargs = mixed.overrides["model_kwargs"]
+    assert kwargs["texture_weight"] == AUTO_TEXTURE_WEIGHT and "colour_weight" not in kwargs
+    assert any("20% grey images" in r and "no colour part" in r for r in mixed.reasons)
+    grey = auto_recipe(_photos(40, 40)[..., :1], photographs=True).overrides["model_kwargs"]
+    assert grey["texture_weight"] == AUTO_TEXTURE_WEIGHT and "colour_weight" not in grey
+
+
+def test_the_time_estimate_grows_with_epochs_pixels_and_depth() -> None:
+    base = TrainConfig(model="resnet-s", model_kwargs={"width": 16}, epochs=10)
+    seconds = training_seconds(base, 1000)
+    assert seconds == pytest.approx(10 * 1000 / 785)
+    bigger = TrainConfig(model="resnet-s", model_kwargs={"width": 16}, epochs=10, image_size=64)
+    assert training_seconds(bigger, 1000) == pytest.approx(4 * seconds)
+    deep = TrainConfig(
+        model="resnet-s", model_kwargs={"width": 16, "stage_blocks": [1, 1, 2, 2]}, epochs=10
+    )
+    assert training_seconds(deep, 1000) == pytest.approx(AUTO_DEEP_COST * seconds)

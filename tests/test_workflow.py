@@ -36,7 +36,7 @@ def _quiet(line: str) -> None:
 
 def test_a_second_call_on_unchanged_images_trains_and_embeds_nothing(tmp_path: Path) -> None:
     photos = _photos(tmp_path / "photos")
-    first = prepare(photos, tmp_path / "work", epochs=1, log=_quiet, progress=False)
+    first = prepare(photos, tmp_path / "work", labels=True, epochs=1, log=_quiet, progress=False)
     assert first.trained and first.recipe == "supervised"
     assert first.count == 24 and first.embedded == 24
     assert [p for p, _ in first.skipped] == [str(photos / "notes.txt")]
@@ -44,7 +44,7 @@ def test_a_second_call_on_unchanged_images_trains_and_embeds_nothing(tmp_path: P
     index = ImageIndex.load(first.index)
     assert sorted(index.class_names) == sorted(TINTS)
 
-    again = prepare(photos, tmp_path / "work", epochs=1, log=_quiet, progress=False)
+    again = prepare(photos, tmp_path / "work", labels=True, epochs=1, log=_quiet, progress=False)
     assert not again.trained and again.embedded == 0
     assert again.run == first.run and again.report == first.report
 
@@ -103,3 +103,56 @@ def test_an_interrupted_call_leaves_a_run_the_next_call_reuses(
 
     done = prepare(photos, tmp_path / "work", epochs=1, report=False, log=_quiet, progress=False)
     assert not done.trained and done.count == 12
+
+
+def _train_layout(root: Path) -> Path:
+    for c, (name, tint) in enumerate(TINTS.items()):
+        for i in range(4):
+            split = "test" if i == 3 else "train"
+            _image(root / split / name / f"{name}{i}.png", 10 * c + i, tint)
+    return root
+
+
+def test_only_the_train_class_layout_gives_labels_unless_asked(tmp_path: Path) -> None:
+    folders = _photos(tmp_path / "by-year", per_class=3)  # blue/, green/, red/: folders
+    said: list[str] = []
+    plain = prepare(folders, tmp_path / "w1", epochs=1, report=False, log=said.append)
+    assert plain.recipe == "auto"
+    assert any("read as folders, not classes" in line and "--labels" in line for line in said)
+    index = ImageIndex.load(plain.index)
+    assert index.class_names == [] and all(item.label == -1 for item in index.items)
+
+    asked = prepare(folders, tmp_path / "w2", labels=True, epochs=1, report=False, log=_quiet)
+    assert asked.recipe == "supervised"
+
+    layout = _train_layout(tmp_path / "split")
+    said.clear()
+    explicit = prepare(layout, tmp_path / "w3", epochs=1, report=False, log=said.append)
+    assert explicit.recipe == "supervised"
+    assert any("train/<class>/ layout" in line for line in said)
+    ignored = prepare(layout, tmp_path / "w4", labels=False, epochs=1, report=False, log=_quiet)
+    assert ignored.recipe == "auto"
+
+    with pytest.raises(WorkflowError, match="no class folders"):
+        prepare(_photos(tmp_path / "flat", classes=False), tmp_path / "w5", labels=True)
+    assert not (tmp_path / "w5").exists()
+
+
+def test_one_readable_picture_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    _image(photos / "only.png", 0, (1, 0, 0))
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(WorkflowError, match="one readable image"):
+        prepare(photos, tmp_path / "work", log=_quiet, progress=False)
+    assert not (tmp_path / "work").exists()
+
+
+def test_training_says_how_long_and_shows_epochs_without_a_terminal(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos", classes=False, per_class=4)
+    said: list[str] = []
+    prepare(photos, tmp_path / "work", epochs=3, report=False, log=said.append, progress=False)
+    estimate = [line for line in said if line.startswith("training 3 epochs of")]
+    assert estimate and "min on a 2-core CPU" in estimate[0]
+    epochs = [line for line in said if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("min left" in line for line in epochs)

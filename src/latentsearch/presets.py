@@ -171,7 +171,42 @@ AUTO_DEEP_COST = 785 / 634
 AUTO_NEIGHBOUR_WEIGHT = 0.5
 AUTO_QUEUE_MAX = 8192
 MIRROR_RATIO_MAX = 1.1  # flip only when mirrored images look like the collection
+MIRROR_SAMPLE_MIN = 8  # fewer images cannot tell (data.stats.mirror_ratio refuses them)
 COLOUR_FRACTION_MIN = 0.05  # three-channel images with fewer coloured pixels are grey
+
+
+PHOTO_MIN_SIDE = 128
+"""Median short side (px) from which a folder's images count as photographs."""
+AUTO_TEXTURE_WEIGHT = 0.4
+"""Share of the squared distance the LBP texture histogram gets in photographs' embeddings."""
+AUTO_COLOUR_WEIGHT = 0.2
+"""Share the HSV colour histogram gets in colour photographs' embeddings."""
+GREY_SHARE_MAX = 0.1
+"""Largest share of grey images in a collection whose embeddings get a colour part."""
+
+
+def photographs(sizes: np.ndarray) -> tuple[bool, str]:
+    """Whether a folder's images are photographs (not thumbnails), from their sizes.
+
+    Photographs are still trained and embedded at 32 px: on the photo dev sets 64 px at the
+    same training time measured worse (``benchmarks/results/photos.json``). They get texture
+    and colour parts in their embeddings instead (``auto_recipe``).
+
+    Args:
+        sizes: (width, height) of a sample of the images. Shape: (M, 2).
+
+    Returns:
+        The answer, and one line on why.
+    """
+    if not len(sizes):
+        return False, "no image size could be read: treated as small images"
+    short = float(np.median(sizes.min(axis=1)))
+    photo = short >= PHOTO_MIN_SIDE
+    return photo, (
+        f"median short side {short:.0f} px: "
+        + ("photographs" if photo else "small images")
+        + f" (from {PHOTO_MIN_SIDE} px); trained and embedded at 32 px"
+    )
 
 
 @dataclass(frozen=True)
@@ -188,6 +223,30 @@ class Recipe:
     overrides: dict[str, Any]
     reasons: list[str]
     budget_epochs: int
+
+
+TRAIN_IMAGES_PER_SECOND = {16: 785.0, 24: 341.0, 32: 223.0}
+"""resnet-s training speed at 32 px by width, one block per stage, batch 256 of two views, bf16,
+on the 2-core CPU of ``benchmarks/results/resnet_layouts.json``: the basis of time estimates."""
+
+
+def training_seconds(config: Any, n_fit: int) -> float:
+    """About how long ``config`` trains on ``n_fit`` images on a 2-core CPU (resnet-s only; other
+    models are timed at resnet-s width 16's speed). Cost grows with the pixels per image and,
+    for deeper layouts, with the blocks (``AUTO_DEEP_COST``)."""
+    kwargs = getattr(config, "model_kwargs", {}) or {}
+    speed = TRAIN_IMAGES_PER_SECOND.get(int(kwargs.get("width", 16)), 785.0)
+    size = getattr(config, "image_size", None) or 32
+    blocks = kwargs.get("stage_blocks", 1)
+    deep = isinstance(blocks, list) and max(blocks) > 1
+    per_image = pixel_cost(size) * (AUTO_DEEP_COST if deep else 1.0) / speed
+    return float(config.epochs * n_fit * per_image)
+
+
+def pixel_cost(image_size: int) -> float:
+    """Training time per image at ``image_size`` relative to 32 px (never below 1: smaller
+    images do not train proportionally faster on a CPU)."""
+    return max(1.0, (image_size / 32) ** 2)
 
 
 def auto_epochs(n_fit: int, cost: float = 1.0) -> int:
@@ -208,7 +267,11 @@ def auto_neighbour_start(epochs: int) -> int:
 
 
 def auto_recipe(
-    pixels: np.ndarray, *, n_fit: int | None = None, epochs: int | None = None
+    pixels: np.ndarray,
+    *,
+    n_fit: int | None = None,
+    epochs: int | None = None,
+    photographs: bool = False,
 ) -> Recipe:
     """The no-label recipe for a collection, chosen from its images' size, channels and count.
 
@@ -227,6 +290,8 @@ def auto_recipe(
         n_fit: Images the run will fit on (default N).
         epochs: The run's epochs, when the user chose them (the neighbour positives still start
             after a third of them); default: from the budget.
+        photographs: The images are photographs (:func:`photographs`): their embeddings
+            get texture and colour parts (``_statistics_parts``).
     """
     from latentsearch.data.stats import colour_fraction, mirror_ratio
 
@@ -249,12 +314,16 @@ def auto_recipe(
         crop = (0.7, 1.0)
     kind = "colour" if colour else "grey" if c == 1 else "grey (3 equal channels)"
     reasons.append(f"{h}×{h} {kind} images: crops of {crop[0]:.0%}-100%")
-    ratio = mirror_ratio(pixels)
-    flip = ratio <= MIRROR_RATIO_MAX
-    reasons.append(
-        f"mirror ratio {ratio:.2f} ({'≤' if flip else '>'} {MIRROR_RATIO_MAX}): "
-        + ("random flips" if flip else "no flips (mirrored images are not like these)")
-    )
+    if n < MIRROR_SAMPLE_MIN:
+        flip = True
+        reasons.append(f"{n} images, too few to measure mirror symmetry: random flips")
+    else:
+        ratio = mirror_ratio(pixels)
+        flip = ratio <= MIRROR_RATIO_MAX
+        reasons.append(
+            f"mirror ratio {ratio:.2f} ({'≤' if flip else '>'} {MIRROR_RATIO_MAX}): "
+            + ("random flips" if flip else "no flips (mirrored images are not like these)")
+        )
     augment: dict[str, Any] = {"crop_scale": list(crop), "flip": flip}
     if colour:
         # No hue shift, although SimCLR's strength-0.5 distortion has ±0.1 turn: at this budget
@@ -314,6 +383,8 @@ def auto_recipe(
         n = stages(h)
         model_kwargs["stage_blocks"] = [1] * (n - 2) + [2, 2]
         reasons.append(f"colour, {h} px: two blocks in the last two stages")
+    if photographs:
+        reasons.extend(_statistics_parts(pixels, colour, model_kwargs))
     overrides = {
         **_SIMCLR,
         "model_kwargs": model_kwargs,
@@ -328,6 +399,30 @@ def auto_recipe(
         },
     }
     return Recipe(overrides=overrides, reasons=reasons, budget_epochs=budget)
+
+
+def _statistics_parts(pixels: np.ndarray, colour: bool, model_kwargs: dict[str, Any]) -> list[str]:
+    """Adds texture (and colour) parts to a photo collection's model; says why.
+
+    Measured on the photo dev sets (``benchmarks/results/photos.json``): the 32 px network
+    alone trails an HSV colour histogram on scene tiles, and misses grey and cropped copies
+    that an LBP texture histogram finds. Colour is left out when one image in ten or more is
+    grey: a colour histogram compares a grey copy with other grey images, not with its original.
+    """
+    from latentsearch.data.stats import grey_share
+
+    model_kwargs["texture_weight"] = AUTO_TEXTURE_WEIGHT
+    reasons = [f"photographs: an LBP texture part ({AUTO_TEXTURE_WEIGHT:.0%} of the distance)"]
+    share = grey_share(pixels) if colour else 1.0
+    if colour and share < GREY_SHARE_MAX:
+        model_kwargs["colour_weight"] = AUTO_COLOUR_WEIGHT
+        reasons.append(
+            f"{share:.0%} grey images: an HSV colour part ({AUTO_COLOUR_WEIGHT:.0%}), the "
+            "colours the jitter teaches the network to ignore"
+        )
+    elif colour:
+        reasons.append(f"{share:.0%} grey images (≥ {GREY_SHARE_MAX:.0%}): no colour part")
+    return reasons
 
 
 def preset_help() -> str:

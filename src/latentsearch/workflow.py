@@ -20,11 +20,13 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from latentsearch.data import DataSplits, load_data
+import numpy as np
+
+from latentsearch.data import DataSplits, ImageData, load_data
 from latentsearch.errors import LatentsearchError
 
 KEY_LENGTH = 16
@@ -87,11 +89,61 @@ def collection_key(data: DataSplits, settings: dict[str, Any]) -> str:
     return h.hexdigest()[:KEY_LENGTH]
 
 
-def _settings(data: DataSplits, use_labels: bool, epochs: int | None, seed: int) -> dict[str, Any]:
+def choose_labels(photos: Path, classes: list[str], labels: bool | None) -> tuple[bool, str]:
+    """Whether ``up`` trains with the class folders' labels, and why, in one line.
+
+    Only the explicit ``train/<class>/`` layout is read as labelled by default: a photo
+    archive kept in ``2023/``, ``2024/`` or event folders has folders, not classes.
+
+    Args:
+        photos: The folder.
+        classes: Its class folders' names, as the folder reader finds them (none: unlabelled).
+        labels: True: use the class folders (``--labels``); False: never (``--no-labels``);
+            None: only for the ``train/<class>/`` layout.
+
+    Raises:
+        WorkflowError: Labels asked for, but the folder has no class folders.
+    """
+    has = bool(classes)
+    if labels is False:
+        return False, "labels: not used (--no-labels); the auto recipe trains without them"
+    if labels is True:
+        if not has:
+            raise WorkflowError(
+                f"--labels: {photos} has no class folders (<class>/ or train/<class>/ holding "
+                "images); drop --labels to train without labels"
+            )
+        return True, "labels: the class folders, as asked (--labels): supervised recipe"
+    if has and (photos / "train").is_dir():
+        return True, (
+            "labels: the train/<class>/ layout names classes: supervised recipe "
+            "(--no-labels ignores them)"
+        )
+    if has:
+        n = len(classes)
+        return False, (
+            f"labels: none; the {n} subfolders are read as folders, not classes (--labels "
+            "trains on them as classes; so does a train/<class>/ layout)"
+        )
+    return False, "labels: none (no class folders): the auto recipe"
+
+
+def _unlabelled(data: DataSplits) -> DataSplits:
+    """The same images with no labels and no class names (folders that are not classes)."""
+
+    def strip(part: ImageData) -> ImageData:
+        return replace(part, labels=np.full(len(part), -1, np.int64), class_names=[])
+
+    test = strip(data.test) if data.test is not None else None
+    return replace(data, train=strip(data.train), test=test)
+
+
+def _settings(
+    data: DataSplits, labelled: bool, epochs: int | None, seed: int, photographs: bool
+) -> dict[str, Any]:
     from latentsearch.presets import auto_recipe, resolve_preset
     from latentsearch.protocols import make_splits
 
-    labelled = use_labels and data.train.has_labels
     recipe = "supervised" if labelled else "auto"
     if labelled:
         overrides = resolve_preset("supervised")
@@ -99,8 +151,88 @@ def _settings(data: DataSplits, use_labels: bool, epochs: int | None, seed: int)
             overrides["epochs"] = epochs
     else:  # the recipe takes the given epochs itself (its neighbour start moves with them)
         fit = make_splits(data, "heldout").fit
-        overrides = auto_recipe(fit.pixels, n_fit=len(fit), epochs=epochs).overrides
+        overrides = auto_recipe(
+            fit.pixels, n_fit=len(fit), epochs=epochs, photographs=photographs
+        ).overrides
     return {"recipe": recipe, "seed": seed, **overrides}
+
+
+def _read_folder(
+    photos: Path, labels: bool | None, log: Callable[[str], None], progress: bool
+) -> tuple[DataSplits, bool, bool]:
+    """Lists the folder, decides labels and whether it holds photographs, and reads it.
+
+    Returns:
+        The images (without labels when they are not used), whether they are labelled, and
+        whether they are photographs (the auto recipe then adds texture and colour parts).
+
+    Raises:
+        WorkflowError: Fewer than two readable images, or labels asked for without classes.
+        DataError: No readable image.
+    """
+    from latentsearch.data.folder import list_image_folder, sample_image_sizes
+    from latentsearch.presets import photographs
+
+    listing = list_image_folder(photos)  # DataError when the folder holds no file
+    labelled, why = choose_labels(photos, listing.class_names, labels)
+    log(why)
+    photo = False
+    if not labelled:
+        photo, reason = photographs(sample_image_sizes(listing))
+        log(reason)
+    data = load_data(str(photos), progress=progress)
+    count = len(data.train) + (len(data.test) if data.test is not None else 0)
+    if count < 2:
+        raise WorkflowError(
+            f"{photos} holds one readable image: nothing to learn from or to search; add "
+            "more images"
+        )
+    return (data if labelled else _unlabelled(data)), labelled, photo
+
+
+EPOCH_LINES = 20
+"""About how many epoch lines ``up`` prints when its output is not a terminal."""
+
+
+def settings_n_fit(data: DataSplits) -> int:
+    """Images a run on ``data`` fits on (the held-out protocol keeps a validation share back)."""
+    from latentsearch.protocols import make_splits
+
+    return len(make_splits(data, "heldout").fit)
+
+
+def _estimate(config: Any, n_fit: int) -> str:
+    """One line: what will be trained, and about how long it takes on a 2-core CPU."""
+    from latentsearch.presets import training_seconds
+
+    seconds = training_seconds(config, n_fit)
+    return (
+        f"training {config.epochs} epochs of {n_fit:,} images at {config.image_size or 32} px: "
+        f"about {max(1, round(seconds / 60))} min on a 2-core CPU (measured speed; the epoch "
+        "lines say how it goes here)"
+    )
+
+
+def _epoch_lines(
+    epochs: int, log: Callable[[str], None], progress: bool
+) -> Callable[[dict[str, Any]], None]:
+    """A training ``log`` callback: a line every few epochs when no progress bar is drawn."""
+    from latentsearch.progress import show_progress
+
+    every = max(1, epochs // EPOCH_LINES)
+
+    def line(record: dict[str, Any]) -> None:
+        epoch = int(record["epoch"])
+        if show_progress(progress) or (epoch % every and epoch not in (1, epochs)):
+            return
+        seconds = float(record.get("wall_seconds", record["seconds"]))
+        left = (epochs - epoch) * seconds
+        log(
+            f"epoch {epoch}/{epochs}: loss {record['train']['loss']:.4f}, {seconds:.1f} s per "
+            f"epoch, about {left / 60:.1f} min left"
+        )
+
+    return line
 
 
 def _check_work(work: Path) -> None:
@@ -127,7 +259,7 @@ def prepare(
     photos: str | Path,
     work: str | Path,
     *,
-    use_labels: bool = True,
+    labels: bool | None = None,
     epochs: int | None = None,
     seed: int = 0,
     report: bool = True,
@@ -141,8 +273,9 @@ def prepare(
         photos: A folder of images (any layout; class folders give labels, see
             :mod:`latentsearch.data.folder`).
         work: The work folder (created).
-        use_labels: Train with the class folders' labels when there are some (``supervised``
-            recipe); False, or no labels, trains without (``auto``).
+        labels: Train with the class folders' labels (``supervised`` recipe): None for the
+            ``train/<class>/`` layout only, True for any class folders, False never (the
+            no-label ``auto`` recipe). Unused folder names are not kept as labels.
         epochs: Train this many epochs instead of the recipe's.
         seed: Training seed.
         report: Write the run's report (labelled collections only).
@@ -166,8 +299,8 @@ def prepare(
     if not photos.is_dir():
         raise WorkflowError(f"{photos} is not a folder")
     _check_work(work)
-    data = load_data(str(photos), progress=progress)  # DataError when nothing is readable
-    settings = _settings(data, use_labels, epochs, seed)
+    data, labelled, photo = _read_folder(photos, labels, log, progress)
+    settings = _settings(data, labelled, epochs, seed, photo)
     key = collection_key(data, settings)
     settings_key = hashlib.sha256(_settings_bytes(settings)).hexdigest()
     recipe = settings.pop("recipe")
@@ -199,7 +332,15 @@ def prepare(
         if not resume and run_dir.exists():
             shutil.rmtree(run_dir)  # a folder with no finished epoch: start it afresh
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        run = train(config, run_dir, resume=resume, progress=progress, data=data)
+        log(_estimate(config, settings_n_fit(data)))
+        run = train(
+            config,
+            run_dir,
+            resume=resume,
+            progress=progress,
+            data=data,
+            log=_epoch_lines(config.epochs, log, progress),
+        )
         trained = True
 
     images = all_images(data)

@@ -20,7 +20,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     done = prepare(
         args.photos,
         work,
-        use_labels=not args.no_labels,
+        labels=args.labels,
         epochs=args.epochs,
         seed=args.seed,
         report=not args.no_report,
@@ -55,19 +55,36 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "up",
         help=COMMANDS["up"],
-        description="Choose a recipe from the images (class folders: supervised; otherwise the "
-        "no-label auto recipe), train, index every readable image and serve the search page. "
+        description="Choose a recipe from the images (train/<class>/ folders or --labels: "
+        "supervised; otherwise the no-label auto recipe), train, index every readable image "
+        "and serve the search page. "
         "A second call on the same images and settings reuses the run and the index (by "
         "content hash) and serves in seconds; an interrupted training resumes.",
     )
-    p.add_argument("photos", help="folder of images (any layout; <class>/ folders give labels)")
+    p.add_argument(
+        "photos", help="folder of images (any layout; train/<class>/ folders give labels)"
+    )
     p.add_argument(
         "--work",
         default=None,
         help="folder for the run, index and report (default: ./latentsearch-work/<folder name>)",
     )
-    p.add_argument(
-        "--no-labels", action="store_true", help="ignore class folders: train without labels"
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument(
+        "--labels",
+        dest="labels",
+        action="store_const",
+        const=True,
+        default=None,
+        help="train on the class folders as labels, whatever the layout (default: only a "
+        "train/<class>/ layout gives labels; other folders are just folders)",
+    )
+    labels.add_argument(
+        "--no-labels",
+        dest="labels",
+        action="store_const",
+        const=False,
+        help="ignore class folders, even train/<class>/: train without labels",
     )
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--seed", type=int, default=0)

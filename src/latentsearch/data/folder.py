@@ -669,6 +669,39 @@ def list_image_folder(root: str | Path) -> FolderListing:
     return FolderListing(root=root, class_names=class_names, splits=out, files=files)
 
 
+SIZE_SAMPLE = 256
+"""Files whose headers ``sample_image_sizes`` reads."""
+
+
+def sample_image_sizes(
+    listing: FolderListing, *, sample: int = SIZE_SAMPLE, seed: int = 0
+) -> np.ndarray:
+    """Width and height of a random sample of a folder's images, from their headers only.
+
+    Pillow reads the size without decoding, so this costs one small read per file. Files
+    that cannot be opened are left out (the folder reader reports them).
+
+    Args:
+        listing: The folder, as ``list_image_folder`` lists it.
+        sample: Most files to look at.
+        seed: Chooses the sample.
+
+    Returns:
+        (width, height) per readable sampled file. Shape: (M, 2), int64, M <= sample.
+    """
+    files = listing.files
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(files), size=min(sample, len(files)), replace=False))
+    sizes = []
+    for i in picks:
+        try:
+            with Image.open(files[int(i)].path) as img:
+                sizes.append(img.size)
+        except Exception:  # unreadable files are reported by the reader, not here
+            continue
+    return np.array(sizes, dtype=np.int64).reshape(-1, 2)
+
+
 def decode_files(paths: list[str], image_size: int) -> DecodedFiles:
     """Reads and decodes files as ``load_image_folder`` does, each read exactly once.
 

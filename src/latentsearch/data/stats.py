@@ -86,3 +86,34 @@ def colour_fraction(
     sample = np.asarray(pixels[pick], dtype=np.int16)
     spread = sample.max(axis=-1) - sample.min(axis=-1)
     return float((spread > tolerance).mean())
+
+
+def grey_share(
+    pixels: np.ndarray,
+    *,
+    n_sample: int = 1000,
+    tolerance: int = 12,
+    grey_below: float = 0.05,
+    seed: int = 0,
+) -> float:
+    """The share of images that are grey: fewer than ``grey_below`` of their pixels coloured.
+
+    Args:
+        pixels: Shape: (N, H, W, C), uint8.
+        n_sample: Images read (a random sample).
+        tolerance: See :func:`colour_fraction`.
+        grey_below: Largest share of coloured pixels of an image still counted as grey.
+        seed: Sampling seed.
+
+    Returns:
+        A share in [0, 1]; 1 for one-channel images, 0 for none.
+    """
+    n, c = len(pixels), pixels.shape[-1]
+    if n == 0:
+        return 0.0
+    if c == 1:
+        return 1.0
+    pick = np.sort(np.random.default_rng(seed).permutation(n)[:n_sample])
+    sample = np.asarray(pixels[pick], dtype=np.int16)
+    coloured = (sample.max(axis=-1) - sample.min(axis=-1)) > tolerance
+    return float((coloured.reshape(len(sample), -1).mean(axis=1) < grey_below).mean())
