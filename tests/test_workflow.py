@@ -151,6 +151,7 @@ def test_training_says_how_long_and_shows_epochs_without_a_terminal(tmp_path: Pa
     photos = _photos(tmp_path / "photos", classes=False, per_class=4)
     said: list[str] = []
     prepare(photos, tmp_path / "work", epochs=3, report=False, log=said.append, progress=False)
+    assert any(line.startswith("auto recipe: ") for line in said)  # what it chose and why
     estimate = [line for line in said if line.startswith("training 3 epochs of")]
     assert estimate and "min on a 2-core CPU" in estimate[0]
     epochs = [line for line in said if line.startswith("epoch ")]

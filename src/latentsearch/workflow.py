@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from latentsearch.data import DataSplits, ImageData, load_data
+from latentsearch.data import DataError, DataSplits, ImageData, load_data
 from latentsearch.errors import LatentsearchError
+from latentsearch.presets import Recipe
 
 KEY_LENGTH = 16
 """Hex digits of the key in a run folder's name."""
@@ -138,11 +139,66 @@ def _unlabelled(data: DataSplits) -> DataSplits:
     return replace(data, train=strip(data.train), test=test)
 
 
-def _settings(
-    data: DataSplits, labelled: bool, epochs: int | None, seed: int, photographs: bool
-) -> dict[str, Any]:
-    from latentsearch.presets import auto_recipe, resolve_preset
+def folder_is_photographs(spec: str | Path) -> tuple[bool, str] | None:
+    """Whether a folder holds photographs (``presets.photographs``, from a sample of its
+    image headers), and why; None when ``spec`` names no folder of images (a named source,
+    idx or CIFAR files), which are never photographs."""
+    from latentsearch.data.folder import list_image_folder, sample_image_sizes
+    from latentsearch.presets import photographs
+
+    path = Path(spec)
+    if not path.is_dir():
+        return None
+    try:
+        listing = list_image_folder(path)
+    except DataError:
+        return None  # not an image folder (idx files, a CIFAR batch folder)
+    return photographs(sample_image_sizes(listing))
+
+
+def choose_auto_recipe(
+    spec: str | Path,
+    data: DataSplits,
+    *,
+    protocol: str = "heldout",
+    epochs: int | None = None,
+    photographs: bool | None = None,
+) -> Recipe:
+    """The auto recipe for a data source: what ``train`` and ``up`` both train without labels.
+
+    Args:
+        spec: The data source as given (a folder's images are checked for photographs).
+        data: Its images, loaded.
+        protocol: The run's protocol (the recipe is sized to its fit set).
+        epochs: The user's epochs, if given.
+        photographs: Already decided (``up`` decides it while listing the folder); None:
+            decided here from ``spec``.
+
+    Returns:
+        The recipe; its reasons include the photograph decision.
+    """
+    from latentsearch.presets import auto_recipe
     from latentsearch.protocols import make_splits
+
+    said: list[str] = []
+    if photographs is None:
+        found = folder_is_photographs(spec)
+        photographs = bool(found and found[0])
+        said = [found[1]] if found else []
+    fit = make_splits(data, protocol).fit
+    recipe = auto_recipe(fit.pixels, n_fit=len(fit), epochs=epochs, photographs=photographs)
+    return replace(recipe, reasons=[*said, *recipe.reasons])
+
+
+def _settings(
+    data: DataSplits,
+    labelled: bool,
+    epochs: int | None,
+    seed: int,
+    photographs: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    from latentsearch.presets import resolve_preset
 
     recipe = "supervised" if labelled else "auto"
     if labelled:
@@ -150,10 +206,9 @@ def _settings(
         if epochs is not None:
             overrides["epochs"] = epochs
     else:  # the recipe takes the given epochs itself (its neighbour start moves with them)
-        fit = make_splits(data, "heldout").fit
-        overrides = auto_recipe(
-            fit.pixels, n_fit=len(fit), epochs=epochs, photographs=photographs
-        ).overrides
+        chosen = choose_auto_recipe("", data, epochs=epochs, photographs=photographs)
+        log("auto recipe: " + "; ".join(chosen.reasons))
+        overrides = chosen.overrides
     return {"recipe": recipe, "seed": seed, **overrides}
 
 
@@ -170,16 +225,17 @@ def _read_folder(
         WorkflowError: Fewer than two readable images, or labels asked for without classes.
         DataError: No readable image.
     """
-    from latentsearch.data.folder import list_image_folder, sample_image_sizes
-    from latentsearch.presets import photographs
+    from latentsearch.data.folder import list_image_folder
 
     listing = list_image_folder(photos)  # DataError when the folder holds no file
     labelled, why = choose_labels(photos, listing.class_names, labels)
     log(why)
     photo = False
     if not labelled:
-        photo, reason = photographs(sample_image_sizes(listing))
-        log(reason)
+        found = folder_is_photographs(photos)
+        photo = bool(found and found[0])
+        if found:
+            log(found[1])
     data = load_data(str(photos), progress=progress)
     count = len(data.train) + (len(data.test) if data.test is not None else 0)
     if count < 2:
@@ -300,7 +356,7 @@ def prepare(
         raise WorkflowError(f"{photos} is not a folder")
     _check_work(work)
     data, labelled, photo = _read_folder(photos, labels, log, progress)
-    settings = _settings(data, labelled, epochs, seed, photo)
+    settings = _settings(data, labelled, epochs, seed, photo, log)
     key = collection_key(data, settings)
     settings_key = hashlib.sha256(_settings_bytes(settings)).hexdigest()
     recipe = settings.pop("recipe")

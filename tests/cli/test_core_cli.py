@@ -151,6 +151,35 @@ def test_auto_is_the_default_without_labels_and_adapts_to_tiny_grey_images() -> 
     assert _config_from_args(args, load_data("digits")).model == "seed-ae"
 
 
+def test_train_and_up_give_photographs_the_same_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from latentsearch.cli.core import _config_from_args
+    from latentsearch.data import load_data
+    from latentsearch.workflow import choose_auto_recipe
+
+    rng = np.random.default_rng(0)
+    for i in range(12):  # 160 px colour pictures: photographs, not thumbnails
+        pixels = rng.integers(0, 256, size=(160, 200, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"p{i}.png")
+    args = build_parser().parse_args(["train", "--data", str(tmp_path), "--out", "x"])
+    data = load_data(str(tmp_path))
+    cfg = _config_from_args(args, data)
+    assert cfg.model_kwargs["texture_weight"] > 0 and cfg.model_kwargs["colour_weight"] > 0
+    assert "photographs" in capsys.readouterr().out
+    # up's choice (photographs decided while it lists the folder) is the same recipe.
+    same = choose_auto_recipe(str(tmp_path), data, photographs=True).overrides
+    assert same["model_kwargs"] == cfg.model_kwargs
+    digits = _config_from_args(
+        build_parser().parse_args(["train", "--data", "digits", "--out", "x"]),
+        load_data("digits"),
+    )
+    assert "texture_weight" not in digits.model_kwargs
+
+
 def test_train_says_plainly_when_the_model_is_worse_than_raw_pixels() -> None:
     from latentsearch.cli.core import pixel_verdict
 

@@ -268,12 +268,10 @@ def _say(line: str) -> None:
 
 
 def _auto_settings(args: argparse.Namespace, data: Any) -> dict[str, Any]:
-    from latentsearch.presets import auto_recipe
-    from latentsearch.protocols import make_splits
+    from latentsearch.workflow import choose_auto_recipe
 
-    fit = make_splits(data, args.protocol).fit
     # Given epochs go into the recipe itself, so its neighbour positives start after a third.
-    recipe = auto_recipe(fit.pixels, n_fit=len(fit), epochs=args.epochs)
+    recipe = choose_auto_recipe(args.data, data, protocol=args.protocol, epochs=args.epochs)
     _say("auto recipe: " + "; ".join(recipe.reasons))
     if args.epochs is not None and args.epochs != recipe.budget_epochs:
         _say(f"--epochs {args.epochs} replaces the recipe's {recipe.budget_epochs}")
