@@ -231,46 +231,45 @@ def run_up(folder: Path, work: Path, extra: list[str]) -> dict[str, Any]:
     }
 
 
-def index_vectors(work: Path, root: Path, paths: list[Path]) -> tuple[np.ndarray, Any]:
-    """The index's vectors in the order of ``paths`` (ids are paths relative to the folder)."""
+def index_vectors(work: Path, root: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The index's vectors in the order of ``paths`` (ids are paths relative to the folder),
+    each path's position in the index, and the index."""
     from latentsearch.index import ImageIndex
 
     index = ImageIndex.load(work / "index")
     position = {str(Path(item.id)): i for i, item in enumerate(index.items)}
     rows = np.array([position[str(p.relative_to(root))] for p in paths])
-    return index.embeddings[rows], index
-
-
-def learned_copies(work: Path, root: Path, paths: list[Path]) -> tuple[np.ndarray, Any]:
-    x, index = index_vectors(work, root, paths)
-    return x, index
+    return index.embeddings[rows], rows, index
 
 
 # --------------------------------------------------------------------------- collections
 
 
+def rival_rows(
+    paths: list[Path], score: Callable[[np.ndarray], dict[str, Any]], fit_rows: np.ndarray
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The training-free rivals, each scored by ``score`` with its time; and the PHash bits."""
+    pixels, t_pix = timed(lambda: raw_pixels(paths))
+    reduced, t_pca = timed(lambda: pca(pixels, fit_rows))
+    hist, t_hist = timed(lambda: hsv_histogram(paths))
+    bits, t_hash = timed(lambda: phash_bits(paths))
+    rows = {
+        "raw pixels (32 px)": (pixels, t_pix),
+        "PCA of raw pixels, 64 components": (reduced, t_pix + t_pca),
+        "HSV colour histogram 8×8×8": (hist, t_hist),
+        "PHash (64 bits)": (bits, t_hash),
+    }
+    scored = {name: {**score(x), "seconds": round(t, 1)} for name, (x, t) in rows.items()}
+    return scored, bits
+
+
 def bench_tiles(root: Path, work: Path, extra: list[str]) -> dict[str, Any]:
     paths = _files(root)
     split, label, names = tile_labels(paths, root)
-    rows: dict[str, Any] = {}
-    pixels, t_pix = timed(lambda: raw_pixels(paths))
-    rows["raw pixels (32 px)"] = {**score_tiles(pixels, split, label), "seconds": round(t_pix, 1)}
-    reduced, t_pca = timed(lambda: pca(pixels, split == 0))
-    rows["PCA of raw pixels, 64 components"] = {
-        **score_tiles(reduced, split, label),
-        "seconds": round(t_pix + t_pca, 1),
-    }
-    hist, t_hist = timed(lambda: hsv_histogram(paths))
-    rows["HSV colour histogram 8×8×8"] = {
-        **score_tiles(hist, split, label),
-        "seconds": round(t_hist, 1),
-    }
-    bits, t_hash = timed(lambda: phash_bits(paths))
-    rows["PHash (64 bits)"] = {**score_tiles(bits, split, label), "seconds": round(t_hash, 1)}
+    rows, _ = rival_rows(paths, lambda x: score_tiles(x, split, label), split == 0)
     up = run_up(root, work, extra)
-    learned, _ = index_vectors(work, root, paths)
+    learned, _, _ = index_vectors(work, root, paths)
     rows["latentsearch up --no-labels"] = {**score_tiles(learned, split, label), **up}
-    np.savez(work / "vectors.npz", learned=learned, hist=hist, split=split, label=label)
     return {"images": len(paths), "pictures": len(names), "rows": rows}
 
 
@@ -279,31 +278,14 @@ def bench_copies(root: Path, work: Path, extra: list[str]) -> dict[str, Any]:
 
     paths = _files(root)
     picture, edits = copy_labels(paths)
-    rows: dict[str, Any] = {}
-    pixels, t_pix = timed(lambda: raw_pixels(paths))
-    rows["raw pixels (32 px)"] = {**score_copies(pixels, picture, edits), "seconds": t_pix}
-    reduced, t_pca = timed(lambda: pca(pixels, np.ones(len(paths), bool)))
-    rows["PCA of raw pixels, 64 components"] = {
-        **score_copies(reduced, picture, edits),
-        "seconds": round(t_pix + t_pca, 1),
-    }
-    hist, t_hist = timed(lambda: hsv_histogram(paths))
-    rows["HSV colour histogram 8×8×8"] = {
-        **score_copies(hist, picture, edits),
-        "seconds": round(t_hist, 1),
-    }
-    bits, t_hash = timed(lambda: phash_bits(paths))
-    rows["PHash (64 bits)"] = {
-        **score_copies(bits, picture, edits),
-        "seconds": round(t_hash, 1),
-        "duplicates (Hamming ≤ 10, imagededup's default)": pair_scores(
-            hamming_pairs(bits, 10), picture, edits
-        ),
-    }
+    rows, bits = rival_rows(
+        paths, lambda x: score_copies(x, picture, edits), np.ones(len(paths), bool)
+    )
+    rows["PHash (64 bits)"]["duplicates (Hamming ≤ 10, imagededup's default)"] = pair_scores(
+        hamming_pairs(bits, 10), picture, edits
+    )
     up = run_up(root, work, extra)
-    learned, index = index_vectors(work, root, paths)
-    position = {str(Path(item.id)): i for i, item in enumerate(index.items)}
-    rows_of = np.array([position[str(p.relative_to(root))] for p in paths])
+    learned, rows_of, index = index_vectors(work, root, paths)
     # The index's own search; an exact copy may come before the query itself, so drop the
     # query by position, not by rank.
     found = index.search(learned, 11)[1]
@@ -325,7 +307,6 @@ def bench_copies(root: Path, work: Path, extra: list[str]) -> dict[str, Any]:
             "largest_group": max((len(g) for g in groups), default=0),
         },
     }
-    np.savez(work / "vectors.npz", learned=learned, hist=hist, picture=picture, edits=edits)
     return {"images": len(paths), "pictures": int(picture.max() + 1), "rows": rows}
 
 

@@ -329,6 +329,30 @@ def test_duplicates_find_a_copy_under_another_name_and_nothing_else(run: Run, fo
         index.duplicates(0.0)
 
 
+def test_the_default_duplicate_threshold_is_wider_for_photographs_with_a_texture_part(
+    run: Run, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latentsearch.index import duplicates
+
+    index = ImageIndex.build(run, _data(folder))
+    typical = duplicates.typical_distance(index.embeddings)
+    assert index.default_duplicate_threshold() == pytest.approx(
+        duplicates.DEFAULT_DUPLICATE_FRACTION * typical
+    )
+    photo_run = tmp_path / "photo-run"
+    photo_run.mkdir()
+    config = {"model": "resnet-s", "model_kwargs": {"width": 16, "texture_weight": 0.4}}
+    (photo_run / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(ImageIndex, "run_path", property(lambda self: photo_run))
+    assert index.default_duplicate_threshold() == pytest.approx(
+        duplicates.PHOTO_DUPLICATE_FRACTION * typical
+    )
+    (photo_run / "config.json").unlink()  # a run that has moved: the general default
+    assert index.default_duplicate_threshold() == pytest.approx(
+        duplicates.DEFAULT_DUPLICATE_FRACTION * typical
+    )
+
+
 def test_hnsw_index_works_and_reports_recall(run: Run, folder: Path, tmp_path: Path) -> None:
     index = ImageIndex.build(run, _data(folder), index_type="hnsw")
     assert index.index_type == "hnsw"
