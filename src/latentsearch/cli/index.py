@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latentsearch.cli.common import CLIError
+from latentsearch.cli.options import add_json, add_option, add_run
 
 if TYPE_CHECKING:
     from latentsearch.data import ImageData
@@ -312,12 +313,13 @@ COMMANDS = {
 def register(sub: Any) -> None:
     """Adds this module's commands to the ``latentsearch`` sub-parsers."""
     from latentsearch.index import DEFAULT_DUPLICATE_FRACTION, EXACT_MAX_ITEMS, INDEX_TYPES
+    from latentsearch.index.backends import COMPRESSED_MIN_ITEMS
     from latentsearch.index.duplicates import (
         DUPLICATE_METHODS,
         DUPLICATES_EXACT_MAX_ITEMS,
         PHOTO_DUPLICATE_FRACTION,
     )
-    from latentsearch.index.vector_store import BACKENDS, TOKEN_ENV
+    from latentsearch.index.vector_store import BACKENDS, TOKEN_ENV, MilvusOptions
     from latentsearch.precision import PRECISIONS
 
     p = sub.add_parser(
@@ -326,7 +328,7 @@ def register(sub: Any) -> None:
         description="Embed every image of a data source (train and test) with a trained run "
         "and write an index folder; --update re-embeds only new and changed files.",
     )
-    p.add_argument("run", help="run folder (or checkpoint file)")
+    add_run(p)
     p.add_argument(
         "images", help="a folder of images, or anything `train --data` accepts (digits, ...)"
     )
@@ -338,8 +340,8 @@ def register(sub: Any) -> None:
         default="auto",
         choices=list(INDEX_TYPES),
         help=f"auto: exact (flat) up to {EXACT_MAX_ITEMS:,} images, approximate above, "
-        "compressed (ivfpq) above 5,000,000; hnsw / ivf / ivfpq: approximate, recall@10 "
-        "measured at build time (default: auto; "
+        f"compressed (ivfpq) above {COMPRESSED_MIN_ITEMS:,}; hnsw / ivf / ivfpq: approximate, "
+        "recall@10 measured at build time (default: auto; "
         "--update keeps the index's own)",
     )
     p.add_argument(
@@ -390,14 +392,15 @@ def register(sub: Any) -> None:
         help="Milvus collection (default: latentsearch_<index folder name>); one that holds "
         "another run's vectors is refused",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--milvus-timeout",
-        type=float,
-        default=10.0,
+        owner=MilvusOptions,
+        field="timeout",
         metavar="SECONDS",
-        help="how long to wait for the Milvus server (default: 10)",
+        help="how long to wait for the Milvus server",
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p, "the summary")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser(
@@ -426,5 +429,5 @@ def register(sub: Any) -> None:
         "missed pairs measured on a sample; auto: exact up to "
         f"{DUPLICATES_EXACT_MAX_ITEMS:,} images (default: auto)",
     )
-    p.add_argument("--json", action="store_true", help="print the groups as JSON")
+    add_json(p, "the groups")
     p.set_defaults(func=cmd_duplicates)

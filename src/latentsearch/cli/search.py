@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from latentsearch.cli.common import CLIError, print_table
+from latentsearch.cli.options import add_json, add_option
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -69,6 +70,8 @@ COMMANDS = {
 
 def register(sub: Any) -> None:
     """Adds the ``search`` command to the ``latentsearch`` sub-parsers."""
+    from latentsearch.searcher import Searcher
+
     p = sub.add_parser(
         "search",
         help=COMMANDS["search"],
@@ -78,8 +81,8 @@ def register(sub: Any) -> None:
     p.add_argument("index", help="index folder from `latentsearch index`")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
     p.add_argument("--run", default=None, help="run folder (default: the one that built INDEX)")
-    p.add_argument("-k", type=int, default=10, help="neighbours per query (default: 10)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_option(p, "-k", owner=Searcher.search_many, field="k", help="neighbours per query")
+    add_json(p, "the results")
     p.add_argument(
         "--grid",
         default=None,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from latentsearch.cli.options import add_seed
 from latentsearch.cli.serve import add_serve_options, cmd_serve
 
 
@@ -52,6 +53,8 @@ COMMANDS = {
 
 def register(sub: Any) -> None:
     """Adds the ``up`` command to the ``latentsearch`` sub-parsers."""
+    from latentsearch.workflow import prepare
+
     p = sub.add_parser(
         "up",
         help=COMMANDS["up"],
@@ -87,7 +90,7 @@ def register(sub: Any) -> None:
         help="ignore class folders, even train/<class>/: train without labels",
     )
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p, owner=prepare, help="training seed")
     p.add_argument(
         "--keep-model",
         action="store_true",
