@@ -102,18 +102,20 @@ def test_stage_blocks_that_are_not_positive_integers_are_refused_by_argparse(
     assert "positive integers separated by commas" in capsys.readouterr().err
 
 
-def test_train_help_lists_every_preset_with_what_it_measured(
+def test_train_help_lists_every_preset_in_one_line_without_results(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from latentsearch.presets import PRESETS
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
+    out = capsys.readouterr().out
     # argparse wraps lines, also after hyphens: compare without any whitespace.
-    text = "".join(capsys.readouterr().out.split())
+    text = "".join(out.split())
     for name, preset in PRESETS.items():
         assert "".join(f"{name}: {preset.summary}".split()) in text
-        assert "".join(preset.measured.split()) in text
+    # What each preset reached lives in the README and docs/experiments.md, not in the help.
+    assert "NMI" not in out and "P@10" not in out and len(out.splitlines()) < 120
 
 
 def test_width_for_a_model_without_one_is_a_clear_error(
