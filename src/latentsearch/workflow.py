@@ -311,6 +311,109 @@ def _last_state(work: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
+def _train_or_reuse(
+    config: Any,
+    run_dir: Path,
+    recipe: str,
+    data: DataSplits,
+    *,
+    log: Callable[[str], None],
+    progress: bool,
+) -> tuple[Any, bool]:
+    """The finished run in ``run_dir``: reused, resumed, or trained afresh; and whether this
+    call trained."""
+    from latentsearch.runs import CONFIG_FILE, RunError, load_run
+    from latentsearch.training import train
+
+    run = None
+    if (run_dir / CONFIG_FILE).is_file():
+        try:
+            run = load_run(run_dir)
+        except RunError:
+            run = None  # an epoch had not finished when it was interrupted: resume below
+    if run is not None and run.epoch >= config.epochs:
+        log(f"reusing run {run_dir} ({recipe} recipe, finished)")
+        return run, False
+    resume = run is not None
+    log(f"{'resuming' if resume else 'training'} run {run_dir} ({recipe} recipe)")
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # a folder with no finished epoch: start it afresh
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log(_estimate(config, settings_n_fit(data)))
+    run = train(
+        config,
+        run_dir,
+        resume=resume,
+        progress=progress,
+        data=data,
+        log=_epoch_lines(config.epochs, log, progress),
+    )
+    return run, True
+
+
+def _index(
+    run: Any,
+    images: ImageData,
+    index_dir: Path,
+    photos: Path,
+    *,
+    log: Callable[[str], None],
+    progress: bool,
+) -> tuple[Any, int]:
+    """Builds or updates the index in ``index_dir``; returns it and how many images it embedded.
+
+    The pipeline of ``latentsearch index``, over the images already decoded for training: one
+    chunk in memory, not a second read of the folder.
+    """
+    from latentsearch.index import ImageIndex, ImageIndexError
+    from latentsearch.index.streaming import index_images, update_images
+
+    existing = None
+    if index_dir.is_dir():
+        try:
+            existing = ImageIndex.load(index_dir)
+            existing.check_compatible(run)
+        except ImageIndexError:
+            existing = None  # built with another run: build afresh
+    if existing is not None:
+        done = update_images(existing, run, images, progress=progress, data_spec=str(photos))
+        index, update = existing, done.report
+        embedded = update.embedded
+        log(
+            f"index {index_dir}: {len(update.added)} added, {len(update.changed)} changed, "
+            f"{len(update.removed)} removed, {len(update.unchanged)} unchanged"
+        )
+    else:
+        built = index_images(run, images, progress=progress, data_spec=str(photos))
+        assert built.index is not None  # only other ranks of a distributed folder job get none
+        index = built.index
+        embedded = len(index)
+        log(f"index {index_dir}: {len(index)} images")
+    if embedded or existing is None:
+        index.save(index_dir)
+    return index, embedded
+
+
+def _report(run: Any, data: DataSplits, report_dir: Path, *, progress: bool) -> Path:
+    """The run's report in ``report_dir`` (reused when there), written whole or not at all."""
+    html = report_dir / "index.html"
+    if html.is_file():
+        return html
+    from latentsearch.evaluation import evaluate_run
+    from latentsearch.index.storage import replace_dir
+    from latentsearch.report import build_report
+
+    tmp = report_dir.with_name(report_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    evaluation = evaluate_run(run, data=data, baseline=True, progress=progress)
+    build_report(run, tmp, data=data, evaluation=evaluation, progress=progress)
+    old = replace_dir(tmp, report_dir)  # the previous report stays whole until then
+    if old is not None:
+        shutil.rmtree(old)
+    return html
+
+
 def prepare(
     photos: str | Path,
     work: str | Path,
@@ -344,12 +447,8 @@ def prepare(
         WorkflowError: ``photos`` is not a folder, or ``work`` holds other files.
         DataError: ``photos`` holds no readable image (nothing is written then).
     """
-    from latentsearch.evaluation import evaluate_run
-    from latentsearch.index import ImageIndex, ImageIndexError, all_images
-    from latentsearch.index.storage import replace_dir
-    from latentsearch.index.streaming import index_images, update_images
-    from latentsearch.runs import CONFIG_FILE, RunError, TrainConfig, load_run
-    from latentsearch.training import train
+    from latentsearch.index import all_images
+    from latentsearch.runs import TrainConfig
 
     photos, work = Path(photos), Path(work)
     if not photos.is_dir():
@@ -373,77 +472,13 @@ def prepare(
         log(f"keeping the model of {run_dir} (--keep-model), though the images changed")
     config = TrainConfig(data=str(photos.resolve()), **settings)
 
-    trained = False
-    run = None
-    if (run_dir / CONFIG_FILE).is_file():
-        try:
-            run = load_run(run_dir)
-        except RunError:
-            run = None  # an epoch had not finished when it was interrupted: resume below
-    if run is not None and run.epoch >= config.epochs:
-        log(f"reusing run {run_dir} ({recipe} recipe, finished)")
-    else:
-        resume = run is not None
-        log(f"{'resuming' if resume else 'training'} run {run_dir} ({recipe} recipe)")
-        if not resume and run_dir.exists():
-            shutil.rmtree(run_dir)  # a folder with no finished epoch: start it afresh
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        log(_estimate(config, settings_n_fit(data)))
-        run = train(
-            config,
-            run_dir,
-            resume=resume,
-            progress=progress,
-            data=data,
-            log=_epoch_lines(config.epochs, log, progress),
-        )
-        trained = True
-
+    run, trained = _train_or_reuse(config, run_dir, recipe, data, log=log, progress=progress)
     images = all_images(data)
     index_dir = work / "index"
-    existing = None
-    if index_dir.is_dir():
-        try:
-            existing = ImageIndex.load(index_dir)
-            existing.check_compatible(run)
-        except ImageIndexError:
-            existing = None  # built with another run: build afresh
-    # The pipeline of `latentsearch index`, over the images already decoded for training:
-    # one chunk in memory, not a second read of the folder.
-    if existing is not None:
-        done = update_images(existing, run, images, progress=progress, data_spec=str(photos))
-        index, update = existing, done.report
-        embedded = update.embedded
-        log(
-            f"index {index_dir}: {len(update.added)} added, {len(update.changed)} changed, "
-            f"{len(update.removed)} removed, {len(update.unchanged)} unchanged"
-        )
-    else:
-        built = index_images(run, images, progress=progress, data_spec=str(photos))
-        assert built.index is not None  # only other ranks of a distributed folder job get none
-        index = built.index
-        embedded = len(index)
-        log(f"index {index_dir}: {len(index)} images")
-    if embedded or existing is None:
-        index.save(index_dir)
-
-    report_html: Path | None = None
-    report_dir = work / "report" / key
+    index, embedded = _index(run, images, index_dir, photos, log=log, progress=progress)
+    report_html = None
     if report and (data.test or data.train).has_labels:
-        if (report_dir / "index.html").is_file():
-            report_html = report_dir / "index.html"
-        else:
-            from latentsearch.report import build_report
-
-            tmp = report_dir.with_name(report_dir.name + ".tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            evaluation = evaluate_run(run, data=data, baseline=True, progress=progress)
-            build_report(run, tmp, data=data, evaluation=evaluation, progress=progress)
-            old = replace_dir(tmp, report_dir)  # the previous report stays whole until then
-            if old is not None:
-                shutil.rmtree(old)
-            report_html = report_dir / "index.html"
+        report_html = _report(run, data, work / "report" / key, progress=progress)
 
     state = {
         "photos": str(photos.resolve()),

@@ -196,6 +196,8 @@ def test_huge_duplicate_threshold_is_not_a_traceback(
     assert main(["index", str(run), str(folder), "--out", str(idx), "--json"]) == 0
     dups = _json(capsys, ["duplicates", str(idx), "--threshold", "1e39", "--json"])
     assert [len(g) for g in dups["groups"]] == [3 * PER_CLASS]
+    single = ["duplicates", str(idx), "--threshold", "1e39", "--linkage", "single", "--json"]
+    assert [len(g) for g in _json(capsys, single)["groups"]] == [3 * PER_CLASS]
     assert "positive" in _fails(capsys, ["duplicates", str(idx), "--threshold", "inf"])
 
 

@@ -258,7 +258,9 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     else:
         threshold = 0.0
     groups, found = (
-        index.duplicate_search(threshold, method=args.method) if len(index) >= 2 else ([], None)
+        index.duplicate_search(threshold, method=args.method, linkage=args.linkage)
+        if len(index) >= 2
+        else ([], None)
     )
     if args.json:
         payload = {
@@ -312,13 +314,13 @@ COMMANDS = {
 
 def register(sub: Any) -> None:
     """Adds this module's commands to the ``latentsearch`` sub-parsers."""
-    from latentsearch.index import DEFAULT_DUPLICATE_FRACTION, EXACT_MAX_ITEMS, INDEX_TYPES
+    _register_index(sub)
+    _register_duplicates(sub)
+
+
+def _register_index(sub: Any) -> None:
+    from latentsearch.index import EXACT_MAX_ITEMS, INDEX_TYPES
     from latentsearch.index.backends import COMPRESSED_MIN_ITEMS
-    from latentsearch.index.duplicates import (
-        DUPLICATE_METHODS,
-        DUPLICATES_EXACT_MAX_ITEMS,
-        PHOTO_DUPLICATE_FRACTION,
-    )
     from latentsearch.index.vector_store import BACKENDS, TOKEN_ENV, MilvusOptions
     from latentsearch.precision import PRECISIONS
 
@@ -403,11 +405,22 @@ def register(sub: Any) -> None:
     add_json(p, "the summary")
     p.set_defaults(func=cmd_index)
 
+
+def _register_duplicates(sub: Any) -> None:
+    from latentsearch.index import DEFAULT_DUPLICATE_FRACTION
+    from latentsearch.index.duplicates import (
+        DUPLICATE_METHODS,
+        DUPLICATES_EXACT_MAX_ITEMS,
+        LINKAGES,
+        PHOTO_DUPLICATE_FRACTION,
+    )
+
     p = sub.add_parser(
         "duplicates",
         help=COMMANDS["duplicates"],
-        description="Group indexed images whose embeddings are closer than a threshold "
-        "(connected components: A~B and B~C put A, B, C in one group).",
+        description="Group indexed images whose embeddings are closer than a threshold. "
+        "Close pairs are grouped by average linkage: an image joins a group only when it is "
+        "close to its members on average, so a chain of similar pictures is not one group.",
     )
     p.add_argument("index", help="index folder from `latentsearch index`")
     p.add_argument(
@@ -428,6 +441,13 @@ def register(sub: Any) -> None:
         help=f"exact: every pair (time grows as N^2); approximate: IVF range search, its "
         "missed pairs measured on a sample; auto: exact up to "
         f"{DUPLICATES_EXACT_MAX_ITEMS:,} images (default: auto)",
+    )
+    p.add_argument(
+        "--linkage",
+        default=LINKAGES[0],
+        choices=list(LINKAGES),
+        help="average: groups whose members are close on average; single: connected "
+        "components (A~B and B~C put A, B, C in one group) (default: average)",
     )
     add_json(p, "the groups")
     p.set_defaults(func=cmd_duplicates)

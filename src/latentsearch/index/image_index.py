@@ -788,7 +788,9 @@ class ImageIndex:
         return {item_id: i for i, item_id in enumerate(data.ids)}, data.pixels
 
     # ------------------------------------------------------------------------ duplicates
-    def duplicates(self, threshold: float, *, method: str = "auto") -> list[list[IndexItem]]:
+    def duplicates(
+        self, threshold: float, *, method: str = "auto", linkage: str = "average"
+    ) -> list[list[IndexItem]]:
         """Groups of images whose embeddings are closer than ``threshold`` (squared L2).
 
         Close pairs are grouped by average linkage (``duplicates.group_pairs``): images join
@@ -800,6 +802,7 @@ class ImageIndex:
         Args:
             threshold: Squared L2 distance, > 0; pairs strictly closer are joined.
             method: ``auto``, ``exact`` or ``approximate``.
+            linkage: ``average`` or ``single`` (connected components).
 
         Returns:
             Groups of two or more items, each in index order, ordered by first item.
@@ -807,10 +810,10 @@ class ImageIndex:
         Raises:
             ImageIndexError: When ``threshold`` is not a positive number.
         """
-        return self.duplicate_search(threshold, method=method)[0]
+        return self.duplicate_search(threshold, method=method, linkage=linkage)[0]
 
     def duplicate_search(
-        self, threshold: float, *, method: str = "auto"
+        self, threshold: float, *, method: str = "auto", linkage: str = "average"
     ) -> tuple[list[list[IndexItem]], DuplicateSearch]:
         """:meth:`duplicates` with how they were found and the missed-pair estimate.
 
@@ -826,7 +829,11 @@ class ImageIndex:
                 method.
         """
         found = find_duplicates(
-            self._embeddings, threshold, method=method, index=self._store.duplicate_index
+            self._embeddings,
+            threshold,
+            method=method,
+            index=self._store.duplicate_index,
+            linkage=linkage,
         )
         return [[self._items[p] for p in g] for g in found.groups], found
 
