@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -139,21 +139,28 @@ def _unlabelled(data: DataSplits) -> DataSplits:
     return replace(data, train=strip(data.train), test=test)
 
 
-def folder_is_photographs(spec: str | Path) -> tuple[bool, str] | None:
+def folder_is_photographs(
+    spec: str | Path, paths: Sequence[str] | None = None
+) -> tuple[bool, str] | None:
     """Whether a folder holds photographs (``presets.photographs``, from a sample of its
     image headers), and why; None when ``spec`` names no folder of images (a named source,
-    idx or CIFAR files), which are never photographs."""
+    idx or CIFAR files), which are never photographs.
+
+    Args:
+        spec: The data source as given.
+        paths: The folder's image files when the caller has them (not listed again).
+    """
     from latentsearch.data.folder import list_image_folder, sample_image_sizes
     from latentsearch.presets import photographs
 
-    path = Path(spec)
-    if not path.is_dir():
-        return None
-    try:
-        listing = list_image_folder(path)
-    except DataError:
-        return None  # not an image folder (idx files, a CIFAR batch folder)
-    return photographs(sample_image_sizes(listing))
+    if paths is None:
+        if not Path(spec).is_dir():
+            return None
+        try:
+            paths = [f.path for f in list_image_folder(spec).files]
+        except DataError:
+            return None  # not an image folder (idx files, a CIFAR batch folder)
+    return photographs(sample_image_sizes(paths))
 
 
 def choose_auto_recipe(
@@ -215,7 +222,7 @@ def _settings(
 def _read_folder(
     photos: Path, labels: bool | None, log: Callable[[str], None], progress: bool
 ) -> tuple[DataSplits, bool, bool]:
-    """Lists the folder, decides labels and whether it holds photographs, and reads it.
+    """Reads the folder, then decides labels and whether it holds photographs.
 
     Returns:
         The images (without labels when they are not used), whether they are labelled, and
@@ -225,24 +232,22 @@ def _read_folder(
         WorkflowError: Fewer than two readable images, or labels asked for without classes.
         DataError: No readable image.
     """
-    from latentsearch.data.folder import list_image_folder
-
-    listing = list_image_folder(photos)  # DataError when the folder holds no file
-    labelled, why = choose_labels(photos, listing.class_names, labels)
-    log(why)
-    photo = False
-    if not labelled:
-        found = folder_is_photographs(photos)
-        photo = bool(found and found[0])
-        if found:
-            log(found[1])
-    data = load_data(str(photos), progress=progress)
+    data = load_data(str(photos), progress=progress)  # DataError when nothing is readable
     count = len(data.train) + (len(data.test) if data.test is not None else 0)
     if count < 2:
         raise WorkflowError(
             f"{photos} holds one readable image: nothing to learn from or to search; add "
             "more images"
         )
+    labelled, why = choose_labels(photos, data.train.class_names, labels)
+    log(why)
+    photo = False
+    if not labelled:
+        paths = [p for part in (data.train, data.test) if part for p in (part.paths or [])]
+        found = folder_is_photographs(photos, paths)
+        photo = bool(found and found[0])
+        if found:
+            log(found[1])
     return (data if labelled else _unlabelled(data)), labelled, photo
 
 

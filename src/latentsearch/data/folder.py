@@ -674,28 +674,27 @@ SIZE_SAMPLE = 256
 
 
 def sample_image_sizes(
-    listing: FolderListing, *, sample: int = SIZE_SAMPLE, seed: int = 0
+    paths: Sequence[str], *, sample: int = SIZE_SAMPLE, seed: int = 0
 ) -> np.ndarray:
-    """Width and height of a random sample of a folder's images, from their headers only.
+    """Width and height of a random sample of image files, from their headers only.
 
     Pillow reads the size without decoding, so this costs one small read per file. Files
     that cannot be opened are left out (the folder reader reports them).
 
     Args:
-        listing: The folder, as ``list_image_folder`` lists it.
+        paths: The files (e.g. ``ImageData.paths``, or a listing's files' paths).
         sample: Most files to look at.
         seed: Chooses the sample.
 
     Returns:
         (width, height) per readable sampled file. Shape: (M, 2), int64, M <= sample.
     """
-    files = listing.files
     rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(len(files), size=min(sample, len(files)), replace=False))
+    picks = np.sort(rng.choice(len(paths), size=min(sample, len(paths)), replace=False))
     sizes = []
     for i in picks:
         try:
-            with Image.open(files[int(i)].path) as img:
+            with Image.open(paths[int(i)]) as img:
                 sizes.append(img.size)
         except Exception:  # unreadable files are reported by the reader, not here
             continue
