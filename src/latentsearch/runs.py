@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ class TrainConfig:
             raise ConfigError(
                 "sync_batchnorm", f"must be true or false, got {self.sync_batchnorm!r}"
             )
+        for name in ("lr", "weight_decay", "hint_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(name, f"must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError("lr", f"must be positive, got {self.lr}")
         if self.threads is not None and self.threads < 1:
@@ -262,6 +266,22 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def never_finished_an_epoch(out: str | Path) -> bool:
+    """Whether ``out`` holds only what a run writes before its first checkpoint: its config,
+    an empty ``metrics.jsonl`` and an empty checkpoint folder (a run stopped in epoch 1)."""
+    out = Path(out)
+    if not (out / CONFIG_FILE).is_file():
+        return False
+    allowed = {CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR}
+    if not {p.name for p in out.iterdir()} <= allowed:
+        return False
+    ckpt_dir = out / CHECKPOINT_DIR
+    if ckpt_dir.exists() and (not ckpt_dir.is_dir() or any(ckpt_dir.iterdir())):
+        return False
+    metrics = out / METRICS_FILE
+    return not metrics.exists() or not metrics.read_text().strip()
+
+
 def prepare_run_folder(
     out: str | Path, config: TrainConfig, *, resume: bool
 ) -> dict[str, Any] | None:
@@ -275,11 +295,16 @@ def prepare_run_folder(
     Returns:
         The newest checkpoint's contents when resuming, else None.
 
+    A folder whose run stopped before its first checkpoint (``never_finished_an_epoch``)
+    is started afresh, with or without ``resume``: there is nothing in it to keep.
+
     Raises:
         RunError: A new run's folder is a file or not empty, or resuming finds no checkpoint
             or a run of another config (only ``RESUMABLE_FIELDS`` may change).
     """
     out = Path(out)
+    if out.is_dir() and never_finished_an_epoch(out):
+        return None
     if not resume:
         if out.exists() and not out.is_dir():
             raise RunError(f"{out} is a file, not a run folder: choose a new `out` folder")

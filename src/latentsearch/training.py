@@ -43,6 +43,7 @@ from latentsearch.runs import (
     TrainConfig,
     checkpoints,
     fingerprint,
+    never_finished_an_epoch,
     prepare_run_folder,
     read_history,
     save_checkpoint,
@@ -403,6 +404,8 @@ def _train(
     """``train`` once the device is known and the process group joined."""
     if config.world_size != ctx.world_size:
         config = dataclasses.replace(config, world_size=ctx.world_size)
+    if ctx.is_main and notify is not None and out.is_dir() and never_finished_an_epoch(out):
+        notify(f"{out} holds a run that stopped before its first epoch ended: starting afresh")
     state = _on_main(lambda: prepare_run_folder(out, config, resume=resume), ctx)
     start_epoch = 0 if state is None else int(state["epoch"])
 

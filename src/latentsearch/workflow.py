@@ -458,6 +458,11 @@ def prepare(
     photos, work = Path(photos), Path(work)
     if not photos.is_dir():
         raise WorkflowError(f"{photos} is not a folder")
+    if work.resolve().is_relative_to(photos.resolve()):
+        raise WorkflowError(
+            f"the work folder {work} is inside the photos folder {photos}: its reports and "
+            "runs would be indexed as photos on the next call; choose --work outside it"
+        )
     _check_work(work)
     data, labelled, photo = _read_folder(photos, labels, log, progress)
     settings = _settings(data, labelled, epochs, seed, photo, log)

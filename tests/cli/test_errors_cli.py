@@ -117,3 +117,30 @@ def test_a_command_line_parser_knows_every_command_fully_or_by_name() -> None:
     assert (args.index, args.k) == ("INDEX", 3)
     with pytest.raises(SystemExit):
         light.parse_args(["frobnicate"])
+
+
+def test_a_training_killed_in_its_first_epoch_restarts_instead_of_a_dead_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--model", "seed-ae", "--epochs", "1", "--no-evaluate"]
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)  # what a run writes before its first checkpoint
+    (out / "config.json").write_text("{}")
+    (out / "metrics.jsonl").write_text("")
+    for extra in (["--resume"], []):
+        assert main([*args, "--out", str(out), *extra]) == 0
+        assert "stopped before its first epoch ended: starting afresh" in capsys.readouterr().out
+        assert (out / "checkpoints" / "epoch-001.pt").is_file()
+        for ckpt in (out / "checkpoints").iterdir():
+            ckpt.unlink()  # back to a run killed in epoch 1
+        (out / "metrics.jsonl").write_text("")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_learning_rate_that_is_not_finite_is_one_line(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["train", "--model", "seed-ae", "--lr", value, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--lr must be a finite number" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

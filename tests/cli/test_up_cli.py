@@ -44,3 +44,31 @@ def test_up_on_a_folder_without_images_is_a_one_line_error(
     err = capsys.readouterr().err
     assert rc == 2 and "no readable image" in err and "Traceback" not in err
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--port", "70000"], "--port must be from 0 to 65535"),
+        (["--port", "-1"], "--port must be from 0 to 65535"),
+        (["--threads", "0"], "--threads"),
+    ],
+)
+def test_bad_server_options_are_refused_before_any_training(
+    flag: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos, work = _photos(tmp_path / "photos"), tmp_path / "work"
+    rc = main(["up", str(photos), "--work", str(work), *flag])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not work.exists()  # nothing trained, nothing written
+
+
+def test_a_work_folder_inside_the_photos_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = _photos(tmp_path / "photos")
+    rc = main(["up", str(photos), "--work", str(photos / "lw"), "--no-serve"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "inside the photos folder" in err and "Traceback" not in err
+    assert not (photos / "lw").exists()

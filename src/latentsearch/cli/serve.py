@@ -65,14 +65,28 @@ def _limits(args: argparse.Namespace) -> ServeLimits:
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from latentsearch.server.app import create_app
-    from latentsearch.server.running import ServerError, bind, serve, url_of
+def check_serve_options(args: argparse.Namespace) -> tuple[ServeLimits, list[str] | None]:
+    """The server's options, checked before anything is loaded (``up`` checks them before it
+    trains): the limits and the allowed hosts.
 
+    Raises:
+        CLIError: A port outside 0-65535, an empty --allowed-host, or a limit the library
+            refuses.
+    """
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be from 0 to 65535 (0: any free port), got {args.port}")
     limits = _limits(args)
     hosts = allowed_hosts(args.host, args.allowed_host)
     if hosts is not None and any(not h.strip() for h in hosts):
         raise CLIError("--allowed-host must not be empty")
+    return limits, hosts
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from latentsearch.server.app import create_app
+    from latentsearch.server.running import ServerError, bind, serve, url_of
+
+    limits, hosts = check_serve_options(args)
     _set_threads(limits.threads)
     app = create_app(
         args.index, args.run, limits=limits, allowed_hosts=hosts, clusters=not args.no_clusters

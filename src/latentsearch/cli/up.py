@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from latentsearch.cli.options import add_seed
-from latentsearch.cli.serve import add_serve_options, cmd_serve
+from latentsearch.cli.serve import add_serve_options, check_serve_options, cmd_serve
 
 
 def _default_work(photos: str) -> Path:
@@ -17,6 +17,8 @@ def _default_work(photos: str) -> Path:
 def cmd_up(args: argparse.Namespace) -> int:
     from latentsearch.workflow import prepare
 
+    if not args.no_serve:
+        check_serve_options(args)  # a bad --port must not wait for the training to finish
     work = Path(args.work) if args.work else _default_work(args.photos)
     done = prepare(
         args.photos,
