@@ -65,3 +65,14 @@ def test_report_rejects_a_non_positive_count(
         main(["report", str(run_dir), "--k", "0"])
     assert exc.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_report_into_a_file_is_one_line_and_keeps_the_file(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "notadir.txt"
+    taken.write_text("mine")
+    assert main(["report", str(run_dir), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err
+    assert taken.read_text() == "mine"

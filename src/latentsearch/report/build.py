@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 import latentsearch
 from latentsearch.data import DataSplits, ImageData, load_data
 from latentsearch.embedding import to_tensor
-from latentsearch.errors import ConfigError
+from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.evaluation import (
     PUBLISHED,
     Evaluation,
@@ -241,6 +241,8 @@ def _load(run: Run, *, progress: bool) -> DataSplits:
 def _clean_folder(out_dir: str | Path) -> Path:
     """The report folder, created, without the pictures of an earlier report."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LatentsearchError(f"{out} is a file, not a folder: choose a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
     for name in PICTURES:
         (out / name).unlink(missing_ok=True)
