@@ -335,7 +335,7 @@ def sweep(root: Path, work: Path, sizes: list[int], equal_time: bool) -> dict[st
         )
         config = json.loads((run / "config.json").read_text())
         out[str(size)] = {
-            "epochs": config.get("epochs", config.get("config", {}).get("epochs")),
+            "epochs": config["epochs"],
             "nmi": round(scores["nmi"], 4),
             "precision_at_10": round(scores["precision_at_10"], 4),
             "precision_at_1": round(scores["precision_at_1"], 4),

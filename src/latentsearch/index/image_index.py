@@ -843,8 +843,10 @@ class ImageIndex:
         run's model embeds a texture part (the auto recipe's photographs), else
         ``DEFAULT_DUPLICATE_FRACTION``. Needs two or more images.
         """
+        from latentsearch.runs import CONFIG_FILE
+
         try:
-            config = json.loads((self.run_path / "config.json").read_text())
+            config = json.loads((self.run_path / CONFIG_FILE).read_text())
             texture = float(config.get("model_kwargs", {}).get("texture_weight", 0) or 0)
         except (OSError, ValueError, TypeError, AttributeError):
             texture = 0.0  # the run has moved or is unreadable: the general default
