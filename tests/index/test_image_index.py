@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -422,6 +423,18 @@ def test_neighbors_of_a_stored_item_equal_a_search_with_its_image(
 def test_class_name_of_a_label(index: ImageIndex) -> None:
     assert [index.class_name(c) for c in (0, 1, 2)] == ["blue", "green", "red"]
     assert index.class_name(-1) is None and index.class_name(3) is None
+
+
+def test_an_index_is_labelled_only_with_class_names_and_a_labelled_item(
+    run: Run, index: ImageIndex
+) -> None:
+    assert index.labelled
+    assert list(index.items.labels()) == [it.label for it in index.items]
+    pixels = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    no_names = ImageData(pixels=pixels, labels=np.array([-1, -1]), class_names=[], ids=["a", "b"])
+    assert not ImageIndex.build(run, no_names).labelled
+    names_only = replace(no_names, class_names=["originals", "queries"])
+    assert not ImageIndex.build(run, names_only).labelled
 
 
 def test_given_embeddings_are_indexed_as_they_are(run: Run, folder: Path) -> None:

@@ -908,6 +908,15 @@ class ImageIndex:
         """Class names; ``items[i].label`` indexes them."""
         return list(self._meta["class_names"])
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the index was built with labels: class names and at least one labelled item.
+
+        Pages and reports show classes and right/wrong verdicts only then; folder names of an
+        index built without labels are places, not classes.
+        """
+        return bool(self._meta["class_names"]) and bool((self._items.labels() >= 0).any())
+
     def class_name(self, label: int) -> str | None:
         """The name of class ``label``, None for -1 (unknown) or a label beyond the names."""
         names = self._meta["class_names"]

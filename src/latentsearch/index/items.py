@@ -215,6 +215,12 @@ class ItemTable(Sequence[IndexItem]):
         """The label at position ``p``."""
         return int(self._labels[p])
 
+    def labels(self) -> np.ndarray:
+        """Every label, in position order (-1: none). Shape: (N,), int32, read-only view."""
+        view = self._labels.view()
+        view.flags.writeable = False
+        return view
+
     def path(self, p: int) -> str | None:
         """The file path at position ``p``, None for items without a file."""
         code = int(self._path_codes[p])
