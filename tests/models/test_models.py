@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from latentsearch.errors import LatentsearchError
-from latentsearch.models import MODELS, create_model
+from latentsearch.models import MODELS, create_model, layers
 from latentsearch.models.layers import UpsampleConv2d
 from latentsearch.models.seed_ae import SeedAutoencoder
 
@@ -71,7 +71,7 @@ def test_seed_ae_rejects_sizes_its_pooling_cannot_invert() -> None:
 @pytest.mark.parametrize(("h", "w"), [(8, 8), (5, 7), (1, 1)])
 def test_upsample_conv_equals_upsample_then_conv(h: int, w: int) -> None:
     torch.manual_seed(0)
-    fused = UpsampleConv2d(6, 5)
+    fused = UpsampleConv2d(6, 5, form="fused")
     nn.init.normal_(fused.bias)
     ref = nn.Conv2d(6, 5, 3, padding=1)
     ref.load_state_dict({"weight": fused.weight.detach(), "bias": fused.bias.detach()})
@@ -86,6 +86,33 @@ def test_upsample_conv_equals_upsample_then_conv(h: int, w: int) -> None:
     torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fused.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fused.bias.grad, ref.bias.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_upsample_conv_forms_agree_and_auto_follows_the_measured_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    layer = UpsampleConv2d(4, 3)
+    x = torch.randn(2, 4, 5, 6)
+    outs = {}
+    for form in ("fused", "upsample"):
+        layer.form = form
+        outs[form] = layer(x)
+    torch.testing.assert_close(outs["fused"], outs["upsample"], atol=1e-5, rtol=1e-5)
+    assert layers.fastest_form(x) == layers.FASTEST_FORM[("cpu", torch.float32)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layers.fastest_form(x) == layers.FASTEST_FORM[("cpu", torch.bfloat16)]
+    calls: list[str] = []
+    monkeypatch.setattr(layers.F, "interpolate", lambda *a, **k: calls.append("up") or a[0])
+    layer.form = "auto"
+    monkeypatch.setitem(layers.FASTEST_FORM, ("cpu", torch.float32), "fused")
+    layer(x)
+    assert calls == []
+    monkeypatch.setitem(layers.FASTEST_FORM, ("cpu", torch.float32), "upsample")
+    layer(x)
+    assert calls == ["up"]
+    with pytest.raises(ValueError, match="form must be"):
+        UpsampleConv2d(4, 3, form="fast")
 
 
 def test_seed_ae_embedding_is_the_pooled_retrieval_conv() -> None:
