@@ -36,12 +36,29 @@ LAYOUTS = [
 ]
 
 
-def measure(layout: dict[str, object], batch: int, steps: int, precision: str) -> float:
-    """Images per second (each image counted once, as two views) of full training steps."""
+def measure(
+    layout: dict[str, object],
+    batch: int,
+    steps: int,
+    precision: str,
+    *,
+    channels_last: bool = False,
+    compiled: bool = False,
+) -> float:
+    """Images per second (each image counted once, as two views) of full training steps.
+
+    ``channels_last`` stores weights and inputs NHWC (what ``training`` does on a CPU);
+    ``compiled`` wraps the model in ``torch.compile`` (its compilation is in the warm-up).
+    """
     torch.manual_seed(0)
-    model = SmallResNet(image_size=32, **layout)  # type: ignore[arg-type]
+    model: torch.nn.Module = SmallResNet(image_size=32, **layout)  # type: ignore[arg-type]
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     views = torch.rand(2 * batch, 3, 32, 32)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        views = views.contiguous(memory_format=torch.channels_last)
+    if compiled:
+        model = torch.compile(model)  # type: ignore[assignment]
     warmup = 3
     for i in range(steps + warmup):
         if i == warmup:
