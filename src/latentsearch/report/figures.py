@@ -22,14 +22,14 @@ QUERY_COLOR = "#2c4d9e"  # blue frame and bold title that set the query apart
 FRAME_WIDTH = 4.0  # frame line width, points
 DPI = 100
 
-_CELL = 1.35  # thumbnail width, inches (135 px at DPI): small images are upscaled to it
+_CELL = 1.44  # thumbnail width, inches (144 px at DPI, thumbnails.THUMB): small images are upscaled
 _COL_GAP = 0.1  # between neighbours, inches
 _QUERY_GAP = 0.45  # between the query and its first neighbour, inches
 _MARGIN = 0.2  # around the figure, inches
 _HEADER = 0.35  # the header line above the first row, inches
 _FONT = 9  # points
 _LINE = _FONT * 1.3 / 72  # height of one line of text, inches
-_TITLE_CHARS = 17  # wrap titles at this many characters so neighbours' texts never touch
+_TITLE_CHARS = 18  # wrap titles at this many characters so neighbours' texts never touch
 
 
 def _check_images(name: str, array: np.ndarray, ndim: int) -> np.ndarray:
@@ -195,6 +195,116 @@ def retrieval_grid(
             color = None if marks is None else CORRECT_COLOR if marks[i, j] else WRONG_COLOR
             _frame(ax, color)
             ax.set_xlabel("\n".join(neighbour_labels[i][j]), fontsize=_FONT, linespacing=1.1)
+    return _save(fig, out)
+
+
+# ------------------------------------------------------------------------------ gallery
+
+
+def gallery(
+    rows: Sequence[tuple[str, np.ndarray, Sequence[str]]],
+    out: str | Path,
+    *,
+    header: str = "",
+) -> Path:
+    """Rows of thumbnails, each row named on its left (a cluster, a near-duplicate group).
+
+    Args:
+        rows: ``(name, tiles, captions)`` per row: the row's name (may hold line breaks),
+            its tiles (Shape: (M, H, W, C), uint8, M >= 1; every row the same H, W, C) and M
+            captions written under them (e.g. file names).
+        out: Path of the PNG to write.
+        header: A line above the first row.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: For no rows, or mismatched shapes or caption counts.
+    """
+    if not rows:
+        raise ValueError("gallery needs at least one row")
+    checked: list[tuple[str, np.ndarray, list[list[str]]]] = []
+    for i, (name, tiles, captions) in enumerate(rows):
+        tiles = _check_images(f"rows[{i}] tiles", tiles, 4)
+        if len(tiles) == 0:
+            raise ValueError(f"rows[{i}] has no tiles")
+        if checked and tiles.shape[1:] != checked[0][1].shape[1:]:
+            raise ValueError(f"rows[{i}] tiles have shape {tiles.shape[1:]}, unlike row 0's")
+        caps = [_wrap(c) for c in _titles(f"rows[{i}] captions", captions, len(tiles))]
+        checked.append((str(name), tiles, caps))
+    height, width = checked[0][1].shape[1:3]
+    n_cols = max(len(t) for _, t, _ in checked)
+    label_w = 1.5
+    cell_w, cell_h = _CELL, _CELL * height / width
+    n_lines = max(max((len(c) for c in caps), default=1) for _, _, caps in checked)
+    row_h = cell_h + n_lines * _LINE + 0.3
+    top_h = _HEADER if header else 0.1
+    fig_w = _MARGIN + label_w + n_cols * cell_w + max(n_cols - 1, 0) * _COL_GAP + _MARGIN
+    fig_h = top_h + len(checked) * row_h + _MARGIN
+    fig = Figure(figsize=(fig_w, fig_h), dpi=DPI, facecolor="white")
+    if header:
+        fig.text(_MARGIN / fig_w, 1 - _HEADER / 2 / fig_h, header,
+                 ha="left", va="center", fontsize=_FONT + 1)  # fmt: skip
+    for r, (name, tiles, caps) in enumerate(checked):
+        top = top_h + r * row_h
+        y = 1 - (top + cell_h) / fig_h
+        fig.text(
+            (_MARGIN + label_w - 0.15) / fig_w, y + cell_h / 2 / fig_h, name,
+            ha="right", va="center", fontsize=_FONT + 1, fontweight="bold", linespacing=1.3,
+        )  # fmt: skip
+        for j, tile in enumerate(tiles):
+            x = _MARGIN + label_w + j * (cell_w + _COL_GAP)
+            ax = fig.add_axes((x / fig_w, y, cell_w / fig_w, cell_h / fig_h))
+            show_image(ax, tile)
+            _frame(ax, "#bbbbbb")
+            ax.set_xlabel("\n".join(caps[j]), fontsize=_FONT, linespacing=1.1)
+    return _save(fig, out)
+
+
+# -------------------------------------------------------------- nearest-neighbour distances
+
+
+def distance_histogram(
+    distances: np.ndarray,
+    out: str | Path,
+    *,
+    threshold: float | None = None,
+    title: str = "",
+) -> Path:
+    """A histogram of each image's distance to its nearest other image.
+
+    Args:
+        distances: Squared distances, one per image. Shape: (N,), N >= 1.
+        out: Path of the PNG to write.
+        threshold: The near-duplicate threshold, drawn as a dashed line when given.
+        title: Title above the plot.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: For no distances, or distances that are not finite.
+    """
+    d = np.asarray(distances, dtype=np.float64).ravel()
+    if not len(d) or not np.isfinite(d).all():
+        raise ValueError("distance_histogram needs at least one finite distance")
+    fig = Figure(figsize=(8.5, 4.2), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    top = float(max(d.max(), threshold or 0.0))
+    bins = np.linspace(0.0, top if top > 0 else 1.0, 41).tolist()
+    ax.hist(d, bins=bins, color="#4c72b0", edgecolor="white", linewidth=0.5)
+    if threshold is not None:
+        below = int((d < threshold).sum())
+        ax.axvline(
+            threshold, color="#d73027", linestyle="--", linewidth=1.3,
+            label=f"near-duplicate threshold {threshold:.3g}: {below} of {len(d)} images closer",
+        )  # fmt: skip
+        ax.legend(loc="upper right", frameon=False, fontsize=9)
+    ax.set_xlabel("squared distance to the nearest other image (d²)")
+    ax.set_ylabel("images")
+    ax.set_title(title, fontsize=12, loc="left")
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, out)
 
 
