@@ -6,6 +6,7 @@ state leaks between calls or threads) and writes a PNG with the Agg renderer.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ _MARGIN = 0.2  # around the figure, inches
 _HEADER = 0.35  # the header line above the first row, inches
 _FONT = 9  # points
 _LINE = _FONT * 1.3 / 72  # height of one line of text, inches
-_TITLE_CHARS = 18  # wrap titles at this many characters so neighbours' texts never touch
+_TITLE_CHARS = 21  # wrap titles at this many characters so neighbours' texts never touch
 
 
 def _check_images(name: str, array: np.ndarray, ndim: int) -> np.ndarray:
@@ -42,11 +43,30 @@ def _check_images(name: str, array: np.ndarray, ndim: int) -> np.ndarray:
     return array
 
 
+def _wrap_name(name: str) -> list[str]:
+    """A file name in lines of the thumbnail's width, broken after ``_``, ``-`` or ``.``
+    where it can be (``Picture_0B__`` / ``colour.jpg``), inside a word only where it must."""
+    lines: list[str] = []
+    line = ""
+    for piece in re.split(r"(?<=[_.\-])(?=[^_.\-])", name):
+        if len(line) + len(piece) > _TITLE_CHARS and line:
+            lines.append(line)
+            line = ""
+        while len(piece) > _TITLE_CHARS:
+            lines.append(piece[:_TITLE_CHARS])
+            piece = piece[_TITLE_CHARS:]
+        line += piece
+    return [*lines, line]
+
+
 def _wrap(text: str) -> list[str]:
     """Lines of a title, wrapped to the width of a thumbnail."""
     lines: list[str] = []
     for line in str(text).splitlines():
-        lines.extend(textwrap.wrap(line, _TITLE_CHARS, break_long_words=True) or [""])
+        if len(line) > _TITLE_CHARS and not any(c.isspace() for c in line):
+            lines.extend(_wrap_name(line))  # one long word: a file name
+        else:
+            lines.extend(textwrap.wrap(line, _TITLE_CHARS, break_long_words=True) or [""])
     return lines
 
 
