@@ -197,3 +197,13 @@ def test_a_gallery_names_its_rows_and_refuses_ragged_tiles(tmp_path: Path) -> No
         )
     with pytest.raises(ValueError, match="at least one row"):
         figures.gallery([], tmp_path / "j.png")
+
+
+def test_white_pictures_without_verdicts_still_show_their_edges(tmp_path: Path) -> None:
+    white = np.full((1, 16, 16, 3), 255, np.uint8)
+    out = retrieval_grid(white, white[:, None].repeat(3, axis=1), tmp_path / "g.png")
+    image = _load(out)
+    edge = _mask(image, figures.PLAIN_COLOR, tol=20)
+    assert _mask(image, figures.CORRECT_COLOR).sum() == 0  # no verdict frames
+    # Three thin frames, one per neighbour, each about a 144-px square's outline.
+    assert edge.sum() > 3 * 4 * 130

@@ -16,6 +16,7 @@ from latentsearch.index.streaming import index_images
 from latentsearch.report import figures
 from latentsearch.report.build import without_labels
 from latentsearch.report.search_grid import GRID_TILE, search_grid
+from latentsearch.report.thumbnails import PAD_COLOR
 from latentsearch.runs import Run
 
 SIZE = 8  # the session's colour runs' input size
@@ -81,7 +82,7 @@ def test_an_index_without_labels_gets_names_and_distances_not_verdicts(
     assert call["correct"] is None
     q_tiles = call["args"][0]
     assert q_tiles.shape == (2, GRID_TILE, GRID_TILE, 3)
-    drawn_rows = np.flatnonzero((q_tiles[0] != 255).any(axis=(1, 2)))
+    drawn_rows = np.flatnonzero((q_tiles[0] != PAD_COLOR).any(axis=(1, 2)))
     assert len(drawn_rows) == pytest.approx(GRID_TILE / 2, abs=2)  # 2:1 kept, not stretched
     titles = call["neighbor_titles"]
     for row, found in zip(titles, results, strict=True):

@@ -21,6 +21,8 @@ CORRECT_COLOR = "#1a9850"  # green frame: the neighbour has the query's class
 WRONG_COLOR = "#d73027"  # red frame: it does not
 QUERY_COLOR = "#2c4d9e"  # blue frame and bold title that set the query apart
 FRAME_WIDTH = 4.0  # frame line width, points
+PLAIN_COLOR = "#999999"  # the thin edge of a thumbnail that carries no verdict
+PLAIN_WIDTH = 1.0
 DPI = 100
 
 _CELL = 1.44  # thumbnail width, inches (144 px at DPI, thumbnails.THUMB): small images are upscaled
@@ -94,12 +96,12 @@ def show_image(ax: Axes, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def _frame(ax: Axes, color: str | None) -> None:
+def _frame(ax: Axes, color: str | None, width: float = FRAME_WIDTH) -> None:
     for spine in ax.spines.values():
         spine.set_visible(color is not None)
         if color is not None:
             spine.set_edgecolor(color)
-            spine.set_linewidth(FRAME_WIDTH)
+            spine.set_linewidth(width)
 
 
 def _neighbor_titles(
@@ -212,8 +214,10 @@ def retrieval_grid(
         for j in range(k):
             ax = axes_at(first_x + j * (cell_w + _COL_GAP), i)
             show_image(ax, neighbors[i, j])
-            color = None if marks is None else CORRECT_COLOR if marks[i, j] else WRONG_COLOR
-            _frame(ax, color)
+            if marks is None:  # a thin edge, so a near-white picture still shows its extent
+                _frame(ax, PLAIN_COLOR, PLAIN_WIDTH)
+            else:
+                _frame(ax, CORRECT_COLOR if marks[i, j] else WRONG_COLOR)
             ax.set_xlabel("\n".join(neighbour_labels[i][j]), fontsize=_FONT, linespacing=1.1)
     return _save(fig, out)
 
@@ -277,7 +281,7 @@ def gallery(
             x = _MARGIN + label_w + j * (cell_w + _COL_GAP)
             ax = fig.add_axes((x / fig_w, y, cell_w / fig_w, cell_h / fig_h))
             show_image(ax, tile)
-            _frame(ax, "#bbbbbb")
+            _frame(ax, PLAIN_COLOR, PLAIN_WIDTH)
             ax.set_xlabel("\n".join(caps[j]), fontsize=_FONT, linespacing=1.1)
     return _save(fig, out)
 

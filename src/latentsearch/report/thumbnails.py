@@ -25,7 +25,8 @@ from latentsearch.data.images import DEFAULT_MAX_PIXELS
 THUMB = 144
 """Side, in pixels, of the square cell a thumbnail is padded into."""
 
-PAD_COLOR = (255, 255, 255)  # around a thumbnail whose aspect is not square
+PAD_COLOR = (242, 242, 242)  # around a picture that is not square: light grey, so a white
+# picture shows where it ends
 PLACEHOLDER_COLOR = (226, 226, 226)
 
 MISSING = "missing"  # the file is gone since the images were loaded
