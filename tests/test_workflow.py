@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,11 @@ def test_a_second_call_on_unchanged_images_trains_and_embeds_nothing(tmp_path: P
 def test_changed_images_train_anew_unless_the_model_is_kept(tmp_path: Path) -> None:
     photos = _photos(tmp_path / "photos", classes=False)
     first = prepare(photos, tmp_path / "work", epochs=1, log=_quiet, progress=False)
-    assert first.recipe == "auto" and first.report is None  # no classes: nothing to score
+    assert first.recipe == "auto"
+    # Without classes the report is still written: distances and thumbnails, no scores.
+    assert first.report is not None and first.report.is_file()
+    saved = json.loads((first.report.parent / "report.json").read_text())
+    assert saved["labelled"] is False and saved["metrics"] is None
 
     _image(photos / "new.png", 99, (1, 1, 0))
     kept = prepare(photos, tmp_path / "work", epochs=1, keep_model=True, log=_quiet, progress=False)

@@ -4,7 +4,7 @@
 
     WORK/runs/<key>/    the run, named by a key of the images' contents and the recipe
     WORK/index/         the index over every readable image, updated in place
-    WORK/report/<key>/  the run's report (labelled collections)
+    WORK/report/<key>/  the run's report
     WORK/up.json        what the last call did
 
 The key is the SHA-256 of the recipe's settings and of every image's id and content hash, so a
@@ -47,7 +47,7 @@ class Prepared:
     Attributes:
         run: The run folder.
         index: The index folder.
-        report: The report's ``index.html``, or None (unlabelled collections have no report).
+        report: The report's ``index.html``, or None when none was asked for.
         recipe: ``"auto"`` (no labels) or ``"supervised"`` (class folders).
         trained: Whether this call trained (False: the run was reused).
         embedded: Images embedded by this call (0 when the index was up to date).
@@ -399,8 +399,14 @@ def _index(
     return index, embedded
 
 
-def _report(run: Any, data: DataSplits, report_dir: Path, *, progress: bool) -> Path:
-    """The run's report in ``report_dir`` (reused when there), written whole or not at all."""
+def _report(
+    run: Any, data: DataSplits, report_dir: Path, *, labelled: bool, progress: bool
+) -> Path:
+    """The run's report in ``report_dir`` (reused when there), written whole or not at all.
+
+    Without labels (``data`` then carries none) nothing is scored: the report shows
+    distances, near-duplicates and the images themselves instead of verdicts.
+    """
     html = report_dir / "index.html"
     if html.is_file():
         return html
@@ -411,7 +417,9 @@ def _report(run: Any, data: DataSplits, report_dir: Path, *, progress: bool) -> 
     tmp = report_dir.with_name(report_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    evaluation = evaluate_run(run, data=data, baseline=True, progress=progress)
+    evaluation = (
+        evaluate_run(run, data=data, baseline=True, progress=progress) if labelled else None
+    )
     build_report(run, tmp, data=data, evaluation=evaluation, progress=progress)
     old = replace_dir(tmp, report_dir)  # the previous report stays whole until then
     if old is not None:
@@ -442,7 +450,8 @@ def prepare(
             no-label ``auto`` recipe). Unused folder names are not kept as labels.
         epochs: Train this many epochs instead of the recipe's.
         seed: Training seed.
-        report: Write the run's report (labelled collections only).
+        report: Write the run's report (without labels: distances, near-duplicates and
+            thumbnails, no scores).
         keep_model: When the images changed since the last call, keep its run (if trained
             with the same settings) and only update the index, instead of training anew.
         log: Where progress lines go.
@@ -487,8 +496,10 @@ def prepare(
     index_dir = work / "index"
     index, embedded = _index(run, images, index_dir, photos, log=log, progress=progress)
     report_html = None
-    if report and (data.test or data.train).has_labels:
-        report_html = _report(run, data, work / "report" / key, progress=progress)
+    if report:
+        report_html = _report(
+            run, data, work / "report" / key, labelled=labelled, progress=progress
+        )
 
     state = {
         "photos": str(photos.resolve()),

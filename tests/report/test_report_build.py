@@ -182,9 +182,12 @@ def test_unlabelled_images_get_a_report_without_metrics(run: Run, tmp_path: Path
     )
     saved = json.loads((index.parent / "report.json").read_text())
     assert saved["metrics"] is None
+    # Digits have no near-duplicates under the default threshold: no group picture.
     assert {f["file"] for f in saved["figures"]} == {
         "training_curves.png", "map_tsne.png", "reconstructions.png", "retrieval.png",
+        "neighbour_distances.png",
     }  # fmt: skip
+    assert saved["labelled"] is False and saved["neighbour_distances"]["images"] == 300
     assert "carry no labels" in index.read_text(encoding="utf-8")
     assert not re.search(r"data-metric", index.read_text(encoding="utf-8"))
 

@@ -167,3 +167,43 @@ def test_contingency_heatmap_and_bars_are_valid_pictures(tmp_path: Path) -> None
         assert _load(path).std() > 5
     with pytest.raises(ValueError, match="counts must have shape"):
         figures.contingency_heatmap(counts, ["a"], [0, 1], tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize(
+    ("name", "lines"),
+    [
+        ("Dragonfly__grey.jpg", ["Dragonfly__grey.jpg"]),
+        ("Picture_0B__jpeg15.jpg", ["Picture_0B__jpeg15.", "jpg"]),
+        ("IMG_20230412_153000_HDR.jpg", ["IMG_20230412_153000_", "HDR.jpg"]),
+        ("a" * 30 + ".png", ["a" * 21, "a" * 9 + ".png"]),
+    ],
+)
+def test_file_names_under_thumbnails_break_at_separators(name: str, lines: list[str]) -> None:
+    assert figures._wrap(name) == lines
+    assert "".join(figures._wrap(name)) == name
+
+
+def test_a_gallery_names_its_rows_and_refuses_ragged_tiles(tmp_path: Path) -> None:
+    tiles = np.zeros((2, 16, 16, 3), np.uint8)
+    out = figures.gallery([("group 1\n2 images", tiles, ["a.jpg", "b.jpg"])], tmp_path / "g.png")
+    with Image.open(out) as im:
+        assert im.format == "PNG"
+    with pytest.raises(ValueError, match="captions must have 2 entries"):
+        figures.gallery([("g", tiles, ["a.jpg"])], tmp_path / "h.png")
+    with pytest.raises(ValueError, match="unlike row 0"):
+        figures.gallery(
+            [("g", tiles, ["a", "b"]), ("h", np.zeros((1, 8, 8, 3), np.uint8), ["c"])],
+            tmp_path / "i.png",
+        )
+    with pytest.raises(ValueError, match="at least one row"):
+        figures.gallery([], tmp_path / "j.png")
+
+
+def test_white_pictures_without_verdicts_still_show_their_edges(tmp_path: Path) -> None:
+    white = np.full((1, 16, 16, 3), 255, np.uint8)
+    out = retrieval_grid(white, white[:, None].repeat(3, axis=1), tmp_path / "g.png")
+    image = _load(out)
+    edge = _mask(image, figures.PLAIN_COLOR, tol=20)
+    assert _mask(image, figures.CORRECT_COLOR).sum() == 0  # no verdict frames
+    # Three thin frames, one per neighbour, each about a 144-px square's outline.
+    assert edge.sum() > 3 * 4 * 130

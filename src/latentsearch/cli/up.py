@@ -39,7 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  ... and {n - 20} more")
     print(f"run:    {done.run} ({done.recipe}{', trained now' if done.trained else ', reused'})")
     print(f"index:  {done.index} ({done.count:,} images, {done.embedded:,} embedded now)")
-    print(f"report: {done.report or 'none (no class folders to score against)'}")
+    print(f"report: {done.report or 'none (--no-report)'}")
     if args.no_serve:
         print(f"serve it with: latentsearch serve {done.index}")
         return 0

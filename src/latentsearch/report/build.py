@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ from latentsearch.evaluation import (
     query_neighbours,
     score_pixels,
 )
+from latentsearch.index.duplicates import (
+    DEFAULT_DUPLICATE_FRACTION,
+    PHOTO_DUPLICATE_FRACTION,
+    find_duplicates,
+    typical_distance,
+)
+from latentsearch.metrics import nearest_neighbors
 from latentsearch.progress import show_progress
 from latentsearch.protocols import ProtocolSplits, make_splits
 from latentsearch.report import figures
@@ -47,7 +55,10 @@ from latentsearch.report.projection import (
     umap_2d,
     umap_available,
 )
+from latentsearch.report.thumbnails import Tile, image_tiles
 from latentsearch.runs import Run, checkpoints, machine_description
+
+Positions = Sequence[int] | np.ndarray  # positions of images in a set
 
 REPORT_FORMAT = "latentsearch-report/1"
 N_RECONSTRUCTIONS = 12  # images in the originals-versus-reconstructions strip
@@ -62,7 +73,14 @@ PICTURES = (
     "retrieval.png",
     "precision_per_class.png",
     "contingency.png",
+    "neighbour_distances.png",
+    "duplicates.png",
+    "clusters.png",
 )
+MAX_DISTANCE_QUERIES = 5000  # images whose nearest-neighbour distance the histogram shows
+MAX_GROUPS = 8  # near-duplicate groups drawn (the largest)
+MAX_CLUSTERS = 12  # cluster-head clusters drawn (the largest)
+MEMBERS = 6  # thumbnails per drawn group or cluster
 
 
 def published_scores(run: Run) -> dict[str, Any] | None:
@@ -100,6 +118,35 @@ def _reconstruct(run: Run, pixels: np.ndarray) -> np.ndarray | None:
 
 def _class_name(names: list[str], label: int) -> str:
     return names[label] if 0 <= label < len(names) else "unlabelled"
+
+
+def without_labels(data: DataSplits) -> DataSplits:
+    """The same images with no labels and no class names."""
+
+    def strip(part: ImageData) -> ImageData:
+        return replace(part, labels=np.full(len(part), -1, np.int64), class_names=[])
+
+    test = strip(data.test) if data.test is not None else None
+    return replace(data, train=strip(data.train), test=test)
+
+
+def report_data(run: Run, data: DataSplits) -> tuple[DataSplits, bool]:
+    """The images a report draws, and whether it shows classes and right/wrong verdicts.
+
+    A run records the class names of the data it was trained on, none when it was trained
+    without labels (``up --no-labels``, or a folder whose subfolders are places): as for an
+    index (``ImageIndex.labelled``), labelled means class names and at least one labelled
+    image. Otherwise the labels a folder's subfolders would give are dropped, so no verdict,
+    class table or legend is built from folder names (and the protocol splits the images as
+    training did).
+
+    Returns:
+        The data (labels dropped when unlabelled) and whether it is labelled.
+    """
+    labelled = bool(run.class_names) and any(
+        part is not None and part.has_labels for part in (data.train, data.test)
+    )
+    return (data if labelled else without_labels(data)), labelled
 
 
 def _dates(run: Run) -> dict[str, str | None]:
@@ -141,11 +188,18 @@ def build_report(
     """Writes a self-contained report of a trained run: ``index.html``, PNGs, ``report.json``.
 
     The report opens from disk in any browser (no external CSS, scripts or fonts). It shows
-    the run's clustering and retrieval metrics beside raw pixels on the same images (and the
-    study's published NMI / RI for the ``seed`` protocol), training curves, a 2-D map of the
-    cluster-set embeddings, reconstructions (autoencoders), retrieval grids, a cluster-versus-
-    class contingency map, precision@10 per class, and the run's config, data, machine, time
-    and date.
+    training curves, a 2-D map of the cluster-set embeddings, reconstructions (autoencoders),
+    retrieval grids with each neighbour's distance, and the run's config, data, machine, time
+    and date. With labels (see :func:`report_data`) it adds the run's clustering and retrieval
+    metrics beside raw pixels on the same images (and the study's published NMI / RI for the
+    ``seed`` protocol), right/wrong frames in the retrieval grid, a cluster-versus-class
+    contingency map and precision@10 per class. Without labels it shows what is true without
+    them instead: the distribution of nearest-neighbour distances, near-duplicate groups, and
+    the clusters of the run's cluster head when it has one.
+
+    Images with files are drawn from those files (thumbnails, aspect kept, file name
+    underneath); a file gone or changed since the images were loaded is drawn as a placeholder
+    that says so. Only reconstructions show the model's input pixels.
 
     Args:
         run: A trained run (see ``latentsearch.runs.load_run``).
@@ -178,8 +232,9 @@ def build_report(
     try:
         bar.set_postfix_str("data")
         data = data if data is not None else _load(run, progress=progress)
+        data, labelled = report_data(run, data)
         splits = make_splits(data, cfg.protocol)
-        labelled = splits.cluster.has_labels and splits.query.has_labels
+        labelled = labelled and splits.cluster.has_labels and splits.query.has_labels
         given = evaluation if isinstance(evaluation, Evaluation) and labelled else None
         bar.update()
 
@@ -196,7 +251,8 @@ def build_report(
         bar.update()
 
         figs: list[dict[str, str]] = []
-        extras: dict[str, Any] = {}
+        extras: dict[str, Any] = {"labelled": labelled}
+        drawn: list[Tile] = []
         _curves(run, out, figs)
         bar.set_postfix_str("2-D map")
         extras["map"] = _maps(splits.cluster, emb.cluster, out, figs, max_points, seed)
@@ -206,11 +262,14 @@ def build_report(
         _reconstructions(run, splits.cluster, out, figs, seed)
         if neighbours is not None:
             _retrieval(
-                splits, neighbours, out, figs, extras, metrics=metrics, n_queries=n_queries, k=k,
-                seed=seed,
+                splits, neighbours, out, figs, extras, drawn, metrics=metrics,
+                n_queries=n_queries, k=k, seed=seed,
             )  # fmt: skip
         if scored is not None and metrics is not None:
             _contingency(splits.cluster, scored.assignments, metrics, out, figs, extras)
+        if not labelled:
+            _without_labels_views(run, splits, emb, out, figs, extras, drawn, seed=seed)
+        extras["unavailable"] = sorted({(t.name, t.status) for t in drawn if t.status is not None})
         bar.update()
 
         bar.set_postfix_str("html")
@@ -405,7 +464,14 @@ def _reconstructions(
     decoded = _reconstruct(run, originals)
     if decoded is None:
         return
-    names = [cluster.class_names[c] if c >= 0 else "" for c in cluster.labels[sample]]
+    names = [
+        cluster.class_names[c]
+        if c >= 0
+        else Path(cluster.paths[i]).name
+        if cluster.paths is not None
+        else ""
+        for i, c in zip(sample, cluster.labels[sample], strict=True)
+    ]
     path = figures.reconstruction_pairs(
         originals, decoded, out / "reconstructions.png", titles=names
     )
@@ -418,12 +484,33 @@ def _reconstructions(
     )
 
 
+def _tiles(images: ImageData, positions: Positions, drawn: list[Tile]) -> list[Tile]:
+    """Thumbnails of some images (see ``image_tiles``), also kept in ``drawn``."""
+    tiles = image_tiles(images, positions)
+    drawn.extend(tiles)
+    return tiles
+
+
+def _stack(tiles: Sequence[Tile]) -> np.ndarray:
+    """Shape: (M, THUMB, THUMB, 3)."""
+    return np.stack([t.pixels for t in tiles])
+
+
+def _rows(tiles: list[Tile], width: int) -> list[list[Tile]]:
+    return [tiles[i : i + width] for i in range(0, len(tiles), width)]
+
+
+def _lines(*parts: str) -> str:
+    return "\n".join(p for p in parts if p)
+
+
 def _retrieval(
     splits: ProtocolSplits,
     neighbours: Neighbours,
     out: Path,
     figs: list[dict[str, str]],
     extras: dict[str, Any],
+    drawn: list[Tile],
     *,
     metrics: dict[str, Any] | None,
     n_queries: int,
@@ -441,19 +528,24 @@ def _retrieval(
     grid_idx, grid_dist = idx[rows, :shown], dist[rows, :shown]
     q_labels = query.labels[rows]
     nb_labels = database.labels[grid_idx]
+    q_tiles = _tiles(query, rows, drawn)
+    nb_tiles = _tiles(database, grid_idx.ravel(), drawn)
     path = figures.retrieval_grid(
-        np.asarray(query.pixels[rows]),
-        np.asarray(database.pixels[grid_idx.ravel()]).reshape(
-            len(rows), shown, *database.image_shape
-        ),
+        _stack(q_tiles),
+        _stack(nb_tiles).reshape(len(rows), shown, *nb_tiles[0].pixels.shape),
         out / "retrieval.png",
-        query_titles=[_class_name(names, int(c)) if labelled else "" for c in q_labels],
+        query_titles=[
+            _lines(_class_name(names, int(c)) if labelled else "", t.caption)
+            for c, t in zip(q_labels, q_tiles, strict=True)
+        ],
         neighbor_titles=[
             [
-                (f"{_class_name(names, int(c))}\n" if labelled else "") + f"d²={d:.3g}"
-                for c, d in zip(lab_row, d_row, strict=True)
+                _lines(_class_name(names, int(c)) if labelled else "", f"d²={d:.3g}", t.caption)
+                for c, d, t in zip(lab_row, d_row, tile_row, strict=True)
             ]
-            for lab_row, d_row in zip(nb_labels, grid_dist, strict=True)
+            for lab_row, d_row, tile_row in zip(
+                nb_labels, grid_dist, _rows(nb_tiles, shown), strict=True
+            )
         ],
         correct=(nb_labels == q_labels[:, None]) if labelled else None,
     )
@@ -461,9 +553,15 @@ def _retrieval(
         figs,
         path,
         "Retrieval examples",
-        f"{len(rows)} query images (a seeded sample across classes, framed in blue) and their "
-        f"{shown} nearest database images by squared Euclidean distance d², nearest first"
-        + (": green frame, same class as the query; red, another class." if labelled else "."),
+        f"{len(rows)} query images ("
+        + ("a seeded sample across classes" if labelled else "a seeded sample")
+        + f", framed in blue) and their {shown} nearest database images by squared Euclidean "
+        "distance d², nearest first, each with its file name"
+        + (
+            ": green frame, same class as the query; red, another class."
+            if labelled
+            else ". The run has no labels, so no neighbour is marked right or wrong."
+        ),
     )
     if metrics is None:
         return
@@ -524,3 +622,203 @@ def _contingency(
         "shaded by the share of the class. Off-diagonal mass shows which classes are merged.",
     )
     extras["contingency"] = {"counts": counts.tolist(), "cluster_order": order.tolist()}
+
+
+def _all_images(splits: ProtocolSplits, emb: SplitEmbeddings) -> tuple[ImageData, np.ndarray]:
+    """Every image the report searched (database and queries, each once) and its embeddings.
+
+    Shape: embeddings (N, D).
+    """
+    if splits.same_set or splits.query is splits.database:
+        return splits.database, emb.database
+    both = ImageData.concatenate([splits.database, splits.query])
+    return both, np.concatenate([emb.database, emb.query])
+
+
+def duplicate_threshold(run: Run, embeddings: np.ndarray) -> float:
+    """The index's default near-duplicate threshold for this run's embeddings.
+
+    As ``ImageIndex.default_duplicate_threshold``: a share of the median squared distance
+    between random images, ``PHOTO_DUPLICATE_FRACTION`` when the model embeds a texture part.
+    Shape: (N, D), N >= 2 -> scalar.
+    """
+    texture = float(run.config.model_kwargs.get("texture_weight", 0) or 0)
+    fraction = PHOTO_DUPLICATE_FRACTION if texture > 0 else DEFAULT_DUPLICATE_FRACTION
+    return fraction * typical_distance(embeddings)
+
+
+def _without_labels_views(
+    run: Run,
+    splits: ProtocolSplits,
+    emb: SplitEmbeddings,
+    out: Path,
+    figs: list[dict[str, str]],
+    extras: dict[str, Any],
+    drawn: list[Tile],
+    *,
+    seed: int,
+) -> None:
+    """What is true without labels: nearest-neighbour distances, near-duplicates, clusters."""
+    images, vectors = _all_images(splits, emb)
+    if len(images) < 2:
+        return
+    threshold = duplicate_threshold(run, vectors)
+    _distances(images, vectors, threshold, out, figs, extras, seed=seed)
+    _duplicates(images, vectors, threshold, out, figs, extras, drawn)
+    _clusters(run, images, vectors, out, figs, extras, drawn)
+
+
+def _distances(
+    images: ImageData,
+    vectors: np.ndarray,
+    threshold: float,
+    out: Path,
+    figs: list[dict[str, str]],
+    extras: dict[str, Any],
+    *,
+    seed: int,
+) -> None:
+    n = len(images)
+    picked = np.arange(n)
+    if n > MAX_DISTANCE_QUERIES:  # a seeded sample shows the same distribution for less
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(n, MAX_DISTANCE_QUERIES, replace=False))
+    # Each picked image against all: the first hit that is not the image itself (an exact
+    # copy ties with it at distance 0 and may come first).
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    dist, idx = nearest_neighbors(x[picked], x, 2)
+    nearest = np.where(idx[:, 0] == picked, dist[:, 1], dist[:, 0]).astype(np.float64)
+    path = figures.distance_histogram(
+        nearest,
+        out / "neighbour_distances.png",
+        threshold=threshold,
+        title=f"Nearest-neighbour distances of {len(picked)} of {n} images"
+        if len(picked) < n
+        else f"Nearest-neighbour distances of all {n} images",
+    )
+    _figure(
+        figs,
+        path,
+        "Distances to the nearest image",
+        "For each image, the squared distance d² between its embedding and the nearest other "
+        "image's. A peak near zero holds copies and near-copies (the dashed line is the "
+        "near-duplicate threshold the index uses); the rest shows how far apart the "
+        "collection's images typically are, the scale of the distances in the retrieval grid.",
+    )
+    extras["neighbour_distances"] = {
+        "images": len(picked),
+        "threshold": float(threshold),
+        "below_threshold": int((nearest < threshold).sum()),
+        "quantiles": {
+            str(q): float(v)
+            for q, v in zip((0.1, 0.5, 0.9), np.quantile(nearest, [0.1, 0.5, 0.9]), strict=True)
+        },
+    }
+
+
+def _names(images: ImageData, positions: Positions) -> list[str]:
+    if images.paths is None:
+        return [images.ids[int(p)] for p in positions]
+    return [Path(images.paths[int(p)]).name for p in positions]
+
+
+def _duplicates(
+    images: ImageData,
+    vectors: np.ndarray,
+    threshold: float,
+    out: Path,
+    figs: list[dict[str, str]],
+    extras: dict[str, Any],
+    drawn: list[Tile],
+) -> None:
+    found = find_duplicates(vectors, threshold)
+    groups = sorted(found.groups, key=lambda g: (-len(g), g[0]))
+    extras["duplicates"] = {
+        "threshold": float(threshold),
+        "groups": len(groups),
+        "images": int(sum(len(g) for g in groups)),
+        "shown": [_names(images, g) for g in groups[:MAX_GROUPS]],
+    }
+    if not groups:
+        return
+    rows = []
+    x = np.asarray(vectors, dtype=np.float64)
+    for i, group in enumerate(groups[:MAX_GROUPS]):
+        shown = group[:MEMBERS]
+        tiles = _tiles(images, shown, drawn)
+        first = x[shown[0]]
+        caps = [
+            _lines(t.caption, "" if j == 0 else f"d²={float(((x[p] - first) ** 2).sum()):.3g}")
+            for j, (p, t) in enumerate(zip(shown, tiles, strict=True))
+        ]
+        more = f"\n(+{len(group) - len(shown)} more)" if len(group) > len(shown) else ""
+        rows.append((f"group {i + 1}\n{len(group)} images{more}", _stack(tiles), caps))
+    path = figures.gallery(
+        rows,
+        out / "duplicates.png",
+        header=f"{len(groups)} near-duplicate groups, {extras['duplicates']['images']} images "
+        f"(d² < {threshold:.3g})",
+    )
+    _figure(
+        figs,
+        path,
+        "Near-duplicate groups",
+        f"Images whose embeddings lie closer than the index's near-duplicate threshold "
+        f"(d² < {threshold:.3g}), grouped as `latentsearch duplicates` groups them; the "
+        f"{min(len(groups), MAX_GROUPS)} largest groups, at most {MEMBERS} images each, with "
+        "each image's d² to the group's first.",
+    )
+
+
+def _clusters(
+    run: Run,
+    images: ImageData,
+    vectors: np.ndarray,
+    out: Path,
+    figs: list[dict[str, str]],
+    extras: dict[str, Any],
+    drawn: list[Tile],
+) -> None:
+    """The clusters of the run's cluster head (``latentsearch cluster``), when it has one."""
+    from latentsearch.clusters import ClusterHeadError, head_path, load_cluster_head
+
+    path = head_path(run.path)
+    if not path.is_file():
+        return
+    try:
+        head = load_cluster_head(
+            path, encoder_sha256=run.fingerprint["weights_sha256"], run_model=run.model
+        )
+    except ClusterHeadError as e:
+        extras["clusters"] = {"error": str(e)}
+        return
+    probs = head.image_probabilities(np.asarray(images.pixels), run.model, vectors)
+    assigned, confidence = probs.argmax(axis=1), probs.max(axis=1)
+    sizes = np.bincount(assigned, minlength=probs.shape[1])
+    order = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]
+    rows, members = [], {}
+    for c in order[:MAX_CLUSTERS]:
+        inside = np.flatnonzero(assigned == c)
+        shown = inside[np.argsort(-confidence[inside], kind="stable")][:MEMBERS]
+        tiles = _tiles(images, shown, drawn)
+        members[str(c)] = _names(images, shown)
+        rows.append((f"cluster {c}\n{int(sizes[c])} images", _stack(tiles),
+                     [t.caption for t in tiles]))  # fmt: skip
+    extras["clusters"] = {
+        "n_clusters": int(probs.shape[1]),
+        "sizes": {str(c): int(sizes[c]) for c in order},
+        "members": members,
+    }
+    picture = figures.gallery(
+        rows,
+        out / "clusters.png",
+        header=f"{len(order)} clusters of the run's cluster head, {len(images)} images",
+    )
+    _figure(
+        figs,
+        picture,
+        "Clusters",
+        f"The clusters the run's cluster head ({path.name}, trained by `latentsearch cluster`) "
+        f"assigns the images to, largest first ({min(len(order), MAX_CLUSTERS)} of "
+        f"{len(order)} shown), each with its size and its {MEMBERS} most confident members.",
+    )

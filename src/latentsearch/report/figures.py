@@ -6,6 +6,7 @@ state leaks between calls or threads) and writes a PNG with the Agg renderer.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,16 +21,18 @@ CORRECT_COLOR = "#1a9850"  # green frame: the neighbour has the query's class
 WRONG_COLOR = "#d73027"  # red frame: it does not
 QUERY_COLOR = "#2c4d9e"  # blue frame and bold title that set the query apart
 FRAME_WIDTH = 4.0  # frame line width, points
+PLAIN_COLOR = "#999999"  # the thin edge of a thumbnail that carries no verdict
+PLAIN_WIDTH = 1.0
 DPI = 100
 
-_CELL = 1.35  # thumbnail width, inches (135 px at DPI): small images are upscaled to it
+_CELL = 1.44  # thumbnail width, inches (144 px at DPI, thumbnails.THUMB): small images are upscaled
 _COL_GAP = 0.1  # between neighbours, inches
 _QUERY_GAP = 0.45  # between the query and its first neighbour, inches
 _MARGIN = 0.2  # around the figure, inches
 _HEADER = 0.35  # the header line above the first row, inches
 _FONT = 9  # points
 _LINE = _FONT * 1.3 / 72  # height of one line of text, inches
-_TITLE_CHARS = 17  # wrap titles at this many characters so neighbours' texts never touch
+_TITLE_CHARS = 21  # wrap titles at this many characters so neighbours' texts never touch
 
 
 def _check_images(name: str, array: np.ndarray, ndim: int) -> np.ndarray:
@@ -42,11 +45,30 @@ def _check_images(name: str, array: np.ndarray, ndim: int) -> np.ndarray:
     return array
 
 
+def _wrap_name(name: str) -> list[str]:
+    """A file name in lines of the thumbnail's width, broken after ``_``, ``-`` or ``.``
+    where it can be (``Picture_0B__`` / ``colour.jpg``), inside a word only where it must."""
+    lines: list[str] = []
+    line = ""
+    for piece in re.split(r"(?<=[_.\-])(?=[^_.\-])", name):
+        if len(line) + len(piece) > _TITLE_CHARS and line:
+            lines.append(line)
+            line = ""
+        while len(piece) > _TITLE_CHARS:
+            lines.append(piece[:_TITLE_CHARS])
+            piece = piece[_TITLE_CHARS:]
+        line += piece
+    return [*lines, line]
+
+
 def _wrap(text: str) -> list[str]:
     """Lines of a title, wrapped to the width of a thumbnail."""
     lines: list[str] = []
     for line in str(text).splitlines():
-        lines.extend(textwrap.wrap(line, _TITLE_CHARS, break_long_words=True) or [""])
+        if len(line) > _TITLE_CHARS and not any(c.isspace() for c in line):
+            lines.extend(_wrap_name(line))  # one long word: a file name
+        else:
+            lines.extend(textwrap.wrap(line, _TITLE_CHARS, break_long_words=True) or [""])
     return lines
 
 
@@ -74,12 +96,12 @@ def show_image(ax: Axes, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def _frame(ax: Axes, color: str | None) -> None:
+def _frame(ax: Axes, color: str | None, width: float = FRAME_WIDTH) -> None:
     for spine in ax.spines.values():
         spine.set_visible(color is not None)
         if color is not None:
             spine.set_edgecolor(color)
-            spine.set_linewidth(FRAME_WIDTH)
+            spine.set_linewidth(width)
 
 
 def _neighbor_titles(
@@ -192,9 +214,121 @@ def retrieval_grid(
         for j in range(k):
             ax = axes_at(first_x + j * (cell_w + _COL_GAP), i)
             show_image(ax, neighbors[i, j])
-            color = None if marks is None else CORRECT_COLOR if marks[i, j] else WRONG_COLOR
-            _frame(ax, color)
+            if marks is None:  # a thin edge, so a near-white picture still shows its extent
+                _frame(ax, PLAIN_COLOR, PLAIN_WIDTH)
+            else:
+                _frame(ax, CORRECT_COLOR if marks[i, j] else WRONG_COLOR)
             ax.set_xlabel("\n".join(neighbour_labels[i][j]), fontsize=_FONT, linespacing=1.1)
+    return _save(fig, out)
+
+
+# ------------------------------------------------------------------------------ gallery
+
+
+def gallery(
+    rows: Sequence[tuple[str, np.ndarray, Sequence[str]]],
+    out: str | Path,
+    *,
+    header: str = "",
+) -> Path:
+    """Rows of thumbnails, each row named on its left (a cluster, a near-duplicate group).
+
+    Args:
+        rows: ``(name, tiles, captions)`` per row: the row's name (may hold line breaks),
+            its tiles (Shape: (M, H, W, C), uint8, M >= 1; every row the same H, W, C) and M
+            captions written under them (e.g. file names).
+        out: Path of the PNG to write.
+        header: A line above the first row.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: For no rows, or mismatched shapes or caption counts.
+    """
+    if not rows:
+        raise ValueError("gallery needs at least one row")
+    checked: list[tuple[str, np.ndarray, list[list[str]]]] = []
+    for i, (name, tiles, captions) in enumerate(rows):
+        tiles = _check_images(f"rows[{i}] tiles", tiles, 4)
+        if len(tiles) == 0:
+            raise ValueError(f"rows[{i}] has no tiles")
+        if checked and tiles.shape[1:] != checked[0][1].shape[1:]:
+            raise ValueError(f"rows[{i}] tiles have shape {tiles.shape[1:]}, unlike row 0's")
+        caps = [_wrap(c) for c in _titles(f"rows[{i}] captions", captions, len(tiles))]
+        checked.append((str(name), tiles, caps))
+    height, width = checked[0][1].shape[1:3]
+    n_cols = max(len(t) for _, t, _ in checked)
+    label_w = 1.5
+    cell_w, cell_h = _CELL, _CELL * height / width
+    n_lines = max(max((len(c) for c in caps), default=1) for _, _, caps in checked)
+    row_h = cell_h + n_lines * _LINE + 0.3
+    top_h = _HEADER if header else 0.1
+    fig_w = _MARGIN + label_w + n_cols * cell_w + max(n_cols - 1, 0) * _COL_GAP + _MARGIN
+    fig_h = top_h + len(checked) * row_h + _MARGIN
+    fig = Figure(figsize=(fig_w, fig_h), dpi=DPI, facecolor="white")
+    if header:
+        fig.text(_MARGIN / fig_w, 1 - _HEADER / 2 / fig_h, header,
+                 ha="left", va="center", fontsize=_FONT + 1)  # fmt: skip
+    for r, (name, tiles, caps) in enumerate(checked):
+        top = top_h + r * row_h
+        y = 1 - (top + cell_h) / fig_h
+        fig.text(
+            (_MARGIN + label_w - 0.15) / fig_w, y + cell_h / 2 / fig_h, name,
+            ha="right", va="center", fontsize=_FONT + 1, fontweight="bold", linespacing=1.3,
+        )  # fmt: skip
+        for j, tile in enumerate(tiles):
+            x = _MARGIN + label_w + j * (cell_w + _COL_GAP)
+            ax = fig.add_axes((x / fig_w, y, cell_w / fig_w, cell_h / fig_h))
+            show_image(ax, tile)
+            _frame(ax, PLAIN_COLOR, PLAIN_WIDTH)
+            ax.set_xlabel("\n".join(caps[j]), fontsize=_FONT, linespacing=1.1)
+    return _save(fig, out)
+
+
+# -------------------------------------------------------------- nearest-neighbour distances
+
+
+def distance_histogram(
+    distances: np.ndarray,
+    out: str | Path,
+    *,
+    threshold: float | None = None,
+    title: str = "",
+) -> Path:
+    """A histogram of each image's distance to its nearest other image.
+
+    Args:
+        distances: Squared distances, one per image. Shape: (N,), N >= 1.
+        out: Path of the PNG to write.
+        threshold: The near-duplicate threshold, drawn as a dashed line when given.
+        title: Title above the plot.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: For no distances, or distances that are not finite.
+    """
+    d = np.asarray(distances, dtype=np.float64).ravel()
+    if not len(d) or not np.isfinite(d).all():
+        raise ValueError("distance_histogram needs at least one finite distance")
+    fig = Figure(figsize=(8.5, 4.2), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    top = float(max(d.max(), threshold or 0.0))
+    bins = np.linspace(0.0, top if top > 0 else 1.0, 41).tolist()
+    ax.hist(d, bins=bins, color="#4c72b0", edgecolor="white", linewidth=0.5)
+    if threshold is not None:
+        below = int((d < threshold).sum())
+        ax.axvline(
+            threshold, color="#d73027", linestyle="--", linewidth=1.3,
+            label=f"near-duplicate threshold {threshold:.3g}: {below} of {len(d)} images closer",
+        )  # fmt: skip
+        ax.legend(loc="upper right", frameon=False, fontsize=9)
+    ax.set_xlabel("squared distance to the nearest other image (d²)")
+    ax.set_ylabel("images")
+    ax.set_title(title, fontsize=12, loc="left")
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, out)
 
 

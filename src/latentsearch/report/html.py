@@ -142,9 +142,19 @@ def render_html(report: Mapping[str, Any]) -> str:
     else:
         parts.append(
             '<p class="note">These images carry no labels, so clustering and retrieval cannot '
-            "be scored; the pictures below show what the model learned.</p>"
+            "be scored and no neighbour is marked right or wrong (a run trained without labels "
+            "reads folder names as places, not classes). The pictures below show what is true "
+            "without them: distances between neighbours, near-duplicate groups and, when the run "
+            "has a cluster head, its clusters.</p>"
         )
     parts.append("<h2>Pictures</h2>")
+    unavailable = report.get("unavailable") or []
+    if unavailable:
+        listed = ", ".join(f"{_e(name)} ({_e(status)})" for name, status in unavailable)
+        parts.append(
+            f'<p class="note unavailable">Drawn as placeholders ({len(unavailable)}): files gone, '
+            f"changed or unreadable since the images were loaded: {listed}.</p>"
+        )
     for fig in report["figures"]:
         parts.append(
             f'<figure id="{_e(fig["file"].rsplit(".", 1)[0])}"><h3>{_e(fig["title"])}</h3>'

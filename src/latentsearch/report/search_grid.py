@@ -1,8 +1,8 @@
 """Search results as a picture: query files and their nearest indexed images, as thumbnails.
 
 The drawing is :func:`latentsearch.report.figures.retrieval_grid`'s; this module turns what a
-search returns (files, and items without a file whose pixels the index reloads) into its
-tiles.
+search returns (files, drawn from the files themselves, and items without a file whose pixels
+the index reloads) into its tiles.
 """
 
 from __future__ import annotations
@@ -10,50 +10,45 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from latentsearch.data import DataError, read_image
+from latentsearch.data import DataError
 from latentsearch.errors import LatentsearchError
 from latentsearch.index import ImageIndex, Neighbor, StoredPixelsUnavailable
 from latentsearch.report.figures import retrieval_grid
+from latentsearch.report.thumbnails import (
+    MISSING,
+    THUMB,
+    Tile,
+    original_tile,
+    pixel_tile,
+    placeholder,
+)
 
-GRID_TILE = 96
+GRID_TILE = THUMB
 """Side, in pixels, of each picture in a search grid."""
 
 
-def thumbnail(pixels: np.ndarray, size: int = GRID_TILE) -> np.ndarray:
-    """Any uint8 image as an RGB square tile. Shape: (H, W, C) -> (size, size, 3)."""
-    img = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
-    if img.size != (size, size):
-        # Nearest keeps tiny images (8x8 digits) crisp instead of blurring them.
-        img = img.resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
-
-
 def file_thumbnail(path: str, size: int = GRID_TILE) -> np.ndarray:
-    """An image file as a tile: decoded at most at tile size, small images upscaled crisply.
-
-    Shape: (size, size, 3).
+    """An image file as a tile, aspect kept. Shape: (size, size, 3).
 
     Raises:
         DataError: The file is not a readable image.
     """
-    try:
-        with Image.open(path) as img:
-            side = max(1, min(*img.size, size))
-    except Exception as e:  # Pillow raises many types on bad files; read_image words them
-        raise DataError(f"{path}: not a readable image ({e})") from None
-    return thumbnail(read_image(path, side, channels=3), size)
+    tile = original_tile(path, size=size)
+    if tile.status is not None:
+        raise DataError(f"{path}: not a readable image ({tile.status})")
+    return tile.pixels
 
 
-def _neighbor_tile(index: ImageIndex, n: Neighbor) -> np.ndarray | None:
-    """The tile of a result, None when its image is gone or cannot be reloaded."""
+def _neighbor_tile(index: ImageIndex, n: Neighbor) -> Tile:
+    """The tile of a result: from its file (a placeholder when gone or changed since
+    indexing), else from the pixels the index keeps."""
+    if n.path is not None:
+        return original_tile(n.path, index.items.sha256(n.position))
     try:
-        if n.path is not None:
-            return file_thumbnail(n.path)
-        return thumbnail(index.stored_pixels(n.id, download=True))
+        return Tile(pixel_tile(index.stored_pixels(n.id, download=True)))
     except (DataError, StoredPixelsUnavailable):
-        return None  # changed or gone since indexing: the tile stays blank
+        return Tile(placeholder(MISSING), n.id, MISSING)
 
 
 def search_grid(
@@ -64,8 +59,11 @@ def search_grid(
 ) -> Path:
     """Draws query files beside their results, as ``ImageIndex.search_images`` returns them.
 
-    Results whose image is gone since indexing are left blank. When every query is itself an
-    indexed file, its known class frames each neighbour green (same class) or red.
+    Every picture is a thumbnail of its file (aspect kept) with the file's name and distance
+    under it; a result whose file is gone or changed since indexing is a placeholder that says
+    so. When the index was built with labels (``ImageIndex.labelled``) and every query is
+    itself an indexed file, its class frames each neighbour green (same class) or red;
+    without labels no neighbour is marked right or wrong.
 
     Args:
         out: The PNG to write.
@@ -83,6 +81,7 @@ def search_grid(
     k = max((len(r) for r in results), default=0)
     if k == 0:
         raise LatentsearchError("no neighbours to draw")
+    labelled = index.labelled
     blank = np.full((GRID_TILE, GRID_TILE, 3), 255, dtype=np.uint8)
     q_tiles = np.stack([file_thumbnail(q) for q in queries])
     n_tiles = np.stack([np.stack([blank] * k)] * len(queries))
@@ -90,19 +89,22 @@ def search_grid(
     for qi, row in enumerate(results):
         for n in row:
             tile = _neighbor_tile(index, n)
-            if tile is not None:
-                n_tiles[qi, n.rank - 1] = tile
-            name = n.class_name if n.class_name is not None else "?"
-            titles[qi][n.rank - 1] = f"{name}\n{n.distance:.3g}"
-    # A query that is itself an indexed file has a known class: mark neighbours right/wrong.
-    by_path = {it.path: it.label for it in index.items if it.path is not None}
-    query_labels = [by_path.get(str(Path(q).resolve()), -1) for q in queries]
+            n_tiles[qi, n.rank - 1] = tile.pixels
+            name = (n.class_name if n.class_name is not None else "?") if labelled else ""
+            caption = tile.caption or (Path(n.path).name if n.path else n.id)
+            titles[qi][n.rank - 1] = "\n".join(
+                t for t in (name, f"d²={n.distance:.3g}", caption) if t
+            )
     correct = None
-    if all(label >= 0 for label in query_labels):
-        correct = np.zeros((len(queries), k), dtype=bool)
-        for qi, row in enumerate(results):
-            for n in row:
-                correct[qi, n.rank - 1] = n.label == query_labels[qi]
+    if labelled:
+        # A query that is itself an indexed file has a known class: mark neighbours.
+        by_path = {it.path: it.label for it in index.items if it.path is not None}
+        query_labels = [by_path.get(str(Path(q).resolve()), -1) for q in queries]
+        if all(label >= 0 for label in query_labels):
+            correct = np.zeros((len(queries), k), dtype=bool)
+            for qi, row in enumerate(results):
+                for n in row:
+                    correct[qi, n.rank - 1] = n.label == query_labels[qi]
     return retrieval_grid(
         q_tiles,
         n_tiles,
