@@ -216,7 +216,8 @@ def evaluate_run(
 
     Args:
         run: A trained run.
-        data: The run's data if already loaded (else loaded from its config).
+        data: The run's data if already loaded (else loaded from its config, with labels only
+            if the run was trained with them).
         baseline: Also score raw pixels on the same images, under ``baseline``.
         progress: Progress bars on a terminal.
         embeddings: ``embed_splits(run, make_splits(data, protocol))`` if already computed.
@@ -231,8 +232,11 @@ def evaluate_run(
     """
     cfg = run.config
     if data is None:
-        data = load_data(
-            cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=progress
+        # Reloaded, a folder's subfolders give labels again: keep them only if training had.
+        data, _ = run.labels_as_trained(
+            load_data(
+                cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=progress
+            )
         )
     splits = make_splits(data, cfg.protocol)
     t0 = time.perf_counter()

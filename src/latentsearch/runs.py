@@ -25,7 +25,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models import create_model
 from latentsearch.models.base import EmbeddingModel
 from latentsearch.precision import PRECISIONS
+
+if TYPE_CHECKING:
+    from latentsearch.data import DataSplits
 
 CHECKPOINT_FORMAT = "latentsearch-checkpoint/1"
 """Written to every checkpoint; loading refuses any other value."""
@@ -203,6 +206,21 @@ class Run:
             history=[],
             fingerprint=fingerprint(model, config.model),
         )
+
+    def labels_as_trained(self, data: DataSplits) -> tuple[DataSplits, bool]:
+        """``data`` with labels only if the run was trained with them, and whether it was.
+
+        A run records the class names of the data it was trained on, none when it was trained
+        without labels (``up --no-labels``, or a folder whose subfolders are places). As for
+        an index (``ImageIndex.labelled``), labelled means class names and at least one
+        labelled image; otherwise the labels a folder's subfolders give on reloading are
+        dropped, so no score, verdict, class table or legend is built from folder names, and
+        a protocol splits the images as training did.
+        """
+        labelled = bool(self.class_names) and any(
+            part is not None and part.has_labels for part in (data.train, data.test)
+        )
+        return (data if labelled else data.without_labels()), labelled
 
 
 # ---------------------------------------------------------------------------- fingerprint

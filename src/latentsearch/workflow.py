@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from latentsearch.data import DataError, DataSplits, ImageData, load_data
 from latentsearch.errors import LatentsearchError
 from latentsearch.presets import Recipe
@@ -127,16 +125,6 @@ def choose_labels(photos: Path, classes: list[str], labels: bool | None) -> tupl
             "trains on them as classes; so does a train/<class>/ layout)"
         )
     return False, "labels: none (no class folders): the auto recipe"
-
-
-def _unlabelled(data: DataSplits) -> DataSplits:
-    """The same images with no labels and no class names (folders that are not classes)."""
-
-    def strip(part: ImageData) -> ImageData:
-        return replace(part, labels=np.full(len(part), -1, np.int64), class_names=[])
-
-    test = strip(data.test) if data.test is not None else None
-    return replace(data, train=strip(data.train), test=test)
 
 
 def folder_is_photographs(
@@ -248,7 +236,7 @@ def _read_folder(
         photo = bool(found and found[0])
         if found:
             log(found[1])
-    return (data if labelled else _unlabelled(data)), labelled, photo
+    return (data if labelled else data.without_labels()), labelled, photo
 
 
 EPOCH_LINES = 20

@@ -23,9 +23,8 @@ from latentsearch.clusters import ClusterConfig, ClusterHead, head_path
 from latentsearch.clusters.head import mlp
 from latentsearch.data import DataSplits, load_data
 from latentsearch.report import build_report, figures
-from latentsearch.report.build import without_labels
 from latentsearch.report.thumbnails import PAD_COLOR, THUMB
-from latentsearch.runs import Run, TrainConfig, load_run
+from latentsearch.runs import EVAL_FILE, Run, TrainConfig, load_run
 from latentsearch.training import train
 
 PER_FOLDER = 12
@@ -62,7 +61,7 @@ def photo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
     data = load_data(str(photos), image_size=8, cache_dir=root / "cache")
     assert data.train.class_names == ["originals", "queries"]  # folders the reader sees
     config = TrainConfig(data=str(photos), model="seed-ae", epochs=1, image_size=8, batch_size=4)
-    run = train(config, root / "run", progress=False, data=without_labels(data))
+    run = train(config, root / "run", progress=False, data=data.without_labels())
     assert run.class_names == []  # what the run records: trained without labels
     return load_run(run.path), photos
 
@@ -219,3 +218,26 @@ def test_a_run_that_recorded_classes_keeps_its_verdicts(
     assert drawn.calls["retrieval_grid"]["correct"] is not None
     assert drawn.calls["embedding_map"]["args"][2] == ["originals", "queries"]
     assert "neighbour_distances" not in saved and "duplicates" not in saved
+
+
+def test_cluster_and_evaluate_do_not_score_a_run_without_labels_by_folder_names(
+    photo_run: tuple[Run, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentsearch.cli import main
+    from latentsearch.errors import LatentsearchError
+    from latentsearch.evaluation import evaluate_run
+
+    run, _ = photo_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    reloaded = load_run(copy)
+    data, labelled = reloaded.labels_as_trained(
+        load_data(reloaded.config.data, image_size=8, cache_dir=tmp_path / "cache")
+    )
+    assert not labelled and data.train.class_names == [] and not data.train.has_labels
+    with pytest.raises(LatentsearchError, match="label"):
+        evaluate_run(reloaded)
+    assert main(["cluster", str(copy), "--clusters", "2", "--neighbours", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "cluster head saved" in out and "nmi" not in out.lower()
+    assert not (copy / EVAL_FILE).exists()

@@ -14,7 +14,6 @@ from latentsearch.data import load_data
 from latentsearch.index import ImageIndex
 from latentsearch.index.streaming import index_images
 from latentsearch.report import figures
-from latentsearch.report.build import without_labels
 from latentsearch.report.search_grid import GRID_TILE, search_grid
 from latentsearch.report.thumbnails import PAD_COLOR
 from latentsearch.runs import Run
@@ -24,7 +23,7 @@ SIZE = 8  # the session's colour runs' input size
 
 def _index(run: Run, folder: Path, cache: Path, *, labels: bool) -> ImageIndex:
     data = load_data(str(folder), image_size=SIZE, cache_dir=cache)
-    data = data if labels else without_labels(data)
+    data = data if labels else data.without_labels()
     built = index_images(run, data.train, data_spec=str(folder))
     assert built.index is not None
     return built.index

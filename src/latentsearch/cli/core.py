@@ -519,8 +519,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or available_cores())
     run = load_run(args.run)
     cfg = run.config
-    data = load_data(
-        cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=True
+    data, labelled = run.labels_as_trained(
+        load_data(cfg.data, image_size=run.model.image_size, data_dir=cfg.data_dir, progress=True)
     )
     fit = make_splits(data, cfg.protocol).fit
     n_clusters = args.clusters or len(data.train.class_names)
@@ -544,7 +544,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     )
     path = head.save(head_path(run.path))
     print(f"cluster head saved to {path}")
-    if fit.has_labels:  # score the head on the data and run already loaded
+    if labelled and fit.has_labels:  # score the head on the data and run already loaded
         from latentsearch.evaluation import evaluate_run
 
         result = evaluate_run(run, data=data, progress=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -117,3 +117,12 @@ class DataSplits:
     train: ImageData
     test: ImageData | None
     name: str
+
+    def without_labels(self) -> DataSplits:
+        """The same images with no labels and no class names (e.g. folders that are places)."""
+
+        def strip(part: ImageData) -> ImageData:
+            return replace(part, labels=np.full(len(part), -1, np.int64), class_names=[])
+
+        test = strip(self.test) if self.test is not None else None
+        return replace(self, train=strip(self.train), test=test)

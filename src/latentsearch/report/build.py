@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,35 +119,6 @@ def _class_name(names: list[str], label: int) -> str:
     return names[label] if 0 <= label < len(names) else "unlabelled"
 
 
-def without_labels(data: DataSplits) -> DataSplits:
-    """The same images with no labels and no class names."""
-
-    def strip(part: ImageData) -> ImageData:
-        return replace(part, labels=np.full(len(part), -1, np.int64), class_names=[])
-
-    test = strip(data.test) if data.test is not None else None
-    return replace(data, train=strip(data.train), test=test)
-
-
-def report_data(run: Run, data: DataSplits) -> tuple[DataSplits, bool]:
-    """The images a report draws, and whether it shows classes and right/wrong verdicts.
-
-    A run records the class names of the data it was trained on, none when it was trained
-    without labels (``up --no-labels``, or a folder whose subfolders are places): as for an
-    index (``ImageIndex.labelled``), labelled means class names and at least one labelled
-    image. Otherwise the labels a folder's subfolders would give are dropped, so no verdict,
-    class table or legend is built from folder names (and the protocol splits the images as
-    training did).
-
-    Returns:
-        The data (labels dropped when unlabelled) and whether it is labelled.
-    """
-    labelled = bool(run.class_names) and any(
-        part is not None and part.has_labels for part in (data.train, data.test)
-    )
-    return (data if labelled else without_labels(data)), labelled
-
-
 def _dates(run: Run) -> dict[str, str | None]:
     now = dt.datetime.now().astimezone()
     ckpts = checkpoints(run.path)
@@ -190,9 +160,9 @@ def build_report(
     The report opens from disk in any browser (no external CSS, scripts or fonts). It shows
     training curves, a 2-D map of the cluster-set embeddings, reconstructions (autoencoders),
     retrieval grids with each neighbour's distance, and the run's config, data, machine, time
-    and date. With labels (see :func:`report_data`) it adds the run's clustering and retrieval
-    metrics beside raw pixels on the same images (and the study's published NMI / RI for the
-    ``seed`` protocol), right/wrong frames in the retrieval grid, a cluster-versus-class
+    and date. With labels (see :meth:`Run.labels_as_trained`) it adds the run's clustering and
+    retrieval metrics beside raw pixels on the same images (and the study's published NMI / RI
+    for the ``seed`` protocol), right/wrong frames in the retrieval grid, a cluster-versus-class
     contingency map and precision@10 per class. Without labels it shows what is true without
     them instead: the distribution of nearest-neighbour distances, near-duplicate groups, and
     the clusters of the run's cluster head when it has one.
@@ -232,7 +202,7 @@ def build_report(
     try:
         bar.set_postfix_str("data")
         data = data if data is not None else _load(run, progress=progress)
-        data, labelled = report_data(run, data)
+        data, labelled = run.labels_as_trained(data)
         splits = make_splits(data, cfg.protocol)
         labelled = labelled and splits.cluster.has_labels and splits.query.has_labels
         given = evaluation if isinstance(evaluation, Evaluation) and labelled else None
