@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from latentsearch.server.app import create_app
 from latentsearch.server.middleware import HostCheck, parse_host
+
+if TYPE_CHECKING:
+    from conftest import Built
 
 
 def _hosted(allowed: list[str]) -> TestClient:
@@ -91,3 +97,48 @@ def test_bad_or_foreign_hosts_are_400(allowed: list[str], host: str) -> None:
 )
 def test_parse_host(header: str, host: str | None) -> None:
     assert parse_host(header) == host
+
+
+# ---------------------------------------------------------------------------- security headers
+@pytest.mark.parametrize(
+    ("path", "html"),
+    [
+        ("/", True),
+        ("/static/index.html", True),
+        ("/docs", True),
+        ("/redoc", True),
+        ("/health", False),
+        ("/openapi.json", False),
+        ("/items/no-such-id", False),  # a refusal
+        ("/no/such/route", False),
+        ("/static/app.js", False),
+    ],
+)
+def test_every_response_has_nosniff_and_every_page_a_csp(
+    built: Built, path: str, html: bool
+) -> None:
+    app = create_app(built.index, allowed_hosts=["testserver"])
+    r = TestClient(app).get(path)
+    assert r.headers["x-content-type-options"] == "nosniff"
+    if html:
+        assert r.headers["content-type"].startswith("text/html")
+        policy = r.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "object-src 'none'" in policy
+        assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+
+
+def test_refused_host_has_nosniff(built: Built) -> None:
+    app = create_app(built.index, allowed_hosts=["localhost"])
+    r = TestClient(app).get("/health", headers={"host": "evil.example"})
+    assert r.status_code == 400 and r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_swagger_inline_script_is_allowed_by_its_hash(built: Built) -> None:
+    import base64
+    import hashlib
+    import re
+
+    r = TestClient(create_app(built.index)).get("/docs")
+    (script,) = re.findall(r"<script>(.*?)</script>", r.text, flags=re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in r.headers["content-security-policy"]
