@@ -6,6 +6,7 @@ import io
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -31,3 +32,24 @@ def test_float_upload_over_the_decode_budget_is_413(built: Built) -> None:
     assert "too large to decode" in r.json()["detail"]
     sixteen = _encoded(np.zeros((1000, 1000), np.uint16), "PNG")  # 2 MB: within the budget
     assert client.post("/search", files={"image": ("s.png", sixteen)}).status_code == 200
+
+
+def _claimed_png(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims ``width`` x ``height``."""
+    import struct
+    import zlib
+
+    data = bytearray(_encoded(np.zeros((1, 1, 3), np.uint8), "PNG"))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_pillow_bomb_warning_becomes_a_plain_413(
+    built: Built, recwarn: pytest.WarningsRecorder
+) -> None:
+    # 100 Mpx: over Pillow's warning limit (89 Mpx), under its error limit (179 Mpx).
+    client = TestClient(create_app(built.index))
+    r = client.post("/search", files={"image": ("bomb.png", _claimed_png(10_000, 10_000))})
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

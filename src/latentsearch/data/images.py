@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -66,6 +67,18 @@ class ImageTooLarge(DataError):
 
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+
+
+def quiet_decompression_bomb_warning() -> None:
+    """Stops Pillow printing its ``DecompressionBombWarning`` (images over 89 Mpx) raw.
+
+    This package checks every image it decodes against its own ``max_pixels`` from the header
+    and refuses a larger one with a one-line :class:`ImageTooLarge`, so Pillow's warning on
+    stderr, from whichever thread or worker opened the file, only repeats it. The faces (the
+    command line, the server, the index workers) call this once; the library alone leaves a
+    program's warning filters as they are.
+    """
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def check_image_size(image_size: int | None) -> int | None:

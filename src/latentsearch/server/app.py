@@ -57,6 +57,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from latentsearch.data.images import quiet_decompression_bomb_warning
 from latentsearch.errors import ConfigError
 from latentsearch.server.limits import ServeLimits
 from latentsearch.server.middleware import (
@@ -114,6 +115,8 @@ def create_app(
     if allowed_hosts is not None and not allowed_hosts:
         raise ConfigError("allowed_hosts", "is empty: no request could be answered")
     service = load_service(index_path, run_path, limits=limits, clusters=clusters)
+    # Uploads over Pillow's own limit are refused (413) by the pixel limit, which is lower.
+    quiet_decompression_bomb_warning()
     app = FastAPI(
         title="latentsearch",
         summary="Search a folder of images by image.",
