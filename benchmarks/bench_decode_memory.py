@@ -18,6 +18,9 @@ What it does:
    before each flood through ``/proc/<pid>/clear_refs``) after each flood, counts the answers
    by status, records the small uploads' latencies and the machine's load, and merges the
    figures under ``--label`` into ``benchmarks/results/decode_memory.json``.
+5. ``--part index``: runs ``latentsearch index`` on the folder plus two sparse 1 GiB files
+   that are no images, sampling the resident memory of its process tree (decode workers
+   included) every 50 ms, and records the peaks under ``--label`` too.
 
 Linux only (reads /proc).
 """
@@ -173,6 +176,52 @@ def flood(port: int, data: bytes, small: bytes, clients: int, rounds: int) -> di
     }
 
 
+def tree_rss_mib(pid: int) -> tuple[float, float]:
+    """Resident memory of a process and its descendants: (largest one, sum), in MiB."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    todo, sizes = [pid], []
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            sizes.append(status_mib(current, "VmRSS"))
+        except OSError:
+            continue
+    return max(sizes, default=0.0), sum(sizes)
+
+
+def index_memory(work: Path, run: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Peak memory of ``latentsearch index`` over the folder plus two 1 GiB non-images."""
+    folder = work / "images"
+    for i in (1, 2):
+        with open(folder / f"video{i}.mp4", "wb") as f:
+            f.write(b"\0\0\0\x18ftypmp42")
+            f.truncate(1 << 30)  # sparse: nothing is written to disk
+    launch = "import sys; from latentsearch.cli import main; sys.exit(main())"
+    cmd = [sys.executable, "-c", launch, "index", str(run), str(folder)]
+    cmd += ["--out", str(work / "with-videos.index")]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    one = total = 0.0
+    while proc.poll() is None:
+        largest, summed = tree_rss_mib(proc.pid)
+        one, total = max(one, largest), max(total, summed)
+        time.sleep(0.05)
+    return {
+        "returncode": proc.returncode,
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_one_process_mib": round(one),
+        "peak_rss_process_tree_mib": round(total),
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--label", required=True, help="the key the figures go under (before, after)")
@@ -180,6 +229,9 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=6, help="concurrent big uploaders (default 6)")
     p.add_argument("--rounds", type=int, default=3, help="uploads per big uploader (default 3)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument(
+        "--part", choices=["server", "index", "all"], default="all", help="what to measure"
+    )
     args = p.parse_args()
 
     work = Path(args.work)
@@ -197,6 +249,31 @@ def main() -> int:
     launch = "import sys; from latentsearch.cli import main; sys.exit(main())"
     cmd = [sys.executable, "-c", launch, "serve", str(index), "--run", str(run)]
     cmd += ["--port", str(port), "--log-level", "warning"]
+    result: dict[str, Any] = {}
+    if args.part in ("index", "all"):
+        index_figures = index_memory(work, run, env)
+        index_figures["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        index_figures["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+        result["index_two_1gib_non_images"] = index_figures
+        print(json.dumps(index_figures), flush=True)
+    if args.part in ("server", "all"):
+        result.update(serve_flood(args, cmd, env, port, bodies))
+    out = Path(args.out)
+    merged = json.loads(out.read_text()) if out.exists() else {}
+    merged.setdefault(args.label, {}).update(result)
+    out.write_text(json.dumps(merged, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def serve_flood(
+    args: argparse.Namespace,
+    cmd: list[str],
+    env: dict[str, str],
+    port: int,
+    bodies: dict[str, bytes],
+) -> dict[str, Any]:
+    """Serves the index and floods it with each crafted file; the figures."""
     load_before = os.getloadavg()
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     result: dict[str, Any] = {
@@ -236,12 +313,7 @@ def main() -> int:
         server.terminate()
         server.wait(30)
     result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    out = Path(args.out)
-    merged = json.loads(out.read_text()) if out.exists() else {}
-    merged[args.label] = result
-    out.write_text(json.dumps(merged, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0
+    return result
 
 
 if __name__ == "__main__":
