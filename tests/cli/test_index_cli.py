@@ -278,3 +278,28 @@ def test_update_re_embeds_content_changed_with_the_same_size_and_mtime(
     np.testing.assert_allclose(
         emb[index.position("0.bmp")], emb[index.position("2.bmp")], atol=1e-5
     )
+
+
+def test_index_refuses_a_bomb_without_pillows_raw_warning(
+    runs: tuple[Path, Path],
+    folder: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    import struct
+    import zlib
+
+    # A PNG whose header claims 10,000 x 10,000 pixels: over Pillow's warning limit (89 Mpx).
+    data = bytearray(folder.joinpath("red", "0.png").read_bytes())
+    data[16:24] = struct.pack(">II", 10_000, 10_000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (folder / "red" / "bomb.png").write_bytes(bytes(data))
+    argv = ["index", str(runs[0]), str(folder), "--out", str(tmp_path / "i"), "--json"]
+    capfd.readouterr()
+    assert main(argv) == 0
+    out, err = capfd.readouterr()  # the file descriptors: decode workers' output too
+    reasons = {Path(s["path"]).name: str(s) for s in json.loads(out)["skipped"]}
+    assert "too large" in reasons["bomb.png"]
+    assert "DecompressionBombWarning" not in err
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -390,3 +390,27 @@ def test_folder_files_hold_the_ids_bytes_and_twelve_more_per_file(tmp_path: Path
     ids = [f"train/class{i % 10}/image_{i:07d}.jpg" for i in range(10_000)]
     files = folder_module.FolderFiles(str(tmp_path), ids, [i % 10 for i in range(10_000)])
     assert files.nbytes == sum(len(i) for i in ids) + 12 * len(ids) + 8
+
+
+def test_decode_files_refuses_a_large_non_image_without_reading_it(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from PIL import Image
+
+    from latentsearch.data.folder import decode_files
+
+    big = tmp_path / "archive.zip"
+    with open(big, "wb") as f:
+        f.write(b"PK\x03\x04")
+        f.truncate(64 * 1024 * 1024)  # sparse: nothing is written to disk
+    png = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (0, 255, 0)).save(png)
+    tracemalloc.start()
+    try:
+        decoded = decode_files([str(big), str(png)], 4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, f"{peak / 2**20:.1f} MiB"  # read whole: 64 MiB
+    assert decoded.ok.tolist() == [False, True]
+    assert decoded.errors[0] == "not an image Pillow can read" and decoded.sha256[0] == ""

@@ -197,3 +197,104 @@ def test_big_images_are_reduced_before_converting(mode: str) -> None:
     assert out.shape == (8, 8, 3)
     # The centred 600x600 square is half black, half white (columns 150..449 | 450..749).
     assert (out[:, :3] == 0).all() and (out[:, -3:] == 255).all()
+
+
+def _encoded(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"compression": "tiff_adobe_deflate"} if fmt == "TIFF" else {}))
+    return buf.getvalue()
+
+
+WIDE = {
+    "png-I;16": lambda side: _encoded(Image.fromarray(np.zeros((side, side), np.uint16)), "PNG"),
+    "tiff-F": lambda side: _encoded(Image.fromarray(np.zeros((side, side), np.float32)), "TIFF"),
+    "tiff-I": lambda side: _encoded(Image.fromarray(np.zeros((side, side), np.int32)), "TIFF"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WIDE))
+def test_wide_images_convert_without_full_size_copies(kind: str) -> None:
+    import tracemalloc
+
+    side = 1500
+    data = WIDE[kind](side)
+    tracemalloc.start()  # sees NumPy's arrays (not Pillow's own pixels)
+    try:
+        out = read_image(data, 16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (16, 16, 3) and (out == 0).all()
+    # Converting the whole image at once took several 8-byte copies of it (18 MB each); band
+    # by band, less than one.
+    assert peak < side * side * 8, f"{peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F", "I", "P", "PT", "1", "RGBA"])
+@pytest.mark.parametrize(
+    ("shape", "image_size"), [((301, 457), 8), ((97, 1500), 16), ((40, 50), 16)]
+)
+def test_band_by_band_conversion_gives_the_same_pixels(
+    mode: str, shape: tuple[int, int], image_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latentsearch.data import images
+
+    rng = np.random.default_rng(3)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65536, shape, dtype=np.uint16))
+    elif mode == "F":
+        values = rng.random(shape).astype(np.float32)
+        values[0, 0], values[-1, -1] = np.nan, np.inf
+        img = Image.fromarray(values)
+    elif mode == "I":
+        img = Image.fromarray(rng.integers(0, 70_000, shape).astype(np.int32))
+    else:
+        rgba = Image.fromarray(rng.integers(0, 256, (*shape, 4), dtype=np.uint8))
+        img = rgba.convert("RGB").convert("P") if mode in ("P", "PT") else rgba.convert(mode)
+        if mode == "PT":
+            img.info["transparency"] = 7
+    data = _encoded(img, "PNG" if mode not in ("F", "I") else "TIFF")
+    whole = read_image(data, image_size)
+    monkeypatch.setattr(images, "_BAND_BYTES", 1)  # bands as thin as the reduction allows
+    np.testing.assert_array_equal(read_image(data, image_size), whole)
+
+
+def test_long_thin_image_over_the_memory_budget_is_refused_from_its_header() -> None:
+    from latentsearch.data import ImageTooLarge
+
+    # 39 Mpx passes max_pixels, but is too thin to be reduced before its full-size copies.
+    with pytest.raises(ImageTooLarge, match="too large to decode"):
+        read_image(_claimed_size_png(1300, 30_000), 224)
+
+
+def test_a_large_non_image_file_is_refused_from_its_first_bytes(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from latentsearch.data.images import read_image_file
+
+    big = tmp_path / "video.mp4"
+    with open(big, "wb") as f:
+        f.write(b"\0\0\0\x18ftypmp42")
+        f.truncate(64 * 1024 * 1024)  # sparse: nothing is written to disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="not an image"):
+            read_image_file(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, f"{peak / 2**20:.1f} MiB"
+    png = tmp_path / "a.png"
+    png.write_bytes(_png_bytes(Image.new("RGB", (4, 4))))
+    assert read_image_file(png) == png.read_bytes()
+
+
+def test_wide_modes_count_their_bytes_against_the_budget() -> None:
+    from latentsearch.data import ImageTooLarge
+
+    floats = _encoded(Image.fromarray(np.zeros((100, 100), np.float32)), "TIFF")  # 40,000 B
+    with pytest.raises(ImageTooLarge, match="too large to decode: 100x100 in mode F"):
+        read_image(floats, 8, max_pixels=10_000)  # budget 30,000 bytes
+    assert read_image(floats, 8, max_pixels=13_334).shape == (8, 8, 3)
+    sixteen = _encoded(Image.fromarray(np.zeros((100, 100), np.uint16)), "PNG")  # 20,000 B
+    assert read_image(sixteen, 8, max_pixels=10_000).shape == (8, 8, 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from latentsearch.cli import core, export, index, report, search, serve, up
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     surfaces with its traceback.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    # Pillow's DecompressionBombWarning (by its message: Pillow is not imported yet) only
+    # repeats what the pixel limits refuse in one line; images.quiet_decompression_bomb_warning.
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:

@@ -16,7 +16,7 @@ from latentsearch.data.cifar import load_cifar10
 from latentsearch.data.digits import load_digits
 from latentsearch.data.folder import load_image_folder
 from latentsearch.data.idx import is_idx_folder, load_fashion_mnist, load_idx_folder
-from latentsearch.data.images import read_image
+from latentsearch.data.images import ImageTooLarge, read_image
 from latentsearch.data.splits import label_subset, stratified_split
 
 
@@ -103,6 +103,7 @@ __all__ = [
     "DataError",
     "DataSplits",
     "ImageData",
+    "ImageTooLarge",
     "Loader",
     "default_cache_dir",
     "label_subset",

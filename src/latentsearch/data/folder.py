@@ -39,7 +39,12 @@ from tqdm import tqdm
 
 from latentsearch.data.base import DataError, DataSplits, ImageData
 from latentsearch.data.cache import resolve_cache_dir
-from latentsearch.data.images import DEFAULT_MAX_PIXELS, check_image_size, decode_image
+from latentsearch.data.images import (
+    DEFAULT_MAX_PIXELS,
+    check_image_size,
+    decode_image,
+    read_image_file,
+)
 from latentsearch.data.scratch import remove_abandoned, scratch_dir
 from latentsearch.data.strings import StringColumn, StringColumnBuilder
 
@@ -71,8 +76,7 @@ def _decode_file(path: str, image_size: int) -> tuple[np.ndarray, str]:
         DataError: When the file cannot be read or is not a readable image.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_image_file(path)  # a non-image is refused from its first bytes
     except OSError as exc:
         raise DataError(f"cannot read the file: {exc.strerror or exc}") from None
     pixels = decode_image(data, image_size, channels=3, max_pixels=DEFAULT_MAX_PIXELS)
@@ -718,11 +722,14 @@ def decode_files(paths: list[str], image_size: int) -> DecodedFiles:
     n = 0
     for i, path in enumerate(paths):
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_image_file(path)  # a non-image is refused from its first bytes
         except OSError as exc:
             hashes.append("")
             errors.append(f"cannot read the file: {exc.strerror or exc}")
+            continue
+        except DataError as exc:
+            hashes.append("")
+            errors.append(str(exc))
             continue
         hashes.append(hashlib.sha256(data).hexdigest())
         try:

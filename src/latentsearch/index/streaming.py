@@ -60,6 +60,7 @@ from latentsearch.data.folder import (
     list_image_folder,
 )
 from latentsearch.data.idx import is_idx_folder
+from latentsearch.data.images import quiet_decompression_bomb_warning
 from latentsearch.embedding import embed_images
 from latentsearch.index.errors import ImageIndexError
 from latentsearch.index.image_index import (
@@ -422,7 +423,8 @@ class _Decoder(_Reader):
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:
                 ctx.set_forkserver_preload(["latentsearch.data.folder"])
-            self._pool = ctx.Pool(workers)
+            # Workers are this package's own processes: refusals say "too large" themselves.
+            self._pool = ctx.Pool(workers, initializer=quiet_decompression_bomb_warning)
 
     def close(self) -> None:
         if self._pool is not None:

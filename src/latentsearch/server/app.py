@@ -35,16 +35,20 @@ limits torch and FAISS to one thread per request (``ServeLimits.threads``); a pr
 app itself should do the same (``torch.set_num_threads(1)``, ``faiss.omp_set_num_threads(1)``),
 see ``benchmarks/README.md``.
 
-The parts: :mod:`~latentsearch.server.middleware` (upload limit, ``Host`` check),
-:mod:`~latentsearch.server.files` (checked file serving, re-encoding),
-:mod:`~latentsearch.server.service` (the work, without HTTP, over a
+The parts: :mod:`~latentsearch.server.middleware` (upload limit, ``Host`` check, ``nosniff``
+on every response and a CSP on every page), :mod:`~latentsearch.server.files` (checked file
+serving, re-encoding), :mod:`~latentsearch.server.service` (the work, without HTTP, over a
 :class:`~latentsearch.Searcher`) and :mod:`~latentsearch.server.routes` (the API); this module
-puts them together with the page and the API docs.
+puts them together with the page and the API docs (each with a CSP that lets only its own
+scripts run).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.resources
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -53,9 +57,15 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from latentsearch.data.images import quiet_decompression_bomb_warning
 from latentsearch.errors import ConfigError
 from latentsearch.server.limits import ServeLimits
-from latentsearch.server.middleware import HostCheck, UploadLimit
+from latentsearch.server.middleware import (
+    PAGE_SECURITY_POLICY,
+    HostCheck,
+    SecurityHeaders,
+    UploadLimit,
+)
 from latentsearch.server.routes import add_routes, prefix
 from latentsearch.server.service import load_service, too_large
 
@@ -64,12 +74,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 """The page: ``index.html``, ``style.css``, ``app.js``; no external resources."""
-
-PAGE_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-)
-"""The page loads nothing from elsewhere, so the browser may refuse anything that tries."""
 
 DOCS_ASSETS = "/docs-assets"
 """Where Swagger UI's and ReDoc's scripts are served from (the ``fastapi-offline`` package)."""
@@ -111,6 +115,8 @@ def create_app(
     if allowed_hosts is not None and not allowed_hosts:
         raise ConfigError("allowed_hosts", "is empty: no request could be answered")
     service = load_service(index_path, run_path, limits=limits, clusters=clusters)
+    # Uploads over Pillow's own limit are refused (413) by the pixel limit, which is lower.
+    quiet_decompression_bomb_warning()
     app = FastAPI(
         title="latentsearch",
         summary="Search a folder of images by image.",
@@ -129,6 +135,8 @@ def create_app(
     )
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))
+    # Outermost, so the refusals of the other middlewares carry the headers too.
+    app.add_middleware(SecurityHeaders)
     add_routes(app)
 
     @app.get("/", include_in_schema=False)
@@ -153,6 +161,27 @@ def _docs_assets() -> Path | None:
     return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
+def _docs_policy(page: HTMLResponse, *, cdn: bool) -> HTMLResponse:
+    """The docs page with a CSP that lets its own scripts run and nothing else.
+
+    Swagger UI's page starts the bundle with one inline script, allowed by its hash; both
+    Swagger UI and ReDoc set inline styles, and ReDoc runs its search in a ``blob:`` worker.
+    """
+    html = bytes(page.body).decode("utf-8")
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+        for script in re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    )
+    scripts = "'self'" + (" https://cdn.jsdelivr.net" if cdn else "") + hashes
+    styles = "'self' 'unsafe-inline'" + (" https://cdn.jsdelivr.net" if cdn else "")
+    page.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; script-src {scripts}; style-src {styles}; "
+        "img-src 'self' data: blob:; connect-src 'self'; worker-src 'self' blob:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return page
+
+
 def _add_docs(app: FastAPI, prefix: Callable[[Request], str]) -> None:
     """``/docs`` (Swagger UI) and ``/redoc``, their scripts served by this app, not a CDN."""
     assets = _docs_assets()
@@ -164,7 +193,7 @@ def _add_docs(app: FastAPI, prefix: Callable[[Request], str]) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{prefix(request)}{app.openapi_url}",
             title=f"{app.title} API",
             swagger_js_url=asset(
@@ -179,10 +208,11 @@ def _add_docs(app: FastAPI, prefix: Callable[[Request], str]) -> None:
             ),
             swagger_favicon_url=f"{prefix(request)}/static/favicon.svg",
         )
+        return _docs_policy(page, cdn=assets is None)
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=f"{prefix(request)}{app.openapi_url}",
             title=f"{app.title} API",
             redoc_js_url=asset(
@@ -193,3 +223,4 @@ def _add_docs(app: FastAPI, prefix: Callable[[Request], str]) -> None:
             redoc_favicon_url=f"{prefix(request)}/static/favicon.svg",
             with_google_fonts=False,
         )
+        return _docs_policy(page, cdn=assets is None)

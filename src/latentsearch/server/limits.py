@@ -29,8 +29,9 @@ class ServeLimits:
     # Largest width x height of an upload (413 above), read from its header before decoding.
     max_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS
     max_k: int = 100  # most neighbours (or cluster images) one request may ask for (422 above)
-    # Most images decoded at the same time (uploads, re-encodings); the others wait. A 40-Mpx
-    # image may take several hundred MB while it is decoded, so this bounds memory under load.
+    # Most images decoded at the same time (uploads, re-encodings); the others wait. A decode
+    # holds at most about max_pixels x 4 bytes (160 MB at 40 Mpx; read_image refuses, 413,
+    # what would need more), so this bounds memory under load.
     max_decodes: int = 2
     # Threads each request may use in torch and FAISS. Process-wide, so `latentsearch serve`
     # applies it; `create_app` leaves a program's own setting alone.

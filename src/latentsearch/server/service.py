@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
-from latentsearch.data import DataError
+from latentsearch.data import DataError, ImageTooLarge
 from latentsearch.errors import LatentsearchError
 from latentsearch.index import IndexItem, Neighbor, UnknownItem
 from latentsearch.searcher import RunMoved, Searcher, open_index
@@ -257,6 +257,8 @@ class SearchService:
         with self._decodes:
             try:
                 pixels = self.searcher.pixels(data, max_pixels=max_pixels)[None]
+            except ImageTooLarge as e:
+                raise TooLarge(str(e)) from None
             except DataError as e:
                 raise Unprocessable(f"cannot decode the image: {e}") from None
             finally:
