@@ -603,7 +603,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Run
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, KeyError, ValueError) as e:
         raise RunError(
-            f"{path}: the weights do not fit model {name!r} with {args}: "
+            f"{path}: the weights do not fit model {name!r} with {args!r:.200}: "
             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from e
     model.to(resolve_device(str(device)) if isinstance(device, str) else device).eval()
