@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,12 +19,14 @@ from latentsearch.runs import (
     Run,
     RunError,
     TrainConfig,
+    check_checkpoint,
     checkpoint_path,
     checkpoints,
     fingerprint,
     load_run,
     load_versioned,
     prepare_run_folder,
+    read_checkpoint,
     weights_hash,
 )
 
@@ -90,3 +94,86 @@ def test_versioned_files_of_another_format_are_refused(tiny_run: Run, tmp_path: 
 def test_a_config_of_json_that_is_not_an_object_is_a_run_error() -> None:
     with pytest.raises(RunError, match="JSON object"):
         TrainConfig.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- crafted files
+def nested(depth: int = 40) -> list[Any]:
+    """``a = [a, a]`` ``depth`` times: a few hundred bytes pickled, 2^depth lists walked."""
+    x: list[Any] = []
+    for _ in range(depth):
+        x = [x, x]
+    return x
+
+
+def _expanded(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # The first tensor at its own shape, but every element the one value a stride-0 view
+    # stores: a file can promise 2^40 elements this way; none that latentsearch wrote does.
+    name, t = next(iter(weights.items()))
+    return {**weights, name: t.reshape(-1)[:1].clone().expand(t.shape)}
+
+
+CRAFTED: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
+    "class names nested 40 deep": ("class_names", lambda s: nested()),
+    "class names that are numbers": ("class_names", lambda s: [1, 2, 3]),
+    "a class name of a million characters": ("class_names", lambda s: ["x" * 1_000_000]),
+    "model kwargs nested 40 deep": (
+        "config",
+        lambda s: {**s["config"], "model_kwargs": {"width": nested()}},
+    ),
+    "an image size of a million": (
+        "model_args",
+        lambda s: {**s["model_args"], "image_size": 10**6},
+    ),
+    "model args that are a list": ("model_args", lambda s: [s["model_args"]]),
+    "an epoch that is a string": ("epoch", lambda s: "2"),
+    "a state dict nested 40 deep": ("state_dict", lambda s: nested()),
+    "a weight stored as one value": ("state_dict", lambda s: _expanded(s["state_dict"])),
+    "an optimizer state nested 40 deep": ("optimizer", lambda s: {"state": nested()}),
+    "an unknown field nested 40 deep": ("notes", lambda s: nested()),
+}
+
+
+def _finishes(fn: Callable[[], Any], seconds: float = 60) -> BaseException | None:
+    """Runs ``fn`` in a thread and returns what it raised (None: nothing); fails the test
+    when it is still running after ``seconds`` (a file that makes loading run away)."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            fn()
+            outcome.append(None)
+        except BaseException as e:  # handed to the test to judge
+            outcome.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds} s")
+    return outcome[0]
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_a_crafted_checkpoint_is_refused_in_one_line_by_load_and_resume(
+    tiny_run: Run, tmp_path: Path, copy_tiny_run: Callable[[Path], Path], case: str
+) -> None:
+    folder = copy_tiny_run(tmp_path / "run")
+    ckpt = checkpoints(folder)[-1]
+    state = torch.load(ckpt, weights_only=True)
+    key, make = CRAFTED[case]
+    state[key] = make(state)
+    torch.save(state, ckpt)
+    for load in (
+        lambda: load_run(folder),
+        lambda: prepare_run_folder(folder, tiny_run.config, resume=True),
+    ):
+        error = _finishes(load)
+        assert isinstance(error, RunError), f"{case}: {error!r}"
+        assert str(ckpt) in str(error) and "\n" not in str(error)
+        assert "not a valid latentsearch checkpoint" in str(error) or "do not fit" in str(error)
+
+
+def test_a_real_checkpoint_passes_every_check(tiny_run: Run) -> None:
+    state = read_checkpoint(checkpoint_path(tiny_run.path, 2))
+    check_checkpoint(state)  # the fields as training writes them, optimizer state included
+    assert {"optimizer", "state_dict", "class_names"} <= set(state)

@@ -4,13 +4,14 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from latentsearch.data import DataSplits, load_data
 from latentsearch.errors import ConfigError
-from latentsearch.runs import Run, RunError, TrainConfig, load_run, weights_hash
+from latentsearch.runs import Run, RunError, TrainConfig, checkpoints, load_run, weights_hash
 from latentsearch.training import build_model, load_initial_weights, make_optimizer, train
 
 
@@ -229,3 +230,28 @@ def test_a_run_started_from_init_records_it_and_says_what_it_loaded(
     run = train(cfg, tmp_path / "tuned", progress=False, notify=lines.append)
     assert run.config.init == str(tiny_run.path)
     assert len(lines) == 1 and lines[0].startswith(f"init from {tiny_run.path}")
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {"state": {}, "param_groups": []},  # another number of parameter groups
+        {"param_groups": [{"params": [0]}]},  # no per-parameter state at all
+        {"state": {}, "param_groups": [{"params": "x"}]},
+    ],
+)
+def test_resume_from_a_training_state_that_does_not_fit_is_a_run_error(
+    tmp_path: Path,
+    digits: DataSplits,
+    tiny_run: Run,
+    copy_tiny_run: Callable[[Path], Path],
+    optimizer: dict[str, Any],
+) -> None:
+    part = copy_tiny_run(tmp_path / "part")
+    ckpt = checkpoints(part)[-1]
+    state = torch.load(ckpt, weights_only=True)
+    state["optimizer"] = optimizer
+    torch.save(state, ckpt)
+    with pytest.raises(RunError, match="cannot resume: the newest checkpoint's training") as e:
+        train(_like(tiny_run, epochs=3), part, resume=True, progress=False, data=digits)
+    assert "\n" not in str(e.value)

@@ -31,7 +31,7 @@ import torch
 
 from latentsearch.device import resolve_device
 from latentsearch.errors import ConfigError, LatentsearchError
-from latentsearch.models import create_model
+from latentsearch.models import MODELS, create_model
 from latentsearch.models.base import EmbeddingModel
 from latentsearch.precision import PRECISIONS
 
@@ -47,6 +47,23 @@ EVAL_FILE = "eval.json"
 CHECKPOINT_DIR = "checkpoints"
 
 OPTIMIZERS = ("adamw", "sgd")
+
+# Bounds on what a checkpoint may hold, checked right after loading (``check_checkpoint``).
+# A pickle can share one list at every level of a nesting (``a = [a, a]`` 40 deep is a few
+# hundred bytes, 2^40 elements when walked), so sizes are counted as a walk would see them.
+MAX_CLASS_NAMES = 100_000
+"""Most class names a checkpoint may list."""
+MAX_NAME_CHARS = 1_000
+"""Longest class name, model name, dict key or other string field of a checkpoint."""
+MAX_IMAGE_SIZE = 4_096
+"""Largest ``image_size`` a checkpoint's model may take."""
+MAX_CHANNELS = 64
+"""Most input channels a checkpoint's model may take."""
+MAX_CHECKPOINT_VALUES = 1_000_000
+"""Most values (containers, tensors and scalars, each shared one counted every time it is
+reached) in a whole checkpoint: a real one holds a few thousand."""
+_MAX_LIST = 64  # longest list or mapping in model arguments and config values
+_MAX_STR = 4_096  # longest string in model arguments and config values (a path, say)
 
 RESUMABLE_FIELDS = ("epochs", "threads", "device", "precision", "world_size")
 """Config fields a resumed run may change: where it runs and for how long, not what it learns.
@@ -344,8 +361,7 @@ def prepare_run_folder(
             f"cannot resume (`resume=True`) {out}: it was trained with another config; only "
             f"{changeable} may change"
         )
-    state: dict[str, Any] = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
-    return state
+    return read_checkpoint(ckpts[-1])
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -430,21 +446,183 @@ def save_checkpoint(
     return atomic_torch_save(state, checkpoint_path(run_dir, epoch))
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Rebuilds a model from one checkpoint file.
+def _short(value: Any) -> str:
+    """A value for a one-line message: its type for containers, its repr cut to 40 chars."""
+    if isinstance(value, (dict, list, tuple, set, torch.Tensor)):
+        return type(value).__name__
+    return f"{value!r:.40}"
+
+
+def _check_plain(value: Any, what: str, depth: int) -> None:
+    """A JSON-like value: a finite number, a short string, true/false, null, or a list (at
+    most 64 long) or mapping (at most 64 string keys) of such values, ``depth`` levels deep.
 
     Raises:
-        RunError: The file is not a latentsearch checkpoint or does not fit its model.
+        TypeError: Naming the first value that is not.
+    """
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{what} must be a finite number, got {value}")
+        return
+    if isinstance(value, str):
+        if len(value) > _MAX_STR:
+            raise TypeError(f"{what} is a string of {len(value):,} characters")
+        return
+    if depth < 1 or not isinstance(value, (list, tuple, dict)) or len(value) > _MAX_LIST:
+        raise TypeError(
+            f"{what} must be a number, string, true/false or null"
+            + (f", or a list or mapping of at most {_MAX_LIST} of them" if depth >= 1 else "")
+            + f", got {_short(value)}"
+        )
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if not isinstance(key, str) or len(key) > MAX_NAME_CHARS:
+                raise TypeError(f"{what} has a key that is not a short string: {_short(key)}")
+            _check_plain(v, f"{what}[{key!r:.40}]", depth - 1)
+    else:
+        for i, v in enumerate(value):
+            _check_plain(v, f"{what}[{i}]", depth - 1)
+
+
+def _mapping(value: Any, what: str, depth: int) -> dict[str, Any]:
+    """``value``, checked to be a mapping whose values are ``_check_plain`` ones."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a mapping, got {_short(value)}")
+    _check_plain(value, what, depth)
+    return value
+
+
+def _check_tensor(t: torch.Tensor, what: str) -> None:
+    """A dense CPU tensor whose elements all have their own bytes in the file."""
+    if t.layout != torch.strided or t.device.type != "cpu":
+        raise TypeError(f"{what} must be a dense tensor, got {t.layout} on {t.device.type}")
+    # Stride 0 makes a tensor of 2^40 elements out of one stored value: refuse any tensor
+    # with more elements than its storage holds, so sizes are bounded by the file's.
+    if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+        raise TypeError(f"{what} has more elements than its file stores ({list(t.shape)})")
+
+
+def _walk_budget(state: Any) -> None:
+    """Visits every value as a walk would, shared ones once per path; stops at the bound.
+
+    Raises:
+        TypeError: More than ``MAX_CHECKPOINT_VALUES`` values, or a tensor stored expanded.
+    """
+    stack = [state]
+    seen = 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_CHECKPOINT_VALUES:
+            raise TypeError(
+                f"it holds more than {MAX_CHECKPOINT_VALUES:,} values (a nesting that repeats "
+                "one list, say): not a checkpoint latentsearch wrote"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend(value)
+        elif isinstance(value, torch.Tensor):
+            _check_tensor(value, "a tensor")
+
+
+def check_checkpoint(state: dict[str, Any]) -> None:
+    """Checks every field of a loaded checkpoint by type and size, before anything uses it.
+
+    Args:
+        state: What ``torch.load`` returned for a file of format ``CHECKPOINT_FORMAT``.
+
+    Raises:
+        TypeError: Naming the first field of the wrong type or size.
+        ValueError: For a config or model argument outside the values it may take.
+    """
+    name = state.get("model_name")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"model_name {_short(name)} is not a model of this version")
+    # Model arguments are numbers and names, or a list of numbers (``stage_blocks``).
+    args = _mapping(state.get("model_args"), "model_args", depth=2)
+    for key, low, high in (
+        ("in_channels", 1, MAX_CHANNELS),
+        ("image_size", 1, MAX_IMAGE_SIZE),
+        ("num_classes", 0, MAX_CLASS_NAMES),
+    ):
+        value = args.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(
+                f"model_args[{key!r}] must be an integer in [{low}, {high}], got {_short(value)}"
+            )
+    # config -> objective_kwargs -> augment -> crop_scale [low, high]: four levels at most.
+    config = _mapping(state.get("config"), "config", depth=4)
+    TrainConfig.from_dict(config)  # ConfigError (a ValueError) for a bad setting
+    names = state.get("class_names")
+    if (
+        not isinstance(names, list)
+        or len(names) > MAX_CLASS_NAMES
+        or not all(isinstance(c, str) and len(c) <= MAX_NAME_CHARS for c in names)
+    ):
+        raise TypeError(
+            f"class_names must be a list of at most {MAX_CLASS_NAMES:,} strings of at most "
+            f"{MAX_NAME_CHARS} characters"
+        )
+    epoch = state.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch must be a non-negative integer, got {_short(epoch)}")
+    weights = state.get("state_dict")
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise TypeError("state_dict must map parameter names to tensors")
+    for key in ("optimizer", "scheduler", "objective", "scaler"):
+        if key in state and not isinstance(state[key], dict):
+            raise TypeError(f"{key} must be a state dict, got {_short(state[key])}")
+    # Last, as the slowest: the training state and any other field, by size.
+    _walk_budget(state)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Loads a checkpoint file and checks every field (``check_checkpoint``).
+
+    Raises:
+        RunError: The file is not a latentsearch checkpoint, or a field is of the wrong type
+            or size; one line naming the file and the field.
     """
     path = Path(path)
     state = load_versioned(path, CHECKPOINT_FORMAT, what="latentsearch checkpoint", error=RunError)
     try:
-        model = create_model(state["model_name"], **state["model_args"])
-        model.load_state_dict(state["state_dict"])
+        check_checkpoint(state)
+    except (TypeError, ValueError) as e:
+        raise RunError(f"{path} is not a valid latentsearch checkpoint: {e}") from None
+    return state
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Rebuilds a model from one checkpoint file.
+
+    Every field is checked by type and size first (``check_checkpoint``), and the model's
+    shapes are compared with the weights' before it is built.
+
+    Raises:
+        RunError: The file is not a latentsearch checkpoint, holds a field of the wrong type
+            or size, or does not fit its model.
+    """
+    path = Path(path)
+    state = read_checkpoint(path)
+    name, args, weights = state["model_name"], state["model_args"], state["state_dict"]
+    try:
+        with torch.device("meta"):
+            expected = create_model(name, **args).state_dict()
+        theirs = {k: tuple(v.shape) for k, v in weights.items()}
+        if {k: tuple(v.shape) for k, v in expected.items()} != theirs:
+            raise RuntimeError(_shape_difference(expected, weights))
+        model = create_model(name, **args)
+        model.load_state_dict(weights)
     except (RuntimeError, TypeError, KeyError, ValueError) as e:
         raise RunError(
-            f"{path}: the weights do not fit model {state.get('model_name')!r} "
-            f"with {state.get('model_args')}: {str(e).splitlines()[0]}"
+            f"{path}: the weights do not fit model {name!r} with {args!r:.200}: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from e
     model.to(resolve_device(str(device)) if isinstance(device, str) else device).eval()
     run_dir = path.parent.parent
@@ -455,8 +633,22 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Run
         class_names=list(state["class_names"]),
         epoch=int(state["epoch"]),
         history=read_history(run_dir),
-        fingerprint=fingerprint(model, state["model_name"]),
+        fingerprint=fingerprint(model, name),
     )
+
+
+def _shape_difference(mine: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> str:
+    """The first difference between a model's tensors and a file's, in one line."""
+    for key in mine:
+        if key not in theirs:
+            return f"missing tensor {key!r}"
+        if tuple(mine[key].shape) != tuple(theirs[key].shape):
+            return (
+                f"{key!r} is {list(theirs[key].shape)} in the file, {list(mine[key].shape)} in "
+                "the model"
+            )
+    extra = next(iter(k for k in theirs if k not in mine), "?")
+    return f"unexpected tensor {extra!r:.60}"
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:

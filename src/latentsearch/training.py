@@ -762,15 +762,29 @@ def _restore_training_state(
     objective: Objective,
     scaler: torch.amp.GradScaler | None,
 ) -> None:
-    """Loads a checkpoint's weights and what :func:`_training_state` saved."""
-    model.load_state_dict(state["state_dict"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
-    if hasattr(objective, "load_state_dict") and "objective" in state:
-        objective.load_state_dict(state["objective"])
-    if scaler is not None and "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
+    """Loads a checkpoint's weights and what :func:`_training_state` saved.
+
+    Raises:
+        RunError: The checkpoint's weights or training state do not fit this run's model,
+            optimizer, schedule or objective (one line).
+    """
+    try:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        if hasattr(objective, "load_state_dict") and "objective" in state:
+            objective.load_state_dict(state["objective"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+    except LatentsearchError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise RunError(
+            f"cannot resume: the newest checkpoint's training state does not fit this run "
+            f"({type(e).__name__}: {first:.200})"
+        ) from None
 
 
 def _finish_epoch(

@@ -313,6 +313,10 @@ def test_load_explains_missing_and_corrupt_indexes(index: ImageIndex, tmp_path: 
     m = json.loads((dest / "manifest.json").read_text())
     m["items"] = m["items"][:-1]
     (dest / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="count 18 is not the number of items, 17"):
+        ImageIndex.load(dest)
+    m["count"] = 17  # the manifest agrees with itself, not with the vectors
+    (dest / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(IndexFormatError, match="promises"):
         ImageIndex.load(dest)
 

@@ -113,8 +113,18 @@ def test_any_items_survive_the_table_and_the_manifest(ids: list[str], rest: list
     assert [table.position(it.id) for it in items] == list(range(len(items)))
     f = io.BytesIO()
     write_manifest(f, {"format": FORMAT, "count": len(items)}, table)
-    meta, back = read_manifest(f.getvalue().decode("utf-8"), expect_format=FORMAT)
+    text = f.getvalue().decode("utf-8")
+    # A manifest holds SHA-256 digests (64 hex digits) or null: anything else is refused.
+    if not all(it.sha256 is None or _is_digest(it.sha256) for it in items):
+        with pytest.raises(ManifestItemsError, match="is not 64 hex digits or null"):
+            read_manifest(text, expect_format=FORMAT)
+        return
+    meta, back = read_manifest(text, expect_format=FORMAT)
     assert meta == {"format": FORMAT, "count": len(items)} and list(back) == items
+
+
+def _is_digest(sha: str) -> bool:
+    return len(sha) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha)
 
 
 def test_the_manifest_is_the_json_of_the_whole_dict() -> None:
@@ -132,10 +142,11 @@ def test_the_manifest_is_the_json_of_the_whole_dict() -> None:
 
 
 def test_reading_finds_items_anywhere_and_checks_the_format_first() -> None:
-    entries = [item_json(it) for it in _mixed()]
-    text = json.dumps({"count": 5, "items": entries, "format": FORMAT, "tail": None})
+    digests = [it for it in _mixed() if it.sha256 != "not-a-digest"]
+    entries = [item_json(it) for it in digests]
+    text = json.dumps({"count": 4, "items": entries, "format": FORMAT, "tail": None})
     meta, table = read_manifest(text, expect_format=FORMAT)
-    assert meta == {"count": 5, "format": FORMAT, "tail": None} and list(table) == _mixed()
+    assert meta == {"count": 4, "format": FORMAT, "tail": None} and list(table) == digests
     # Another format is named, before malformed items of that format are read.
     other = json.dumps({"format": "latentsearch-index/2", "items": [{"weird": 1}]})
     with pytest.raises(ManifestFormatError, match="latentsearch-index/2"):
@@ -153,6 +164,8 @@ def test_reading_finds_items_anywhere_and_checks_the_format_first() -> None:
         ('{"id": 3, "path": null, "label": 1, "sha256": null}', "not a string"),
         ('{"id": "a", "path": null, "label": true, "sha256": null}', "not an integer"),
         ('"a"', "not an object"),
+        ('{"id": "a", "path": null, "label": 1, "sha256": "zz"}', "'zz' is not 64 hex digits"),
+        ('{"id": "a", "path": null, "label": 1, "sha256": "' + "g" * 64 + '"}', "64 hex digits"),
         (
             '{"id": "a", "path": null, "label": 1, "sha256": null}, '
             '{"id": "a", "path": null, "label": 2, "sha256": null}',

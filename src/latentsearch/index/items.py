@@ -409,7 +409,8 @@ def read_manifest(text: str, *, expect_format: str) -> tuple[dict[str, Any], Ite
         json.JSONDecodeError: For text that is not JSON.
         ManifestFormatError: For JSON that is not an object of format ``expect_format``.
         ManifestItemsError: When ``items`` is missing or not a list of entries with ``id``,
-            ``path``, ``label`` and ``sha256`` of the right types and unique ids.
+            ``path``, ``label`` and ``sha256`` (64 hex digits or null) of the right types and
+            unique ids.
     """
     if _peek(text, 0, "{") is None:
         json.loads(text)  # JSONDecodeError when it is not JSON at all
@@ -461,6 +462,14 @@ def _read_items(text: str, i: int) -> tuple[ItemTable, int]:
             i = after_comma
             continue
         end = _expect(text, i, "]")
+    # The builder keeps digests that are not lowercase hex as given (few: none in a file that
+    # latentsearch wrote); upper-case hex is a digest, anything else is not.
+    odd = [p for p, sha in builder._shas.items() if _sha_bytes(sha.lower()) is None]
+    if odd:
+        p = min(odd)
+        raise ManifestItemsError(
+            f"item {p}: sha256 {builder._shas[p]!r:.80} is not 64 hex digits or null"
+        )
     try:
         return builder.build(), end
     except ValueError:
