@@ -375,21 +375,6 @@ def test_health(client: TestClient) -> None:
 
 
 # ---------------------------------------------------------------------------- labels
-@pytest.fixture(scope="module")
-def unlabelled(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An index of the fixture folder built without labels: the folder names are recorded as
-    names, but no item has a label (what ``up --no-labels`` leaves)."""
-    from dataclasses import replace
-
-    from latentsearch.runs import load_run
-
-    root = tmp_path_factory.mktemp("unlabelled")
-    data = all_images(load_data(str(built.folder), image_size=16, cache_dir=root / "cache"))
-    data = replace(data, labels=np.full(len(data), -1, np.int64))
-    ImageIndex.build(load_run(built.run), data).save(root / "unlabelled.index")
-    return root / "unlabelled.index"
-
-
 def test_an_index_without_labels_shows_no_classes(unlabelled: Path) -> None:
     client = TestClient(create_app(unlabelled))
     health = client.get("/health").json()
