@@ -156,7 +156,6 @@ function showAddress() {
     showError("");
     browse(pageNumber(p));
     setStatus("");
-    $("upload-note").hidden = false;
     showError(
       "The uploaded image is not kept in the page's address: drop, paste or choose it again.",
     );
@@ -342,6 +341,8 @@ function showGrid(entries, makeOne) {
   state.shown = entries;
   $("grid").replaceChildren(...entries.map(makeOne));
   $("empty").hidden = entries.length > 0;
+  // How many grids were shown: lets a test (or a script) wait for the next one.
+  document.body.dataset.shown = String(Number(document.body.dataset.shown || 0) + 1);
 }
 
 function clearResults() {
