@@ -393,6 +393,9 @@ def test_the_page_passes_axe_and_works_by_keyboard(built: Built, headed: Headed)
         page.wait_for_function(RESULTS_LOADED, arg=5, timeout=WAIT_MS)
         page.wait_for_selector("#clusters:not([hidden])", timeout=WAIT_MS)
         assert _axe(page) == []  # browsing, with the clusters
+        page.emulate_media(color_scheme="dark")
+        assert _axe(page) == []  # the dark scheme's colours too
+        page.emulate_media(color_scheme="light")
 
         # By keyboard alone: Tab to the first result and search with it.
         for _ in range(60):
