@@ -43,6 +43,12 @@ Several queries at once give one list per query:
 
 >>> [len(r) for r in searcher.search_many([query, work / "query.png"], k=5)]
 [5, 5]
+
+Part of an image: a box ``(x, y, width, height)`` in the original image's pixels is cut out
+before the usual resize to the model's input:
+
+>>> len(searcher.search(work / "query.png", k=2, box=(0, 0, 4, 4)))
+2
 """
 
 from __future__ import annotations
@@ -54,10 +60,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from latentsearch.data import DataError
 from latentsearch.data.images import DEFAULT_MAX_PIXELS, read_image
+from latentsearch.errors import LatentsearchError
 from latentsearch.runs import RunError
 
 if TYPE_CHECKING:
@@ -67,6 +74,77 @@ if TYPE_CHECKING:
 Query = str | os.PathLike[str] | bytes | np.ndarray | Image.Image
 """A query image: a file path, a file's bytes (an upload), pixels (H, W, C) or (H, W) as
 uint8, or a PIL image."""
+
+
+Box = tuple[int, int, int, int]
+"""Part of a query image: ``(x, y, width, height)`` in the original image's pixels, as it is
+shown (after its EXIF orientation), from the top-left corner."""
+
+_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
+"""Modes a cut-out keeps on its way to the decoder; any other (CMYK, YCbCr, ...) becomes RGB."""
+
+
+class BadBox(LatentsearchError):
+    """A box that is not a part of its image: outside it, or of no size."""
+
+
+def parse_box(text: str) -> Box:
+    """A box from its text form ``"x,y,w,h"`` (integers, as the CLI and the server take it).
+
+    Raises:
+        BadBox: For anything but four integers, or a width or height below 1.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        x, y, w, h = (int(p) for p in parts)
+    except ValueError:
+        raise BadBox(
+            f"box: expected x,y,width,height as four integers (pixels), got {text!r}"
+        ) from None
+    return check_box((x, y, w, h))
+
+
+def check_box(box: Sequence[int], size: tuple[int, int] | None = None) -> Box:
+    """A box checked to have a positive size and, with ``size``, to lie inside the image.
+
+    Args:
+        box: ``(x, y, width, height)``.
+        size: The image's ``(width, height)``, as shown.
+
+    Raises:
+        BadBox: For a box of another form, no size, or reaching outside the image.
+    """
+    if len(box) != 4 or not all(isinstance(v, int | np.integer) for v in box):
+        raise BadBox(f"box: expected four integers x, y, width, height; got {tuple(box)!r}")
+    x, y, w, h = (int(v) for v in box)
+    if w < 1 or h < 1:
+        raise BadBox(f"box: width and height must be at least 1 pixel, got {w}x{h}")
+    if x < 0 or y < 0:
+        raise BadBox(f"box: x and y must be 0 or more (the top-left corner), got {x},{y}")
+    if size is not None:
+        width, height = size
+        if x + w > width or y + h > height:
+            raise BadBox(
+                f"box {x},{y},{w},{h} reaches outside the {width}x{height} image "
+                f"(x + width at most {width}, y + height at most {height})"
+            )
+    return x, y, w, h
+
+
+def _query_array(query: np.ndarray) -> np.ndarray:
+    """A query array as (H, W, C), checked. Shape: (H, W), (H, W, 1) or (H, W, 3), uint8.
+
+    Raises:
+        DataError: For another shape or type.
+    """
+    arr = query[:, :, None] if query.ndim == 2 else query
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise DataError(f"a query array must be (H, W), (H, W, 1) or (H, W, 3); got {query.shape}")
+    if arr.dtype != np.uint8:
+        raise DataError(f"a query array must be uint8 (0-255), got {arr.dtype}")
+    return arr
 
 
 class RunMoved(RunError):
@@ -111,13 +189,17 @@ class Searcher:
     def __repr__(self) -> str:
         return f"Searcher({len(self):,} images, run {self.run.path})"
 
-    def pixels(self, query: Query, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    def pixels(
+        self, query: Query, *, max_pixels: int = DEFAULT_MAX_PIXELS, box: Box | None = None
+    ) -> np.ndarray:
         """A query decoded as the index's images were.
 
         Args:
             query: The query image.
             max_pixels: Largest width x height of an image file accepted, checked from its
                 header before decoding (the server passes its stricter upload limit).
+            box: Only this part of the image, ``(x, y, width, height)`` in its original pixels
+                (as shown, after the EXIF orientation); cut out before the resize.
 
         Returns:
             Pixels at the run's size. Shape: (H, W, C), uint8.
@@ -125,7 +207,15 @@ class Searcher:
         Raises:
             DataError: For a file that is missing or not an image, bytes that are not one, an
                 image over ``max_pixels``, or an array of a bad shape or type.
+            BadBox: For a box outside the image or of no size.
         """
+        if box is not None:
+            try:
+                return self.pixels(self._cut(query, box, max_pixels=max_pixels))
+            except (BadBox, DataError) as e:
+                if isinstance(query, str | os.PathLike) and not str(e).startswith("query "):
+                    raise type(e)(f"query {query}: {e}") from None  # a search may have several
+                raise
         model = self.run.model
         size, channels = model.image_size, model.in_channels
         if isinstance(query, bytes):
@@ -135,13 +225,7 @@ class Searcher:
             query.save(buf, format="PNG")
             return read_image(buf.getvalue(), size, channels=channels)
         if isinstance(query, np.ndarray):
-            arr = query[:, :, None] if query.ndim == 2 else query
-            if arr.ndim != 3 or arr.shape[2] not in (1, 3):
-                raise DataError(
-                    f"a query array must be (H, W), (H, W, 1) or (H, W, 3); got {query.shape}"
-                )
-            if arr.dtype != np.uint8:
-                raise DataError(f"a query array must be uint8 (0-255), got {arr.dtype}")
+            arr = _query_array(query)
             if arr.shape == (size, size, channels):
                 return arr
             image = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
@@ -153,6 +237,41 @@ class Searcher:
             return read_image(path, size, channels=channels, max_pixels=max_pixels)
         except DataError as e:  # name the file: a search may have several queries
             raise DataError(f"query {path}: {e}") from None
+
+    def _cut(self, query: Query, box: Box, *, max_pixels: int) -> Image.Image:
+        """The part ``box`` of a query, as an image in a mode the decoder takes."""
+        box = check_box(box)
+        if isinstance(query, np.ndarray):
+            arr = _query_array(query)
+            x, y, w, h = check_box(box, (arr.shape[1], arr.shape[0]))
+            cut = np.ascontiguousarray(arr[y : y + h, x : x + w])
+            return Image.fromarray(cut[:, :, 0] if cut.shape[2] == 1 else cut)
+        if isinstance(query, Image.Image):
+            image = ImageOps.exif_transpose(query)
+        else:
+            source: str | os.PathLike[str] | io.BytesIO
+            source = io.BytesIO(query) if isinstance(query, bytes) else Path(query)
+            if not isinstance(source, io.BytesIO) and not Path(source).is_file():
+                raise DataError(f"query {source}: no such file")
+            try:
+                with Image.open(source) as opened:
+                    width, height = opened.size
+                    if width * height > max_pixels:
+                        raise DataError(
+                            f"image too large: {width}x{height} = {width * height:,} pixels, "
+                            f"more than max_pixels={max_pixels:,}"
+                        )
+                    image = ImageOps.exif_transpose(opened)
+                    image.load()
+            except (DataError, BadBox):
+                raise
+            except Exception as e:  # Pillow raises many types on bad data
+                raise DataError(f"cannot read the image to cut a box from it ({e})") from None
+        x, y, w, h = check_box(box, image.size)
+        part = image.crop((x, y, x + w, y + h))
+        if part.mode not in _PNG_MODES:
+            part = part.convert("RGB")
+        return part
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """Query images embedded as the indexed ones were (same run, same precision).
@@ -183,19 +302,36 @@ class Searcher:
         """
         return self.index.neighbors_of(item_id, k)
 
-    def search(self, query: Query, k: int = 10) -> list[Neighbor]:
+    def search(self, query: Query, k: int = 10, *, box: Box | None = None) -> list[Neighbor]:
         """The ``k`` indexed images nearest to one query, nearest first.
 
         Each :class:`~latentsearch.index.Neighbor` carries its rank, id, path, label, class
         name and squared Euclidean distance.
-        """
-        return self.search_many([query], k)[0]
 
-    def search_many(self, queries: Sequence[Query], k: int = 10) -> list[list[Neighbor]]:
-        """The ``k`` nearest indexed images of each query, one list per query."""
+        Args:
+            query: The query image.
+            k: Neighbours to return.
+            box: Search with only this part of it, ``(x, y, width, height)`` in its original
+                pixels (see :meth:`pixels`).
+
+        Raises:
+            BadBox: For a box outside the image or of no size.
+        """
+        return self.search_many([query], k, box=box)[0]
+
+    def search_many(
+        self, queries: Sequence[Query], k: int = 10, *, box: Box | None = None
+    ) -> list[list[Neighbor]]:
+        """The ``k`` nearest indexed images of each query, one list per query.
+
+        Args:
+            queries: The query images.
+            k: Neighbours per query.
+            box: The same part of each query (see :meth:`pixels`); None for the whole image.
+        """
         if not queries:
             return []
-        batch = np.stack([self.pixels(q) for q in queries])
+        batch = np.stack([self.pixels(q, box=box) for q in queries])
         return self.nearest(self.embed(batch), k)
 
 

@@ -4,7 +4,7 @@ a copy of that run with a 3-cluster head."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     index = ImageIndex.build(runs[0], all_images(splits), data_spec=str(folder))
     index.save(root / "images.index")
     return Built(folder, runs[0].path, runs[1].path, root / "images.index")
+
+
+@pytest.fixture(scope="session")
+def unlabelled(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of the fixture folder built without labels, same run: the folder names are
+    recorded as names, but no item has a label (what ``up --no-labels`` leaves)."""
+    root = tmp_path_factory.mktemp("unlabelled")
+    data = all_images(load_data(str(built.folder), image_size=IMAGE_SIZE, cache_dir=root / "c"))
+    data = replace(data, labels=np.full(len(data), -1, np.int64))
+    ImageIndex.build(load_run(built.run), data).save(root / "unlabelled.index")
+    return root / "unlabelled.index"
 
 
 @dataclass(frozen=True)

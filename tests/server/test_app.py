@@ -95,6 +95,7 @@ def test_upload_finds_its_own_file_first(client: TestClient, built: Built) -> No
         "format": "PNG",
         "width": 20,
         "height": 20,
+        "box": None,
         # The fixture's run has no cluster head (tests/server/test_served_clusters.py has one).
         "cluster": None,
         "cluster_probability": None,
@@ -367,10 +368,135 @@ def test_health(client: TestClient) -> None:
     assert body["items"] == N_ITEMS
     assert body["model"] == "seed-ae"
     assert (body["image_size"], body["channels"]) == (16, 3)
-    assert body["class_names"] == ["blue", "green", "red"]
+    assert body["class_names"] == ["blue", "green", "red"] and body["labelled"] is True
     assert body["index_type"] == "flat"
     assert (body["default_k"], body["max_k"]) == (10, 100)
     assert body["max_upload_bytes"] == 10 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------- labels
+def test_an_index_without_labels_shows_no_classes(unlabelled: Path) -> None:
+    client = TestClient(create_app(unlabelled))
+    health = client.get("/health").json()
+    assert health["labelled"] is False and health["class_names"] == []
+    body = client.get("/items/red/1.png/neighbors", params={"k": 3}).json()
+    assert body["query"]["class_name"] is None and body["query"]["label"] == -1
+    for n in body["neighbors"]:
+        assert n["class_name"] is None and n["label"] == -1
+    assert body["neighbors"][0]["filename"] == "1.png"  # the file names it instead
+    page = client.get("/items", params={"limit": 100}).json()
+    assert {it["class_name"] for it in page["items"]} == {None}
+
+
+def test_results_carry_their_file_name(client: TestClient) -> None:
+    body = client.get("/items/blue/shade/image/neighbors", params={"k": 1}).json()
+    assert body["neighbors"][0]["filename"] == "image"
+    assert body["neighbors"][0]["class_name"] == "blue"  # labelled: classes are shown
+
+
+# ---------------------------------------------------------------------------- browsing
+def test_items_are_paged_in_index_order(client: TestClient, built: Built) -> None:
+    order = [it.id for it in ImageIndex.load(built.index).items]
+    first = client.get("/items", params={"limit": 5}).json()
+    assert (first["total"], first["offset"], first["limit"]) == (N_ITEMS, 0, 5)
+    assert [it["id"] for it in first["items"]] == order[:5]
+    assert first["items"][0]["image_url"].endswith("/image")
+    seen, url = [], "/items?limit=5"
+    while url:
+        page = client.get(url).json()
+        seen += [it["id"] for it in page["items"]]
+        url = page["next_url"]
+    assert seen == order
+    assert len(client.get("/items").json()["items"]) == N_ITEMS  # default page: 50
+
+
+def test_items_offset_past_the_end_is_an_empty_page(client: TestClient) -> None:
+    for offset in (N_ITEMS, N_ITEMS + 1, 10**12):
+        r = client.get("/items", params={"offset": offset})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["items"] == [] and body["next_url"] is None and body["total"] == N_ITEMS
+
+
+@pytest.mark.parametrize(("params", "word"), [({"offset": -1}, "offset"), ({"limit": 0}, "limit")])
+def test_bad_items_paging_is_422(client: TestClient, params: dict[str, int], word: str) -> None:
+    _assert_problem(client.get("/items", params=params), 422, word)
+
+
+def test_items_page_is_at_most_max_k(strict: TestClient) -> None:
+    _assert_problem(strict.get("/items", params={"limit": 6}), 422, "at most 5")
+    assert len(strict.get("/items").json()["items"]) == 5
+
+
+# ---------------------------------------------------------------------------- search by region
+def test_box_of_the_whole_upload_is_the_whole_image(client: TestClient, built: Built) -> None:
+    data = (built.folder / "red" / "1.png").read_bytes()
+    whole = _upload(client, data, data={"k": "5"}).json()
+    boxed = _upload(client, data, data={"k": "5", "box": "0,0,20,20"}).json()
+    assert boxed["query"]["box"] == [0, 0, 20, 20]
+    assert [n["id"] for n in boxed["neighbors"]] == [n["id"] for n in whole["neighbors"]]
+
+
+def test_box_crops_the_upload_before_embedding(client: TestClient, built: Built) -> None:
+    path = built.folder / "red" / "1.png"
+    boxed = _upload(client, path.read_bytes(), params={"box": "2,3,10,8"}, data={"k": "3"})
+    assert boxed.status_code == 200, boxed.text
+    assert boxed.json()["query"]["box"] == [2, 3, 10, 8]
+    part = Image.open(path).crop((2, 3, 12, 11))
+    buf = io.BytesIO()
+    part.save(buf, format="PNG")
+    cut = _upload(client, buf.getvalue(), data={"k": "3"}).json()["neighbors"]
+    got = boxed.json()["neighbors"]
+    assert [n["id"] for n in got] == [n["id"] for n in cut]
+    assert [n["distance"] for n in got] == pytest.approx([n["distance"] for n in cut], abs=1e-5)
+    assert got[0]["distance"] > 1e-6  # a part of red/1.png is not red/1.png
+
+
+def test_box_of_an_indexed_image_is_cut_from_its_file(client: TestClient, built: Built) -> None:
+    by_id = client.post("/search/green/2.jpg", params={"k": 4, "box": "4,4,12,12"})
+    assert by_id.status_code == 200, by_id.text
+    assert by_id.json()["query"]["id"] == "green/2.jpg"
+    assert by_id.json()["query"]["box"] == [4, 4, 12, 12]
+    data = (built.folder / "green" / "2.jpg").read_bytes()
+    upload = _upload(client, data, data={"k": "4", "box": "4,4,12,12"}).json()["neighbors"]
+    got = by_id.json()["neighbors"]
+    assert [n["id"] for n in got] == [n["id"] for n in upload]
+    assert [n["distance"] for n in got] == pytest.approx([n["distance"] for n in upload], abs=1e-5)
+    neighbors = client.get("/items/green/2.jpg/neighbors", params={"k": 4, "box": "4,4,12,12"})
+    assert [n["id"] for n in neighbors.json()["neighbors"]] == [n["id"] for n in got]
+    # Without a box: the stored embedding, the image itself first.
+    assert client.post("/search/green/2.jpg").json()["neighbors"][0]["distance"] < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("box", "words"),
+    [
+        ("0,0,21,20", ("reaches outside", "20x20")),
+        ("15,15,6,1", ("reaches outside",)),
+        ("0,0,0,5", ("at least 1 pixel",)),
+        ("0,0,5,-2", ("at least 1 pixel",)),
+        ("-1,0,5,5", ("0 or more",)),
+        ("1,2,3", ("four integers",)),
+        ("a,b,c,d", ("four integers",)),
+        ("1.5,0,4,4", ("four integers",)),
+    ],
+)
+def test_bad_box_is_422(client: TestClient, built: Built, box: str, words: tuple[str, ...]) -> None:
+    data = (built.folder / "red" / "1.png").read_bytes()
+    _assert_problem(_upload(client, data, data={"box": box}), 422, "box", *words)
+    _assert_problem(client.post("/search/red/1.png", params={"box": box}), 422, "box", *words)
+
+
+def test_box_of_an_unknown_id_is_404(client: TestClient) -> None:
+    _assert_problem(client.post("/search/no/such.png", params={"box": "0,0,2,2"}), 404, "no item")
+
+
+def test_box_of_a_file_changed_since_indexing_is_404(own: tuple[Path, Path]) -> None:
+    folder, index = own
+    client = TestClient(create_app(index))
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(folder / "red" / "1.png")
+    r = client.post("/search/red/1.png", params={"box": "0,0,4,4"})
+    _assert_problem(r, 404, "changed since it was indexed")
 
 
 # ---------------------------------------------------------------------------- page and docs

@@ -13,12 +13,19 @@ from latentsearch.cli.options import add_json, add_option
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from latentsearch.searcher import open_index
+    from latentsearch.searcher import BadBox, open_index, parse_box
 
     if args.k < 1:
         raise CLIError(f"-k must be at least 1, got {args.k}")
+    try:
+        box = None if args.box is None else parse_box(args.box)
+    except BadBox as e:
+        raise CLIError(f"--{e}") from None
     searcher = open_index(args.index, args.run)
-    results = searcher.search_many(args.images, args.k)
+    try:
+        results = searcher.search_many(args.images, args.k, box=box)
+    except BadBox as e:  # names the query: "query a.png: box ... reaches outside ..."
+        raise CLIError(f"--box: {e}") from None
     grid = None
     if args.grid:
         from latentsearch.report.search_grid import search_grid
@@ -35,6 +42,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             "index": str(args.index),
             "run": str(searcher.run.path),
             "k": args.k,
+            "box": None if box is None else list(box),
             "queries": [
                 {"query": q, "neighbors": [asdict(n) for n in row]}
                 for q, row in zip(args.images, results, strict=True)
@@ -46,7 +54,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for qi, (q, row) in enumerate(zip(args.images, results, strict=True)):
         if qi:
             print()
-        print(f"query {q}")
+        print(f"query {q}" + ("" if box is None else f", box {','.join(map(str, box))}"))
         rows = [
             {
                 "rank": n.rank,
@@ -82,6 +90,13 @@ def register(sub: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
     p.add_argument("--run", default=None, help="run folder (default: the one that built INDEX)")
     add_option(p, "-k", owner=Searcher.search_many, field="k", help="neighbours per query")
+    p.add_argument(
+        "--box",
+        default=None,
+        metavar="X,Y,W,H",
+        help="search with only this part of each query: left, top, width and height in the "
+        "image's own pixels",
+    )
     add_json(p, "the results")
     p.add_argument(
         "--grid",

@@ -26,7 +26,7 @@ from latentsearch.server.errors import (
     Unprocessable,
 )
 from latentsearch.server.limits import DEFAULT_K
-from latentsearch.server.service import CLUSTER_PAGE, SearchService
+from latentsearch.server.service import CLUSTER_PAGE, ITEMS_PAGE, SearchService
 
 IMAGE_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 """Sent with every served image: opened on its own, nothing in it may run or load."""
@@ -61,6 +61,14 @@ KForm = Annotated[
     Form(alias="k", ge=1, description="neighbours to return; wins over the query parameter"),
 ]
 ItemId = Annotated[str, PathParam(description="an indexed id, slashes included")]
+BOX_HELP = (
+    "search with only this part of the image: x,y,width,height in its own pixels (as shown), "
+    "from the top-left corner"
+)
+BoxQuery = Annotated[str | None, Query(description=BOX_HELP, examples=["10,20,200,150"])]
+BoxForm = Annotated[
+    str | None, Form(alias="box", description=BOX_HELP + "; wins over the query parameter")
+]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.Problem, "description": "no such item"},
@@ -112,10 +120,13 @@ def search(
     image: Annotated[UploadFile, File(description="the query image (PNG, JPEG, ...)")],
     k_form: KForm = None,
     k: KQuery = None,
+    box_form: BoxForm = None,
+    box: BoxQuery = None,
 ) -> schemas.SearchResult:
-    """Decodes the image as the indexed ones were and returns its nearest indexed images.
+    """Decodes the image as the indexed ones were (only the part ``box``, when given) and
+    returns its nearest indexed images.
 
-    ``k`` may come as a form field or a query parameter (the form field wins).
+    ``k`` and ``box`` may come as form fields or query parameters (the form field wins).
     """
     service = _service(request)
     return service.search_upload(
@@ -124,6 +135,7 @@ def search(
         prefix(request),
         filename=image.filename,
         content_type=image.content_type,
+        box=service.box(box_form if box_form is not None else box),
     )
 
 
@@ -133,13 +145,16 @@ def search(
     responses=ERRORS,
     summary="Search with an indexed image",
 )
-def item_neighbors(request: Request, item_id: ItemId, k: KQuery = None) -> Any:
-    """The nearest images of an indexed image, found from its stored embedding."""
+def item_neighbors(
+    request: Request, item_id: ItemId, k: KQuery = None, box: BoxQuery = None
+) -> Any:
+    """The nearest images of an indexed image, found from its stored embedding; with ``box``,
+    from that part of its original file."""
     fallback = _metadata_fallback(request, item_id, "neighbors")
     if fallback is not None:
         return fallback
     service = _service(request)
-    return service.search_item(item_id, service.k(k), prefix(request))
+    return service.search_item(item_id, service.k(k), prefix(request), box=service.box(box))
 
 
 @router.post(
@@ -148,10 +163,13 @@ def item_neighbors(request: Request, item_id: ItemId, k: KQuery = None) -> Any:
     responses=ERRORS,
     summary="Search with an indexed image (same as GET /items/{id}/neighbors)",
 )
-def search_item(request: Request, item_id: ItemId, k: KQuery = None) -> schemas.SearchResult:
-    """The nearest images of an indexed image, found from its stored embedding."""
+def search_item(
+    request: Request, item_id: ItemId, k: KQuery = None, box: BoxQuery = None
+) -> schemas.SearchResult:
+    """The nearest images of an indexed image, found from its stored embedding; with ``box``,
+    from that part of its original file."""
     service = _service(request)
-    return service.search_item(item_id, service.k(k), prefix(request))
+    return service.search_item(item_id, service.k(k), prefix(request), box=service.box(box))
 
 
 @router.get(
@@ -199,6 +217,25 @@ def cluster_page(
 
 
 # ---------------------------------------------------------------------------- items
+@router.get(
+    "/items",
+    response_model=schemas.ItemPage,
+    responses={422: ERRORS[422]},
+    summary="The indexed images, a page at a time",
+)
+def items_page(
+    request: Request,
+    offset: Annotated[int, Query(ge=0, description="images to skip")] = 0,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, description=f"images to return (default {ITEMS_PAGE}, at most max_k)"),
+    ] = None,
+) -> schemas.ItemPage:
+    """The index's images in index order, ``limit`` at a time; past the end, an empty page."""
+    service = _service(request)
+    return service.items_page(offset, service.page_limit(limit, ITEMS_PAGE), prefix(request))
+
+
 @router.get(
     "/items/{item_id:any_path}/image",
     responses={

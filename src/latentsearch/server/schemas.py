@@ -40,6 +40,9 @@ class Neighbor(BaseModel):
     id: str
     label: int = Field(description="class index, -1 when unknown")
     class_name: str | None = Field(description="the class's name, null when unknown")
+    filename: str | None = Field(
+        default=None, description="base name of the file, null for array sources"
+    )
     distance: float = Field(description="squared Euclidean distance between the embeddings")
     image_url: str
     item_url: str
@@ -57,6 +60,11 @@ class UploadQuery(BaseModel):
     format: str = Field(description="the format Pillow found, e.g. PNG or JPEG")
     width: int
     height: int
+    box: list[int] | None = Field(
+        default=None,
+        description="the part searched with, [x, y, width, height] in the image's pixels; "
+        "null for the whole image",
+    )
     cluster: int | None = Field(default=None, description="its group; null without a head")
     cluster_probability: float | None = None
     cluster_url: str | None = None
@@ -66,6 +74,11 @@ class ItemQuery(Item):
     """A query that is an indexed image (search by id, random query)."""
 
     kind: Literal["item"] = "item"
+    box: list[int] | None = Field(
+        default=None,
+        description="the part searched with, [x, y, width, height] in the image's pixels; "
+        "null for the whole image",
+    )
 
 
 class SearchResult(BaseModel):
@@ -87,7 +100,11 @@ class Health(BaseModel):
     channels: int = Field(description="1 (grey) or 3 (RGB)")
     embedding_dim: int
     index_type: str = Field(description="flat (exact), hnsw or ivf (approximate)")
-    class_names: list[str]
+    class_names: list[str] = Field(description="empty when the index was built without labels")
+    labelled: bool = Field(
+        description="built with labels: class names are shown only then (folder names of an "
+        "index built without labels are places, not classes)"
+    )
     default_k: int
     max_k: int
     max_upload_bytes: int
@@ -117,6 +134,16 @@ class ClusterPage(BaseModel):
     cluster: int
     size: int = Field(description="indexed images in the group")
     offset: int = Field(description="position of the first image below in the group's order")
+    items: list[Item]
+    next_url: str | None = Field(description="the next part; null after the last")
+
+
+class ItemPage(BaseModel):
+    """Part of the index's images, in index order."""
+
+    total: int = Field(description="indexed images")
+    offset: int = Field(description="position of the first image below; past the end: none")
+    limit: int = Field(description="images asked for")
     items: list[Item]
     next_url: str | None = Field(description="the next part; null after the last")
 

@@ -17,16 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
+import numpy as np
+
 from latentsearch.data import DataError, ImageTooLarge
 from latentsearch.errors import LatentsearchError
-from latentsearch.index import IndexItem, Neighbor, UnknownItem
-from latentsearch.searcher import RunMoved, Searcher, open_index
+from latentsearch.index import IndexItem, Neighbor, StoredPixelsUnavailable, UnknownItem
+from latentsearch.searcher import BadBox, Box, RunMoved, Searcher, open_index, parse_box
 from latentsearch.server import schemas
 from latentsearch.server.clusters import ServedClusters, load_served_clusters
 from latentsearch.server.errors import NotFound, TooLarge, Unprocessable
 from latentsearch.server.files import (
     BIG_DECODE_PIXELS,
     ServedImage,
+    indexed_bytes,
     probe,
     release_memory,
     served_image,
@@ -39,6 +42,9 @@ if TYPE_CHECKING:
 
 CLUSTER_PAGE = 50
 """Images per page of a cluster, unless ``limit`` says otherwise (at most ``max_k``)."""
+
+ITEMS_PAGE = 50
+"""Images per page of ``GET /items``, unless ``limit`` says otherwise (at most ``max_k``)."""
 
 
 def _mib(n: int) -> str:
@@ -77,6 +83,8 @@ class SearchService:
         self.limits = limits
         self.clusters = clusters
         self.clusters_note = clusters_note
+        # Folder names of an index built without labels are places, not classes: never shown.
+        self.labelled = searcher.index.labelled
         # Uploads and re-encodings share these slots, so memory stays bounded under any load.
         self._decodes = threading.BoundedSemaphore(limits.max_decodes)
 
@@ -102,18 +110,31 @@ class SearchService:
             raise Unprocessable(f"k: at most {self.limits.max_k} neighbours per request, got {k}")
         return k
 
-    def page_limit(self, limit: int | None) -> int:
-        """Images per cluster page: ``limit``, else the default; at most max_k.
+    def page_limit(self, limit: int | None, default: int = CLUSTER_PAGE) -> int:
+        """Images per page: ``limit``, else ``default``; at most max_k.
 
         Raises:
             Unprocessable: Above ``max_k``.
         """
         max_k = self.limits.max_k
         if limit is None:
-            return min(CLUSTER_PAGE, max_k)
+            return min(default, max_k)
         if limit > max_k:
             raise Unprocessable(f"limit: at most {max_k} images per request, got {limit}")
         return limit
+
+    def box(self, text: str | None) -> Box | None:
+        """A box from its text form ``x,y,w,h``, None when not given.
+
+        Raises:
+            Unprocessable: For anything but four integers with a positive width and height.
+        """
+        if text is None or not text.strip():
+            return None
+        try:
+            return parse_box(text)
+        except BadBox as e:
+            raise Unprocessable(str(e)) from None
 
     # ------------------------------------------------------------------------ JSON
     def item_json(
@@ -127,10 +148,11 @@ class SearchService:
             position: The item's position in the index, when known (else looked up).
         """
         url = f"{prefix}/items/{_quoted(item.id)}"
+        label = item.label if self.labelled else -1
         body = {
             "id": item.id,
-            "label": item.label,
-            "class_name": self.index.class_name(item.label),
+            "label": label,
+            "class_name": self.index.class_name(label),
             "filename": None if item.path is None else os.path.basename(item.path),
             "sha256": item.sha256,
             "image_url": f"{url}/image",
@@ -150,8 +172,9 @@ class SearchService:
         return schemas.Neighbor(
             rank=n.rank,
             id=n.id,
-            label=n.label,
-            class_name=n.class_name,
+            label=n.label if self.labelled else -1,
+            class_name=n.class_name if self.labelled else None,
+            filename=None if n.path is None else os.path.basename(n.path),
             distance=n.distance,
             image_url=f"{url}/image",
             item_url=url,
@@ -230,6 +253,7 @@ class SearchService:
         *,
         filename: str | None = None,
         content_type: str | None = None,
+        box: Box | None = None,
     ) -> schemas.SearchResult:
         """Decodes an uploaded image like the indexed ones and returns its nearest images.
 
@@ -239,11 +263,12 @@ class SearchService:
             prefix: The app's root path.
             filename: The upload's name, as the client sent it.
             content_type: Its type, as the client sent it.
+            box: Search with only this part of it (original pixels, as shown).
 
         Raises:
             TooLarge: Too many bytes or pixels.
             NotAnImage: Not an image.
-            Unprocessable: Empty or corrupt.
+            Unprocessable: Empty or corrupt, or a box outside the image.
         """
         started = time.perf_counter()
         data = self.read_upload(file)
@@ -254,16 +279,7 @@ class SearchService:
                 f"image too large: {width}x{height} = {width * height:,} pixels, more than "
                 f"this server's limit of {max_pixels:,}"
             )
-        with self._decodes:
-            try:
-                pixels = self.searcher.pixels(data, max_pixels=max_pixels)[None]
-            except ImageTooLarge as e:
-                raise TooLarge(str(e)) from None
-            except DataError as e:
-                raise Unprocessable(f"cannot decode the image: {e}") from None
-            finally:
-                if width * height >= BIG_DECODE_PIXELS:
-                    release_memory()
+        pixels = self._decode(data, box, big=width * height >= BIG_DECODE_PIXELS)
         vectors = self.searcher.embed(pixels)
         neighbors = self.searcher.nearest(vectors, k)[0]
         query = schemas.UploadQuery(
@@ -273,25 +289,85 @@ class SearchService:
             format=fmt,
             width=width,
             height=height,
+            box=None if box is None else list(box),
         )
-        if self.clusters is not None:
-            cluster, probability = self.clusters.assign_queries(vectors, pixels, self.run)
-            query.cluster = int(cluster[0])
-            query.cluster_probability = round(float(probability[0]), 4)
-            query.cluster_url = f"{prefix}/clusters/{query.cluster}"
+        self._place(query, vectors, pixels, prefix)
         return self._result(query, k, neighbors, started, prefix)
 
-    def search_item(self, item_id: str, k: int, prefix: str) -> schemas.SearchResult:
-        """The nearest images of an indexed one, from its stored embedding.
+    def _decode(self, data: bytes | np.ndarray, box: Box | None, *, big: bool) -> np.ndarray:
+        """A query decoded (the part ``box`` of it) in one of the shared decode slots.
+
+        Returns:
+            Shape: (1, H, W, C), uint8.
 
         Raises:
-            NotFound: For an unknown id.
+            Unprocessable: Corrupt, or a box outside the image.
+            TooLarge: Its pixels would take more memory than one decode may.
+        """
+        with self._decodes:
+            try:
+                return self.searcher.pixels(data, max_pixels=self.limits.max_pixels, box=box)[None]
+            except BadBox as e:
+                raise Unprocessable(str(e)) from None
+            except ImageTooLarge as e:
+                raise TooLarge(str(e)) from None
+            except DataError as e:
+                raise Unprocessable(f"cannot decode the image: {e}") from None
+            finally:
+                if big:
+                    release_memory()
+
+    def _place(
+        self,
+        query: schemas.UploadQuery | schemas.ItemQuery,
+        vectors: np.ndarray,
+        pixels: np.ndarray,
+        prefix: str,
+    ) -> None:
+        """Puts a decoded query in its group of the cluster head, when there is one."""
+        if self.clusters is None:
+            return
+        cluster, probability = self.clusters.assign_queries(vectors, pixels, self.run)
+        query.cluster = int(cluster[0])
+        query.cluster_probability = round(float(probability[0]), 4)
+        query.cluster_url = f"{prefix}/clusters/{query.cluster}"
+
+    def search_item(
+        self, item_id: str, k: int, prefix: str, *, box: Box | None = None
+    ) -> schemas.SearchResult:
+        """The nearest images of an indexed one: from its stored embedding, or with ``box``
+        from that part of its original file (read and checked as ``/items/{id}/image`` is).
+
+        Raises:
+            NotFound: For an unknown id; with a box, a file gone or changed since indexing.
+            Unprocessable: For a box outside the image.
         """
         started = time.perf_counter()
         item = self.item(item_id)
-        neighbors = self.searcher.neighbors_of(item.id, k)
         query = schemas.ItemQuery(**self.item_json(item, prefix))
+        if box is None:
+            neighbors = self.searcher.neighbors_of(item.id, k)
+            return self._result(query, k, neighbors, started, prefix)
+        pixels = self._decode(self._original(item), box, big=True)
+        vectors = self.searcher.embed(pixels)
+        neighbors = self.searcher.nearest(vectors, k)[0]
+        query.box = list(box)
+        self._place(query, vectors, pixels, prefix)  # the part's group, not the whole image's
         return self._result(query, k, neighbors, started, prefix)
+
+    def _original(self, item: IndexItem) -> bytes | np.ndarray:
+        """An item's original: its file's bytes (checked against the indexed hash) or, for
+        array sources, its stored pixels.
+
+        Raises:
+            NotFound: For a file gone or changed since indexing, or pixels not available.
+        """
+        if item.path is not None:
+            return indexed_bytes(item)
+        try:
+            return self.index.stored_pixels(item.id)
+        except StoredPixelsUnavailable as e:
+            raise NotFound(str(e)) from None
 
     def random_id(self) -> str:
         """The id of an indexed image drawn uniformly at random."""
@@ -307,13 +383,30 @@ class SearchService:
             channels=model.in_channels,
             embedding_dim=self.index.embedding_dim,
             index_type=self.index.index_type,
-            class_names=self.index.class_names,
+            class_names=self.index.class_names if self.labelled else [],
+            labelled=self.labelled,
             default_k=self.limits.default_k,
             max_k=self.limits.max_k,
             max_upload_bytes=self.limits.max_upload_bytes,
             max_pixels=self.limits.max_pixels,
             clusters=0 if self.clusters is None else self.clusters.n_clusters,
             clusters_note=self.clusters_note,
+        )
+
+    def items_page(self, offset: int, limit: int, prefix: str) -> schemas.ItemPage:
+        """Images ``offset`` to ``offset + limit`` of the index, in its order; empty past the
+        end. Only those items are looked at, so a page costs the same on any index size."""
+        n = len(self.index)
+        start = min(offset, n)
+        page = self.index.items[start : start + limit]
+        items = [schemas.Item(**self.item_json(it, prefix, start + i)) for i, it in enumerate(page)]
+        end = start + len(page)
+        return schemas.ItemPage(
+            total=n,
+            offset=offset,
+            limit=limit,
+            items=items,
+            next_url=f"{prefix}/items?offset={end}&limit={limit}" if end < n else None,
         )
 
     # ------------------------------------------------------------------------ clusters
