@@ -124,7 +124,19 @@ def test_text_output_and_grid(
     assert main(["search", str(idx), *queries, "-k", "3", "--grid", str(grid)]) == 0
     out = capsys.readouterr().out
     assert out.count("rank  distance") == 2 and "blue/0.png" in out
+    assert " label " in out.splitlines()[1] and "blue" in out  # labelled: class names shown
     assert Image.open(grid).size[0] > 3 * 96
+
+    # A folder without class folders: no label column (nothing but -1 to show).
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in sorted(folder.glob("*/[0-2].png")):
+        shutil.copy(p, flat / f"{p.parent.name}-{p.name}")
+    assert main(["index", str(run), str(flat), "--out", str(tmp_path / "flat-idx")]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "flat-idx"), str(flat / "red-1.png"), "-k", "2"]) == 0
+    header = capsys.readouterr().out.splitlines()[1]
+    assert header.split() == ["rank", "distance", "path"]
 
     assert main(["duplicates", str(idx)]) == 0
     assert "0 groups" in capsys.readouterr().out

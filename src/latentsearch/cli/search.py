@@ -64,7 +64,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             }
             for n in row
         ]
-        print_table(rows, ["rank", "distance", "label", "path"])
+        # Without labels there are no classes to show (folder names are places, not classes).
+        columns = ["rank", "distance", "label", "path"]
+        print_table(rows, columns if searcher.index.labelled else columns[:2] + columns[3:])
     if grid:
         print(f"\ngrid written to {grid}")
     return 0
