@@ -278,3 +278,35 @@ def test_update_re_embeds_content_changed_with_the_same_size_and_mtime(
     np.testing.assert_allclose(
         emb[index.position("0.bmp")], emb[index.position("2.bmp")], atol=1e-5
     )
+
+
+def test_names_that_are_not_utf8_and_named_pipes_never_stop_index_update_search(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    run, _ = runs
+    latin1 = folder / "red" / os.fsdecode(b"caf\xe9.png")
+    _image(latin1, 77, TINTS["red"])
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(folder / "red" / "pipe.png")
+        (folder / "red" / "zero.png").symlink_to("/dev/zero")
+    idx = tmp_path / "idx"
+    # capsys writes UTF-8 strictly, as a terminal in a UTF-8 locale does.
+    assert main(["index", str(run), str(folder), "--out", str(idx), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"indexed {3 * PER_CLASS + 1} images" in out
+    if hasattr(os, "mkfifo"):
+        assert "pipe.png: a named pipe (FIFO), not a file; ignored" in out
+        assert "zero.png: a character device, not a file; ignored" in out
+    (idx / "manifest.json").read_bytes().decode("utf-8")
+    report = _json(capsys, ["index", str(run), str(folder), "--update", str(idx), "--json"])
+    assert report["update"]["unchanged"] == 3 * PER_CLASS + 1 and report["update"]["embedded"] == 0
+    assert main(["index", str(run), str(folder), "--update", str(idx)]) == 0
+    assert "0 added, 0 changed, 0 removed" in capsys.readouterr().out
+    assert main(["search", str(idx), str(latin1), "-k", "1"]) == 0
+    assert "red/caf\\xe9.png" in capsys.readouterr().out
+    assert main(["duplicates", str(idx), "--threshold", "1e9"]) == 0
+    assert "caf\\xe9.png" in capsys.readouterr().out
+    found = _json(capsys, ["search", str(idx), str(latin1), "-k", "1", "--json"])
+    assert found["queries"][0]["neighbors"][0]["id"] == "red/caf\\xe9.png"

@@ -211,6 +211,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[str, str]]) -> None:
     """``cmd_index``'s report for people."""
+    from latentsearch.data.folder import printable
     from latentsearch.index.spec import DEFAULT_PRECISION
 
     out, update, streamed = result["index"], result.get("update"), result.get("streamed")
@@ -234,7 +235,7 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
     if skipped:
         print(f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''}:")
         for path, reason in skipped:
-            print(f"  {path}: {reason}")
+            print(f"  {printable(path)}: {reason}")
     rate = result["images_per_second"]
     print(
         f"time: {result['seconds']:.1f} s ({rate:.0f} images/s; decode "
@@ -248,6 +249,7 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
 
 # ---------------------------------------------------------------------------- duplicates
 def cmd_duplicates(args: argparse.Namespace) -> int:
+    from latentsearch.data.folder import printable
     from latentsearch.index import ImageIndex
 
     index = ImageIndex.load(args.index)
@@ -301,7 +303,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     for gi, group in enumerate(groups, 1):
         print(f"\ngroup {gi} ({len(group)} images)")
         for it in group:
-            print(f"  {it.path or it.id}")
+            print(f"  {printable(it.path or it.id)}")
     return 0
 
 

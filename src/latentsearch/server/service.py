@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 from latentsearch.data import DataError
+from latentsearch.data.folder import printable
 from latentsearch.errors import LatentsearchError
 from latentsearch.index import IndexItem, Neighbor, UnknownItem
 from latentsearch.searcher import RunMoved, Searcher, open_index
@@ -131,7 +132,7 @@ class SearchService:
             "id": item.id,
             "label": item.label,
             "class_name": self.index.class_name(item.label),
-            "filename": None if item.path is None else os.path.basename(item.path),
+            "filename": None if item.path is None else printable(os.path.basename(item.path)),
             "sha256": item.sha256,
             "image_url": f"{url}/image",
             "item_url": url,
