@@ -310,3 +310,29 @@ def test_names_that_are_not_utf8_and_named_pipes_never_stop_index_update_search(
     assert "caf\\xe9.png" in capsys.readouterr().out
     found = _json(capsys, ["search", str(idx), str(latin1), "-k", "1", "--json"])
     assert found["queries"][0]["neighbors"][0]["id"] == "red/caf\\xe9.png"
+
+
+def test_update_with_another_folder_is_refused_unless_forced(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, _ = runs
+    other = tmp_path / "other"
+    for i in range(3):
+        _image(other / f"{i}.png", 300 + i, (1, 0, 1))
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(folder), "--out", str(idx), "--json"]) == 0
+    err = _fails(capsys, ["index", str(run), str(other), "--update", str(idx)])
+    assert f"indexes {folder.resolve()}, not {other.resolve()}" in err and "--force" in err
+    assert (
+        _json(capsys, ["index", str(run), str(folder), "--update", str(idx), "--json"])["update"][
+            "removed"
+        ]
+        == 0
+    )  # the same folder, however spelt, is fine
+    moved = _json(
+        capsys, ["index", str(run), str(other), "--update", str(idx), "--force", "--json"]
+    )
+    assert moved["count"] == 3 and moved["update"]["removed"] == 3 * PER_CLASS
+    assert "--update" in _fails(
+        capsys, ["index", str(run), str(other), "--out", str(idx), "--force"]
+    )

@@ -86,17 +86,27 @@ def _spec(args: argparse.Namespace, backend: str | MilvusOptions) -> IndexSpec:
     return IndexSpec(index_type=args.index_type, backend=backend, **precision)
 
 
-def _existing(args: argparse.Namespace, run: Run) -> ImageIndex | None:
-    """The index --update names, checked against the run and --precision; None without it."""
+def _existing(args: argparse.Namespace, run: Run, spec: str) -> ImageIndex | None:
+    """The index --update names, checked against the run, the images (``spec``, as
+    ``_data_spec`` gives it) and --precision; None without --update."""
     from latentsearch import distributed
     from latentsearch.index import ImageIndex
 
     if not args.update:
+        if args.force:
+            raise CLIError("--force goes with --update (--out always replaces its folder)")
         return None
     if distributed.context().enabled:
         raise CLIError("--update runs in one process: start it without torchrun")
     existing = ImageIndex.load(args.update, milvus=_milvus_options(args, args.update))
     existing.check_compatible(run)  # refuse before spending time on decoding
+    old = existing.data_spec
+    if old is not None and _data_spec(old) != spec and not args.force:
+        # An update drops every item its images lack: another folder would replace them all.
+        raise CLIError(
+            f"--update: {args.update} indexes {old}, not {spec}; build a new index of it with "
+            "--out, or pass --force to make this index hold those images instead"
+        )
     if args.precision is not None and args.precision != existing.precision:
         raise CLIError(
             f"--precision {args.precision}: --update embeds in the index's own precision "
@@ -132,9 +142,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     backend = _backend(args)
     check_reachable(backend)  # a wrong address fails in seconds, before any work
     run = load_run(args.run)
-    existing = _existing(args, run)
-    t_decode = time.perf_counter()
     spec = _data_spec(args.images)
+    existing = _existing(args, run, spec)
+    t_decode = time.perf_counter()
     images = _images(args, run)
     t_index = time.perf_counter()
     extra: dict[str, Any] = {}  # what only a build, or only an update, reports
@@ -338,7 +348,18 @@ def _register_index(sub: Any) -> None:
     )
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--out", help="index folder to write (an existing index is replaced)")
-    dest.add_argument("--update", metavar="INDEX", help="bring this index up to date in place")
+    dest.add_argument(
+        "--update",
+        metavar="INDEX",
+        help="bring this index up to date in place; IMAGES must be the source it was built "
+        "from (see --force)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --update: accept IMAGES other than the source the index was built from "
+        "(a moved folder); its items not in IMAGES are removed",
+    )
     p.add_argument(
         "--index-type",
         default="auto",
