@@ -336,3 +336,19 @@ def test_update_with_another_folder_is_refused_unless_forced(
     assert "--update" in _fails(
         capsys, ["index", str(run), str(other), "--out", str(idx), "--force"]
     )
+
+
+def test_a_folder_whose_name_is_not_utf8_is_indexed_and_printed(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    run, _ = runs
+    latin1 = tmp_path / os.fsdecode(b"r\xe9pertoire")
+    shutil.copytree(folder / "blue", latin1)
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(latin1), "--out", str(idx)]) == 0
+    out = capsys.readouterr().out
+    assert f"indexed {PER_CLASS} images of image folder" in out and "r\\xe9pertoire" in out
+    assert main(["index", str(run), str(latin1), "--update", str(idx)]) == 0
+    assert f"{PER_CLASS} unchanged" in capsys.readouterr().out

@@ -224,7 +224,8 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
     from latentsearch.data.folder import printable
     from latentsearch.index.spec import DEFAULT_PRECISION
 
-    out, update, streamed = result["index"], result.get("update"), result.get("streamed")
+    # Folders and files whose names are not UTF-8 are printed as printable(): \xNN.
+    out, update, streamed = printable(result["index"]), result.get("update"), result.get("streamed")
     if update is not None:
         print(
             f"updated {out}: {update['added']} added, {update['changed']} changed, "
@@ -232,7 +233,8 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
             f"({update['embedded']} embedded)"
         )
     else:
-        print(f"indexed {len(index)} images of {result['source']} with run {result['run']}")
+        source, run = printable(result["source"]), printable(result["run"])
+        print(f"indexed {len(index)} images of {source} with run {run}")
     if streamed is not None and streamed["restarted"]:
         print(f"earlier partial shards discarded ({streamed['restarted']}); started over")
     elif streamed is not None and streamed["resumed_chunks"]:
