@@ -196,6 +196,14 @@ def _listdir(
     dirs, files, others = [], [], []
     for e in entries:
         try:
+            # The entry's own type first (no system call on most file systems); only links
+            # and special files are looked at further.
+            if e.is_file(follow_symlinks=False):
+                files.append(e)
+                continue
+            if e.is_dir(follow_symlinks=False):
+                dirs.append(e)
+                continue
             mode = e.stat().st_mode  # follows symbolic links, as reading would
         except OSError as exc:
             if e.is_symlink():
