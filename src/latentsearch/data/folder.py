@@ -105,23 +105,44 @@ class NotARegularFile(OSError):
 def open_regular(path: str) -> IO[bytes]:
     """Opens a regular file for reading; refuses anything else without blocking on it.
 
-    Opened non-blocking and checked with ``fstat`` before any read: a plain ``open`` of a
-    named pipe waits for a writer (forever), and a device such as ``/dev/zero`` never ends.
+    A plain ``open`` of a named pipe waits for a writer (forever), and a device such as
+    ``/dev/zero`` never ends; opening some devices acts on them. So the path is checked with
+    ``stat`` and not opened unless it is a regular file; and since it may be swapped between
+    that check and the open, it is opened non-blocking and checked again with ``fstat``
+    before any read.
 
     Raises:
         NotARegularFile: When the path is not a regular file (its ``strerror`` says what).
         OSError: When it cannot be opened.
     """
+    fd = _open_regular_fd(path)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_regular_fd(path: str) -> int:
+    """:func:`open_regular`'s descriptor (the caller closes it)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(0, not_regular_reason(mode), path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise NotARegularFile(0, not_regular_reason(mode), path)
-        return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def _check_readable(path: str) -> None:
+    """Opens and closes a regular file, reading nothing (:func:`open_regular`'s errors)."""
+    os.close(_open_regular_fd(path))
 
 
 def _decode_file(path: str, image_size: int) -> tuple[np.ndarray, str]:
@@ -244,8 +265,8 @@ def _add_files(
             else:
                 # The same check as hashing, without reading: the file is read (and hashed)
                 # once, later, by whoever decodes it.
-                with open_regular(e.path):
-                    digest = ""
+                _check_readable(e.path)
+                digest = ""
         except NotARegularFile as exc:  # replaced since it was listed
             split.problems.append((rel, f"{exc.strerror}; ignored"))
             continue
