@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentsearch.data.folder import printable
+from latentsearch.data.files import printable
 from latentsearch.errors import LatentsearchError
 from latentsearch.index.storage import fsync_dir
 

@@ -506,26 +506,3 @@ def test_a_file_replaced_by_a_pipe_after_listing_is_not_read(tmp_path: Path, fil
     assert decoded.ok.tolist() == [True, False]
     assert "named pipe" in (decoded.errors[1] or "")
     assert hashes[1] == ""
-
-
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
-def test_open_regular_never_opens_a_special_file(
-    tmp_path: Path, files, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    files.png(tmp_path / "a.png", (1, 1, 1))
-    os.mkfifo(tmp_path / "pipe")
-    (tmp_path / "zero").symlink_to("/dev/zero")
-    opened: list[str] = []
-    real_open = os.open
-
-    def spying(path, *args, **kwargs):
-        opened.append(str(path))
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(folder_module.os, "open", spying)
-    for name, kind in (("pipe", "named pipe"), ("zero", "character device")):
-        with pytest.raises(folder_module.NotARegularFile, match=kind):
-            folder_module.open_regular(str(tmp_path / name))
-    with folder_module.open_regular(str(tmp_path / "a.png")) as f:
-        assert f.read(4) == b"\x89PNG"
-    assert opened == [str(tmp_path / "a.png")]

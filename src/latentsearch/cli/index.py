@@ -221,7 +221,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[str, str]]) -> None:
     """``cmd_index``'s report for people."""
-    from latentsearch.data.folder import printable
+    from latentsearch.data.files import printable
     from latentsearch.index.spec import DEFAULT_PRECISION
 
     # Folders and files whose names are not UTF-8 are printed as printable(): \xNN.
@@ -261,7 +261,7 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
 
 # ---------------------------------------------------------------------------- duplicates
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from latentsearch.data.folder import printable
+    from latentsearch.data.files import printable
     from latentsearch.index import ImageIndex
 
     index = ImageIndex.load(args.index)

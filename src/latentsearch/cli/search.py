@@ -13,7 +13,7 @@ from latentsearch.cli.options import add_json, add_option
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from latentsearch.data.folder import printable
+    from latentsearch.data.files import printable
     from latentsearch.searcher import open_index
 
     if args.k < 1:

@@ -15,7 +15,7 @@ def _default_work(photos: str) -> Path:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from latentsearch.data.folder import printable
+    from latentsearch.data.files import printable
     from latentsearch.workflow import prepare
 
     if not args.no_serve:

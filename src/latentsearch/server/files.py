@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from latentsearch.data.folder import NotARegularFile, open_regular, printable
+from latentsearch.data.files import NotARegularFile, open_regular, printable
 from latentsearch.index import ImageIndex, IndexItem, StoredPixelsUnavailable
 from latentsearch.server.errors import NotAnImage, NotFound, TooLarge, Unprocessable
 

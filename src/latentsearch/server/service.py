@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 from latentsearch.data import DataError
-from latentsearch.data.folder import printable
+from latentsearch.data.files import printable
 from latentsearch.errors import LatentsearchError
 from latentsearch.index import IndexItem, Neighbor, UnknownItem
 from latentsearch.searcher import RunMoved, Searcher, open_index
