@@ -460,3 +460,29 @@ def test_a_fine_tuned_head_cannot_cluster_an_array_source(
     with pytest.raises(ExportError, match="no image files: train a head without --finetune"):
         export_clusters(index, tmp_path / "groups.csv")
     assert not (tmp_path / "groups.csv").exists()
+
+
+def test_a_name_that_is_not_utf8_is_exported_as_printable_text(
+    clustered: tuple[ImageIndex, Path, Run, DataSplits], tmp_path: Path
+) -> None:
+    import os
+
+    from latentsearch.index import all_images
+
+    _, _, run, data = clustered
+    folder = _folder(tmp_path / "images")
+    latin1 = folder / "red" / os.fsdecode(b"caf\xe9.png")
+    (folder / "red" / "0.png").rename(latin1)
+    data_here = load_data(str(folder), image_size=8, cache_dir=tmp_path / "cache")
+    index = ImageIndex.build(run, all_images(data_here))
+    index.save(tmp_path / "latin1.index")
+    _head(run, data.train.pixels)
+
+    export_parquet(tmp_path / "latin1.index", tmp_path / "items.parquet")
+    paths = pq.read_table(tmp_path / "items.parquet")["path"].to_pylist()
+    assert str(folder.resolve() / "red" / "caf\\xe9.png") in paths
+    export_clusters(tmp_path / "latin1.index", tmp_path / "groups.csv")
+    rows = _read_csv(tmp_path / "groups.csv")
+    assert {"red/caf\\xe9.png": str(folder.resolve() / "red" / "caf\\xe9.png")}.items() <= {
+        r["id"]: r["path"] for r in rows
+    }.items()

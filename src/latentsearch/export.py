@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentsearch.data.files import printable
 from latentsearch.errors import LatentsearchError
 from latentsearch.index.storage import fsync_dir
 
@@ -426,6 +427,11 @@ def index_metadata(index: ImageIndex, source: str | None = None) -> dict[str, An
     }
 
 
+def _text_path(path: str | None) -> str | None:
+    """A path as UTF-8 text: bytes of a name that are not UTF-8 written as ``\\xNN``."""
+    return None if path is None else printable(path)
+
+
 def index_table(index: ImageIndex, source: str | None = None) -> Any:
     """An index's items and vectors as a ``pyarrow.Table``, one row per item in index order.
 
@@ -443,7 +449,8 @@ def index_table(index: ImageIndex, source: str | None = None) -> Any:
     columns = {
         "position": pa.array(np.arange(len(items), dtype=np.int64)),
         "id": pa.array([it.id for it in items], type=pa.string()),
-        "path": pa.array([it.path for it in items], type=pa.string()),
+        # Parquet strings are UTF-8: a name that is not is written as its id is (\xNN).
+        "path": pa.array([_text_path(it.path) for it in items], type=pa.string()),
         "label": pa.array([index.class_name(it.label) for it in items], type=pa.string()),
         "sha256": pa.array([it.sha256 for it in items], type=pa.string()),
         "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
@@ -645,7 +652,8 @@ def export_clusters(
         for i, (item, cluster) in enumerate(zip(items, clusters, strict=True)):
             label = loaded.class_name(item.label) or ""
             p = prob[i, cluster]
-            rows.writerow([i, item.id, item.path or "", label, int(cluster), f"{p:.4f}"])
+            path = _text_path(item.path) or ""
+            rows.writerow([i, item.id, path, label, int(cluster), f"{p:.4f}"])
         text.flush()
         text.detach()  # leave ``f`` open for write_atomic to sync and close
 

@@ -369,7 +369,9 @@ def _index(
         except ImageIndexError:
             existing = None  # built with another run: build afresh
     if existing is not None:
-        done = update_images(existing, run, images, progress=progress, data_spec=str(photos))
+        done = update_images(
+            existing, run, images, progress=progress, data_spec=str(photos.resolve())
+        )
         index, update = existing, done.report
         embedded = update.embedded
         log(
@@ -377,7 +379,7 @@ def _index(
             f"{len(update.removed)} removed, {len(update.unchanged)} unchanged"
         )
     else:
-        built = index_images(run, images, progress=progress, data_spec=str(photos))
+        built = index_images(run, images, progress=progress, data_spec=str(photos.resolve()))
         assert built.index is not None  # only other ranks of a distributed folder job get none
         index = built.index
         embedded = len(index)

@@ -367,3 +367,23 @@ def test_crop_min_sets_the_crops_and_keeps_the_other_augmentations(
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
         assert not (tmp_path / "r").exists()
+
+
+def test_train_on_a_folder_with_a_name_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("LATENTSEARCH_CACHE", str(tmp_path / "cache"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ["a.png", "b.png", os.fsdecode(b"caf\xe9.png"), os.fsdecode(b"\xe9t\xe9.png")]:
+        Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(photos / name)
+    argv = ["train", "--data", str(photos), "--model", "seed-ae", "--image-size", "8"]
+    argv += ["--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert "run saved to" in capsys.readouterr().out

@@ -315,3 +315,77 @@ def test_index_refuses_a_bomb_without_pillows_raw_warning(
     assert "too large" in reasons["bomb.png"]
     assert "DecompressionBombWarning" not in err
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_names_that_are_not_utf8_and_named_pipes_never_stop_index_update_search(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    run, _ = runs
+    latin1 = folder / "red" / os.fsdecode(b"caf\xe9.png")
+    _image(latin1, 77, TINTS["red"])
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(folder / "red" / "pipe.png")
+        (folder / "red" / "zero.png").symlink_to("/dev/zero")
+    idx = tmp_path / "idx"
+    # capsys writes UTF-8 strictly, as a terminal in a UTF-8 locale does.
+    assert main(["index", str(run), str(folder), "--out", str(idx), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"indexed {3 * PER_CLASS + 1} images" in out
+    if hasattr(os, "mkfifo"):
+        assert "pipe.png: a named pipe (FIFO), not a file; ignored" in out
+        assert "zero.png: a character device, not a file; ignored" in out
+    (idx / "manifest.json").read_bytes().decode("utf-8")
+    report = _json(capsys, ["index", str(run), str(folder), "--update", str(idx), "--json"])
+    assert report["update"]["unchanged"] == 3 * PER_CLASS + 1 and report["update"]["embedded"] == 0
+    assert main(["index", str(run), str(folder), "--update", str(idx)]) == 0
+    assert "0 added, 0 changed, 0 removed" in capsys.readouterr().out
+    assert main(["search", str(idx), str(latin1), "-k", "1"]) == 0
+    assert "red/caf\\xe9.png" in capsys.readouterr().out
+    assert main(["duplicates", str(idx), "--threshold", "1e9"]) == 0
+    assert "caf\\xe9.png" in capsys.readouterr().out
+    found = _json(capsys, ["search", str(idx), str(latin1), "-k", "1", "--json"])
+    assert found["queries"][0]["neighbors"][0]["id"] == "red/caf\\xe9.png"
+
+
+def test_update_with_another_folder_is_refused_unless_forced(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, _ = runs
+    other = tmp_path / "other"
+    for i in range(3):
+        _image(other / f"{i}.png", 300 + i, (1, 0, 1))
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(folder), "--out", str(idx), "--json"]) == 0
+    err = _fails(capsys, ["index", str(run), str(other), "--update", str(idx)])
+    assert f"indexes {folder.resolve()}, not {other.resolve()}" in err and "--force" in err
+    assert (
+        _json(capsys, ["index", str(run), str(folder), "--update", str(idx), "--json"])["update"][
+            "removed"
+        ]
+        == 0
+    )  # the same folder, however spelt, is fine
+    moved = _json(
+        capsys, ["index", str(run), str(other), "--update", str(idx), "--force", "--json"]
+    )
+    assert moved["count"] == 3 and moved["update"]["removed"] == 3 * PER_CLASS
+    assert "--update" in _fails(
+        capsys, ["index", str(run), str(other), "--out", str(idx), "--force"]
+    )
+
+
+def test_a_folder_whose_name_is_not_utf8_is_indexed_and_printed(
+    runs: tuple[Path, Path], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    run, _ = runs
+    latin1 = tmp_path / os.fsdecode(b"r\xe9pertoire")
+    shutil.copytree(folder / "blue", latin1)
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), str(latin1), "--out", str(idx)]) == 0
+    out = capsys.readouterr().out
+    assert f"indexed {PER_CLASS} images of image folder" in out and "r\\xe9pertoire" in out
+    assert main(["index", str(run), str(latin1), "--update", str(idx)]) == 0
+    assert f"{PER_CLASS} unchanged" in capsys.readouterr().out

@@ -72,3 +72,25 @@ def test_a_work_folder_inside_the_photos_is_refused(
     err = capsys.readouterr().err
     assert rc == 2 and "inside the photos folder" in err and "Traceback" not in err
     assert not (photos / "lw").exists()
+
+
+def test_up_on_names_that_are_not_utf8_and_a_named_pipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    photos, work = _photos(tmp_path / "photos"), tmp_path / "work"
+    Image.new("RGB", (10, 10), (200, 0, 0)).save(photos / "sky" / os.fsdecode(b"caf\xe9.png"))
+    (photos / "sky" / os.fsdecode(b"b\xe4d.png")).write_bytes(b"not an image")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(photos / "sky" / "pipe.png")
+    argv = ["up", str(photos), "--work", str(work), "--epochs", "1", "--no-serve", "--no-report"]
+    # capsys writes UTF-8 strictly, as a terminal in a UTF-8 locale does.
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "13 images" in out and "b\\xe4d.png: " in out
+    if hasattr(os, "mkfifo"):
+        assert "pipe.png: a named pipe (FIFO), not a file; ignored" in out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "reused" in out and "0 embedded now" in out  # found again by the same ids

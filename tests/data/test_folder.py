@@ -414,3 +414,119 @@ def test_decode_files_refuses_a_large_non_image_without_reading_it(tmp_path: Pat
     assert peak < 4 * 1024 * 1024, f"{peak / 2**20:.1f} MiB"  # read whole: 64 MiB
     assert decoded.ok.tolist() == [False, True]
     assert decoded.errors[0] == "not an image Pillow can read" and decoded.sha256[0] == ""
+
+
+# --- names that are not UTF-8, and files that are not files -------------------------------------
+
+LATIN1 = os.fsdecode(b"caf\xe9.png")
+"""A Latin-1 file name as Python sees it: the byte 0xE9 kept as a lone surrogate."""
+
+
+def test_a_name_that_is_not_utf8_is_read_with_a_printable_id(tmp_path: Path, files) -> None:
+    root = tmp_path / "latin1"
+    files.png(root / "a.png", (1, 1, 1))
+    files.png(root / LATIN1, (200, 0, 0))
+    files.png(root / os.fsdecode(b"\xe9t\xe9") / "b.png", (0, 200, 0))
+    for _ in range(2):  # decoded, then read back from the cache
+        train = _load(root, tmp_path / "cache").train
+        assert train.ids == ["a.png", "caf\\xe9.png", "\\xe9t\\xe9/b.png"]
+        assert train.paths == [
+            str(root.resolve() / "a.png"),
+            str(root.resolve() / LATIN1),
+            str(root.resolve() / os.fsdecode(b"\xe9t\xe9") / "b.png"),
+        ]
+        assert (np.asarray(train.pixels[1]) == [200, 0, 0]).all()
+        assert train.skipped == []
+    listed = folder_module.list_image_folder(root).files
+    assert [(f.id, f.path) for f in listed] == list(zip(train.ids, train.paths, strict=True))
+    assert [f.path for f in listed.part(1, 3)] == train.paths[1:]
+
+
+def test_a_class_folder_that_is_not_utf8_gives_a_printable_class_name(
+    tmp_path: Path, files
+) -> None:
+    root = tmp_path / "classes"
+    files.png(root / "cat/a.png", (1, 1, 1))
+    files.png(root / os.fsdecode(b"\xe9l\xe9phant") / "b.png", (2, 2, 2))
+    train = _load(root, tmp_path / "cache").train
+    assert train.class_names == ["\\xe9l\\xe9phant", "cat"]
+    assert train.ids == ["cat/a.png", "\\xe9l\\xe9phant/b.png"]  # in the order of the names
+    assert train.labels.tolist() == [1, 0]
+
+
+def test_a_name_whose_printable_id_is_taken_is_skipped(tmp_path: Path, files) -> None:
+    root = tmp_path / "clash"
+    files.png(root / LATIN1, (1, 1, 1))
+    files.png(root / "caf\\xe9.png", (2, 2, 2))  # really called so
+    train = _load(root, tmp_path / "cache").train
+    assert train.ids == ["caf\\xe9.png"]
+    assert train.paths == [str(root.resolve() / "caf\\xe9.png")]
+    ((path, reason),) = train.skipped
+    assert path == str(root.resolve() / LATIN1) and "not UTF-8" in reason
+
+
+def _never_blocks(fn, *args):
+    """``fn(*args)``, failing (not hanging the suite) when it blocks on a named pipe."""
+    import threading
+
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(fn(*args)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a guard against a hang, not a timing check
+    assert out, f"{fn.__name__} blocked (on a named pipe?)"
+    return out[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_named_pipes_and_devices_are_reported_never_opened(tmp_path: Path, files) -> None:
+    root = tmp_path / "special"
+    files.png(root / "a.png", (1, 1, 1))
+    os.mkfifo(root / "pipe.png")
+    (root / "zero.png").symlink_to("/dev/zero")
+    files.png(root / "sub/b.png", (2, 2, 2))
+    os.mkfifo(root / "sub/pipe.jpg")
+    try:
+        train = _never_blocks(_load, root, tmp_path / "cache").train
+        listing = _never_blocks(folder_module.list_image_folder, root)
+    finally:
+        _unblock(root / "pipe.png", root / "sub/pipe.jpg")
+    assert train.ids == ["a.png", "sub/b.png"]
+    reasons = dict(train.skipped)
+    base = root.resolve()
+    assert set(reasons) == {
+        str(base / "pipe.png"),
+        str(base / "zero.png"),
+        str(base / "sub/pipe.jpg"),
+    }
+    assert "named pipe" in reasons[str(base / "pipe.png")]
+    assert "device" in reasons[str(base / "zero.png")]
+    assert [f.id for f in listing.files] == ["a.png", "sub/b.png"]
+    assert dict(listing.splits[0].problems) == reasons
+
+
+def _unblock(*pipes: Path) -> None:
+    """Opens each pipe for writing, so that a reader stuck in ``open`` (a regression) returns."""
+    import contextlib
+
+    for pipe in pipes:
+        with contextlib.suppress(OSError):  # ENXIO: nobody is reading it, as it should be
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_file_replaced_by_a_pipe_after_listing_is_not_read(tmp_path: Path, files) -> None:
+    root = tmp_path / "raced"
+    files.png(root / "a.png", (1, 1, 1))
+    files.png(root / "b.png", (2, 2, 2))
+    listing = folder_module.list_image_folder(root)
+    (root / "b.png").unlink()
+    os.mkfifo(root / "b.png")
+    paths = [f.path for f in listing.files]
+    try:
+        decoded = _never_blocks(folder_module.decode_files, paths, 8)
+        hashes = _never_blocks(folder_module.hash_files, paths)
+    finally:
+        _unblock(root / "b.png")
+    assert decoded.ok.tolist() == [True, False]
+    assert "named pipe" in (decoded.errors[1] or "")
+    assert hashes[1] == ""

@@ -435,3 +435,30 @@ def test_a_streamed_update_refuses_another_run(run: Run, other_run: Run, folder:
     index, _, _ = _expected(run, folder)
     with pytest.raises(FingerprintMismatch):
         streaming.update_images(index, other_run, folder, workers=0)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_name_that_is_not_utf8_is_indexed_saved_and_found_again(
+    run: Run, folder: Path, tmp_path: Path, workers: int
+) -> None:
+    latin1 = folder / "blue" / os.fsdecode(b"ciel-\xe9t\xe9.png")
+    noise_image(latin1, seed=7, tint=(0, 0, 1))
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(folder / "blue" / "pipe.png")  # reported, never opened
+    out = tmp_path / "out.index"
+    built = streaming.index_images(run, folder, out, workers=workers, chunk_size=4)
+    assert built.index is not None
+    item = built.index.item("blue/ciel-\\xe9t\\xe9.png")
+    assert item.path == str(latin1.resolve())
+    # The manifest is UTF-8 and reads back to the very path.
+    (out / "manifest.json").read_bytes().decode("utf-8")
+    loaded = ImageIndex.load(out)
+    assert loaded.item(item.id) == item
+    assert Path(item.path).read_bytes() == latin1.read_bytes()
+    skipped = dict(built.skipped)
+    if hasattr(os, "mkfifo"):
+        assert "named pipe" in skipped[str((folder / "blue" / "pipe.png").resolve())]
+    # An update finds the file again, unchanged: nothing is embedded.
+    done = streaming.update_images(loaded, run, folder, workers=workers)
+    assert item.id in done.report.unchanged and not done.report.added
+    assert not done.report.removed and done.report.embedded == 0

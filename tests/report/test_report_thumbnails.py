@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,23 @@ def test_an_undecodable_file_is_a_placeholder_that_says_unreadable(tmp_path: Pat
     path = tmp_path / "broken.jpg"
     path.write_bytes(b"not an image at all")
     assert original_tile(path).status == UNREADABLE
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_file_that_became_a_named_pipe_is_unreadable_not_a_hang(tmp_path: Path) -> None:
+    import threading
+
+    pipe = tmp_path / os.fsdecode(b"caf\xe9.jpg")
+    os.mkfifo(pipe)
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(original_tile(pipe)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a guard against a hang, not a timing check
+    if not out:  # unblock the reader a regression left waiting in open()
+        with open(pipe, "wb"):
+            pass
+    assert out, "original_tile blocked on a named pipe"
+    assert out[0].status == UNREADABLE and out[0].name == "caf\\xe9.jpg"
 
 
 def test_images_without_files_are_drawn_from_their_pixels_crisply(tmp_path: Path) -> None:

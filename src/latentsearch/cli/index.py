@@ -86,17 +86,27 @@ def _spec(args: argparse.Namespace, backend: str | MilvusOptions) -> IndexSpec:
     return IndexSpec(index_type=args.index_type, backend=backend, **precision)
 
 
-def _existing(args: argparse.Namespace, run: Run) -> ImageIndex | None:
-    """The index --update names, checked against the run and --precision; None without it."""
+def _existing(args: argparse.Namespace, run: Run, spec: str) -> ImageIndex | None:
+    """The index --update names, checked against the run, the images (``spec``, as
+    ``_data_spec`` gives it) and --precision; None without --update."""
     from latentsearch import distributed
     from latentsearch.index import ImageIndex
 
     if not args.update:
+        if args.force:
+            raise CLIError("--force goes with --update (--out always replaces its folder)")
         return None
     if distributed.context().enabled:
         raise CLIError("--update runs in one process: start it without torchrun")
     existing = ImageIndex.load(args.update, milvus=_milvus_options(args, args.update))
     existing.check_compatible(run)  # refuse before spending time on decoding
+    old = existing.data_spec
+    if old is not None and _data_spec(old) != spec and not args.force:
+        # An update drops every item its images lack: another folder would replace them all.
+        raise CLIError(
+            f"--update: {args.update} indexes {old}, not {spec}; build a new index of it with "
+            "--out, or pass --force to make this index hold those images instead"
+        )
     if args.precision is not None and args.precision != existing.precision:
         raise CLIError(
             f"--precision {args.precision}: --update embeds in the index's own precision "
@@ -132,9 +142,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     backend = _backend(args)
     check_reachable(backend)  # a wrong address fails in seconds, before any work
     run = load_run(args.run)
-    existing = _existing(args, run)
-    t_decode = time.perf_counter()
     spec = _data_spec(args.images)
+    existing = _existing(args, run, spec)
+    t_decode = time.perf_counter()
     images = _images(args, run)
     t_index = time.perf_counter()
     extra: dict[str, Any] = {}  # what only a build, or only an update, reports
@@ -211,9 +221,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[str, str]]) -> None:
     """``cmd_index``'s report for people."""
+    from latentsearch.data.files import printable
     from latentsearch.index.spec import DEFAULT_PRECISION
 
-    out, update, streamed = result["index"], result.get("update"), result.get("streamed")
+    # Folders and files whose names are not UTF-8 are printed as printable(): \xNN.
+    out, update, streamed = printable(result["index"]), result.get("update"), result.get("streamed")
     if update is not None:
         print(
             f"updated {out}: {update['added']} added, {update['changed']} changed, "
@@ -221,7 +233,8 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
             f"({update['embedded']} embedded)"
         )
     else:
-        print(f"indexed {len(index)} images of {result['source']} with run {result['run']}")
+        source, run = printable(result["source"]), printable(result["run"])
+        print(f"indexed {len(index)} images of {source} with run {run}")
     if streamed is not None and streamed["restarted"]:
         print(f"earlier partial shards discarded ({streamed['restarted']}); started over")
     elif streamed is not None and streamed["resumed_chunks"]:
@@ -234,7 +247,7 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
     if skipped:
         print(f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''}:")
         for path, reason in skipped:
-            print(f"  {path}: {reason}")
+            print(f"  {printable(path)}: {reason}")
     rate = result["images_per_second"]
     print(
         f"time: {result['seconds']:.1f} s ({rate:.0f} images/s; decode "
@@ -248,6 +261,7 @@ def _print_index(result: dict[str, Any], index: ImageIndex, skipped: list[tuple[
 
 # ---------------------------------------------------------------------------- duplicates
 def cmd_duplicates(args: argparse.Namespace) -> int:
+    from latentsearch.data.files import printable
     from latentsearch.index import ImageIndex
 
     index = ImageIndex.load(args.index)
@@ -301,7 +315,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     for gi, group in enumerate(groups, 1):
         print(f"\ngroup {gi} ({len(group)} images)")
         for it in group:
-            print(f"  {it.path or it.id}")
+            print(f"  {printable(it.path or it.id)}")
     return 0
 
 
@@ -336,7 +350,18 @@ def _register_index(sub: Any) -> None:
     )
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--out", help="index folder to write (an existing index is replaced)")
-    dest.add_argument("--update", metavar="INDEX", help="bring this index up to date in place")
+    dest.add_argument(
+        "--update",
+        metavar="INDEX",
+        help="bring this index up to date in place; IMAGES must be the source it was built "
+        "from (see --force)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --update: accept IMAGES other than the source the index was built from "
+        "(a moved folder); its items not in IMAGES are removed",
+    )
     p.add_argument(
         "--index-type",
         default="auto",

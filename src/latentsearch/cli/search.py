@@ -13,6 +13,7 @@ from latentsearch.cli.options import add_json, add_option
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from latentsearch.data.files import printable
     from latentsearch.searcher import BadBox, open_index, parse_box
 
     if args.k < 1:
@@ -54,13 +55,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     for qi, (q, row) in enumerate(zip(args.images, results, strict=True)):
         if qi:
             print()
-        print(f"query {q}" + ("" if box is None else f", box {','.join(map(str, box))}"))
+        print(f"query {printable(q)}" + ("" if box is None else f", box {','.join(map(str, box))}"))
         rows = [
             {
                 "rank": n.rank,
                 "distance": n.distance,
                 "label": n.class_name if n.class_name is not None else n.label,
-                "path": n.path or n.id,
+                "path": printable(n.path or n.id),  # a name that is not UTF-8 as \\xNN
             }
             for n in row
         ]

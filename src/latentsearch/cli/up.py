@@ -15,6 +15,7 @@ def _default_work(photos: str) -> Path:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from latentsearch.data.files import printable
     from latentsearch.workflow import prepare
 
     if not args.no_serve:
@@ -34,7 +35,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         n = len(done.skipped)
         print(f"skipped {n} unreadable file{'s' if n != 1 else ''}:")
         for path, reason in done.skipped[:20]:
-            print(f"  {path}: {reason}")
+            print(f"  {printable(path)}: {reason}")
         if n > 20:
             print(f"  ... and {n - 20} more")
     print(f"run:    {done.run} ({done.recipe}{', trained now' if done.trained else ', reused'})")

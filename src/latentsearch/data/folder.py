@@ -14,8 +14,14 @@ Every readable image under the folder is used; the layout only decides the label
   id it had.
 
 Files are found recursively, in sorted order; hidden files and folders (name starting with
-".") are ignored. Every other file is decoded with Pillow; files that cannot be decoded, and
-symbolic links that lead nowhere, are listed in ``ImageData.skipped``.
+".") are ignored. Every other file is decoded with Pillow; files that cannot be decoded,
+symbolic links that lead nowhere, and anything that is not a regular file (a named pipe, a
+device such as a link to ``/dev/zero``, a socket) are listed in ``ImageData.skipped`` with
+the reason. Such special files are never opened for reading (a named pipe would block).
+
+A file name that is not valid UTF-8 (a Latin-1 archive, an old camera) is indexed too: its id
+writes each byte that is not UTF-8 as ``\\xNN`` (``caf\\xe9.png``), so ids are always
+printable text, while its path keeps the name as the system gives it (``os.fsdecode``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,6 +46,13 @@ from tqdm import tqdm
 
 from latentsearch.data.base import DataError, DataSplits, ImageData
 from latentsearch.data.cache import resolve_cache_dir
+from latentsearch.data.files import (
+    NotARegularFile,
+    check_readable,
+    not_regular_reason,
+    open_regular,
+    printable,
+)
 from latentsearch.data.images import (
     DEFAULT_MAX_PIXELS,
     check_image_size,
@@ -77,6 +91,8 @@ def _decode_file(path: str, image_size: int) -> tuple[np.ndarray, str]:
     """
     try:
         data = read_image_file(path)  # a non-image is refused from its first bytes
+    except NotARegularFile as exc:
+        raise DataError(f"{exc.strerror}; ignored") from None
     except OSError as exc:
         raise DataError(f"cannot read the file: {exc.strerror or exc}") from None
     pixels = decode_image(data, image_size, channels=3, max_pixels=DEFAULT_MAX_PIXELS)
@@ -90,7 +106,7 @@ def _hash_file(path: str) -> str:
         OSError: When it cannot be read.
     """
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -98,10 +114,15 @@ def _hash_file(path: str) -> str:
 
 @dataclass(frozen=True)
 class _File:
-    rel: str  # path relative to the root, posix separators
+    rel: str  # path relative to the root, posix separators, as os.fsdecode spells it
     path: str  # absolute path
     sha256: str  # of the file's bytes when scanned: the cache is keyed by content
-    label: str | None  # class folder name, None when unlabelled
+    label: str | None  # class folder name (printable), None when unlabelled
+
+    @property
+    def id(self) -> str:
+        """``rel`` as printable text: the file's id."""
+        return printable(self.rel)
 
 
 @dataclass
@@ -118,20 +139,49 @@ def _is_hidden(name: str) -> bool:
 
 def _listdir(
     directory: str,
-) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]], list[os.DirEntry[str]]]:
-    """Non-hidden (folders, files, broken symbolic links) of ``directory``, sorted by name."""
+) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]], list[tuple[str, str]]]:
+    """Non-hidden entries of ``directory``, sorted by name: (folders, regular files, others).
+
+    Others are ``(name, reason)`` for what is neither (broken symbolic links, named pipes,
+    devices, sockets): none is opened, since reading a named pipe blocks.
+    """
     with os.scandir(directory) as it:
         entries = sorted((e for e in it if not _is_hidden(e.name)), key=lambda e: e.name)
-    dirs = [e for e in entries if e.is_dir()]
-    files = [e for e in entries if not e.is_dir() and e.is_file()]
-    broken = [e for e in entries if e.is_symlink() and not os.path.exists(e.path)]
-    return dirs, files, broken
+    dirs, files, others = [], [], []
+    for e in entries:
+        try:
+            # The entry's own type first (no system call on most file systems); only links
+            # and special files are looked at further.
+            if e.is_file(follow_symlinks=False):
+                files.append(e)
+                continue
+            if e.is_dir(follow_symlinks=False):
+                dirs.append(e)
+                continue
+            mode = e.stat().st_mode  # follows symbolic links, as reading would
+        except OSError as exc:
+            if e.is_symlink():
+                others.append((e.name, "broken symbolic link; ignored"))
+            else:
+                others.append((e.name, f"cannot read the file: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISDIR(mode):
+            dirs.append(e)
+        elif stat.S_ISREG(mode):
+            files.append(e)
+        else:
+            others.append((e.name, f"{not_regular_reason(mode)}; ignored"))
+    return dirs, files, others
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
 
 
 def _looks_like_image(path: str) -> bool:
     """Whether Pillow recognises the file's header (nothing is decoded)."""
     try:
-        with Image.open(path):
+        with open_regular(path) as f, Image.open(f):
             return True
     except Exception:  # not an image, unreadable, or a damaged header: all "no"
         return False
@@ -141,15 +191,18 @@ def _add_files(
     split: _Split, entries: list[os.DirEntry[str]], prefix: str, label: str | None
 ) -> None:
     for e in entries:
-        rel = f"{prefix}/{e.name}" if prefix else e.name
+        rel = _join(prefix, e.name)
         try:
             if split.hashed:
                 digest = _hash_file(e.path)
             else:
                 # The same check as hashing, without reading: the file is read (and hashed)
                 # once, later, by whoever decodes it.
-                with open(e.path, "rb"):
-                    digest = ""
+                check_readable(e.path)
+                digest = ""
+        except NotARegularFile as exc:  # replaced since it was listed
+            split.problems.append((rel, f"{exc.strerror}; ignored"))
+            continue
         except OSError as exc:
             split.problems.append((rel, f"cannot read the file: {exc.strerror or exc}"))
             continue
@@ -168,16 +221,13 @@ def _walk(directory: str, rel: str, label: str | None, split: _Split) -> None:
             if (st.st_dev, st.st_ino) in seen:  # a symlink loop
                 continue
             seen.add((st.st_dev, st.st_ino))
-            dirs, files, broken = _listdir(path)
+            dirs, files, others = _listdir(path)
         except OSError as exc:
             found.problems.append((prefix, f"cannot list folder: {exc.strerror or exc}"))
             continue
         _add_files(found, files, prefix, label)
-        found.problems.extend(
-            (f"{prefix}/{b.name}" if prefix else b.name, "broken symbolic link; ignored")
-            for b in broken
-        )
-        stack.extend((d.path, f"{prefix}/{d.name}" if prefix else d.name) for d in dirs)
+        found.problems.extend((_join(prefix, name), why) for name, why in others)
+        stack.extend((d.path, _join(prefix, d.name)) for d in dirs)
     found.files.sort(key=lambda f: f.rel)
     split.files.extend(found.files)
     split.problems.extend(sorted(found.problems))
@@ -201,7 +251,7 @@ def _scan_classes(
     # tried, so each is reported with the decoder's reason.
     _add_files(split, files, prefix, None)
     for d in dirs:
-        _walk(d.path, f"{prefix}/{d.name}" if prefix else d.name, d.name, split)
+        _walk(d.path, _join(prefix, d.name), printable(d.name), split)
     return split
 
 
@@ -211,12 +261,12 @@ def _scan(root: Path, hashed: bool = True) -> tuple[dict[str, _Split], list[str]
     With ``hashed`` False, files are only checked to open, not read (``_File.sha256`` is "").
     """
     try:
-        dirs, files, broken = _listdir(str(root))
+        dirs, files, others = _listdir(str(root))
     except OSError as exc:
         raise DataError(f"cannot read the image folder {root}: {exc}") from None
     names = {d.name: d for d in dirs}
     loose_images = bool(dirs) and any(_looks_like_image(f.path) for f in files)
-    top_problems = [(b.name, "broken symbolic link; ignored") for b in broken]
+    top_problems = list(others)
     if "train" in names and set(names) <= set(_SPLITS) and not loose_images:
         splits: dict[str, _Split] = {}
         classes: set[str] = set()
@@ -224,15 +274,13 @@ def _scan(root: Path, hashed: bool = True) -> tuple[dict[str, _Split], list[str]
         for name in _SPLITS:
             if name not in names:
                 continue
-            sub_dirs, sub_files, sub_broken = _listdir(names[name].path)
+            sub_dirs, sub_files, sub_others = _listdir(names[name].path)
             if name == "train":
                 labelled = bool(sub_dirs) and not any(_looks_like_image(f.path) for f in sub_files)
             if labelled:
                 split = _scan_classes(names[name].path, name, sub_dirs, sub_files, hashed)
-                split.problems.extend(
-                    (f"{name}/{b.name}", "broken symbolic link; ignored") for b in sub_broken
-                )
-                classes.update(d.name for d in sub_dirs)
+                split.problems.extend((f"{name}/{n}", why) for n, why in sub_others)
+                classes.update(printable(d.name) for d in sub_dirs)
             else:
                 split = _Split(where=names[name].path, files=[], problems=[], hashed=hashed)
                 _scan_all(names[name].path, name, split)
@@ -240,7 +288,7 @@ def _scan(root: Path, hashed: bool = True) -> tuple[dict[str, _Split], list[str]
         # Files beside train/ and test/ are not images, but are tried and reported.
         _add_files(splits["train"], files, "", None)
         splits["train"].problems.extend(top_problems)
-        return splits, sorted(classes)
+        return _unique_ids(splits), sorted(classes)
     if "test" in names and "train" not in names and not loose_images and len(names) == 1:
         raise DataError(
             f"{root} has a test/ folder but no train/ folder: add train/<class>/ folders, or "
@@ -249,10 +297,42 @@ def _scan(root: Path, hashed: bool = True) -> tuple[dict[str, _Split], list[str]
     if len(dirs) >= 2 and not loose_images:
         split = _scan_classes(str(root), "", dirs, files, hashed)
         split.problems.extend(top_problems)
-        return {"train": split}, sorted(names)
+        return _unique_ids({"train": split}), sorted({printable(n) for n in names})
     split = _Split(where=str(root), files=[], problems=[], hashed=hashed)
     _scan_all(str(root), "", split)
-    return {"train": split}, []
+    return _unique_ids({"train": split}), []
+
+
+def _unique_ids(splits: dict[str, _Split]) -> dict[str, _Split]:
+    """Drops files whose printable id another file already has, reporting them.
+
+    Only a name that is not UTF-8 can take another's id (``caf\\xe9.png`` from the byte
+    0xE9 beside a file really called so); the file whose name is its id keeps it.
+    """
+    for split in splits.values():
+        # Every such id holds a backslash, so only those are compared: no set of every id.
+        by_id: dict[str, list[_File]] = {}
+        for f in split.files:
+            if "\\" in f.rel or f.id != f.rel:
+                by_id.setdefault(f.id, []).append(f)
+        clashes = [group for group in by_id.values() if len(group) > 1]
+        if not clashes:
+            continue
+        drop = set()
+        for group in clashes:
+            keep = next((f for f in group if f.id == f.rel), group[0])
+            for f in group:
+                if f is not keep:
+                    drop.add(id(f))
+                    why = f"its name is not UTF-8 and its id {f.id!r} is another file's; rename it"
+                    split.problems.append((f.rel, why))
+        split.files = [f for f in split.files if id(f) not in drop]
+    return splits
+
+
+def _raw(text: str) -> bytes:
+    """UTF-8 bytes of text that may hold a file name's undecodable bytes (as surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _cache_key(root: Path, image_size: int, splits: dict[str, _Split]) -> tuple[str, str]:
@@ -261,14 +341,14 @@ def _cache_key(root: Path, image_size: int, splits: dict[str, _Split]) -> tuple[
     Content, not size and modification time: a file rewritten with the same size and mtime
     (a restored backup, ``rsync -t``, some cameras) must not keep its old pixels.
     """
-    prefix = hashlib.sha256(f"{root}\0{image_size}".encode()).hexdigest()[:12]
-    digest = hashlib.sha256(f"v{CACHE_VERSION}\0{root}\0{image_size}\n".encode())
+    prefix = hashlib.sha256(_raw(f"{root}\0{image_size}")).hexdigest()[:12]
+    digest = hashlib.sha256(_raw(f"v{CACHE_VERSION}\0{root}\0{image_size}\n"))
     for name, split in splits.items():
         digest.update(f"[{name}]\n".encode())
         for f in split.files:
-            digest.update(f"{f.rel}\0{f.label}\0{f.sha256}\n".encode())
+            digest.update(_raw(f"{f.rel}\0{f.label}\0{f.sha256}\n"))
         for rel, reason in split.problems:
-            digest.update(f"!{rel}\0{reason}\n".encode())
+            digest.update(_raw(f"!{rel}\0{reason}\n"))
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", root.name)[:40] or "root"
     return f"{safe}-{prefix}", digest.hexdigest()[:20]
 
@@ -287,7 +367,8 @@ def _read_cache(entry: Path, root: Path) -> dict[str, ImageData] | None:
             if name not in _SPLITS:
                 return None
             ids, hashes = part["ids"], part["sha256"]
-            if not all(isinstance(i, str) for i in ids + hashes):
+            rels = part.get("rels", {})  # {position: name on disk} where the id differs
+            if not all(isinstance(i, str) for i in ids + hashes + list(rels.values())):
                 return None
             pixels = np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False)
             out[name] = ImageData(
@@ -295,7 +376,7 @@ def _read_cache(entry: Path, root: Path) -> dict[str, ImageData] | None:
                 labels=np.asarray(part["labels"], dtype=np.int64),
                 class_names=list(class_names),
                 ids=list(ids),
-                paths=[str(root / rel) for rel in ids],
+                paths=[str(root / rels.get(str(k), rel)) for k, rel in enumerate(ids)],
                 source=f"image folder {root} ({name})",
                 skipped=[(str(root / rel), str(reason)) for rel, reason in part["skipped"]],
                 sha256=list(hashes),
@@ -322,6 +403,7 @@ def _decode_split(
     full = out_dir / f"{name}.all.npy"
     pixels = open_memmap(full, mode="w+", dtype=np.uint8, shape=(len(split.files), *shape))
     ids: list[str] = []
+    rels: dict[str, str] = {}  # where a file's name on disk is not its id
     labels: list[int] = []
     hashes: list[str] = []
     skipped = list(split.problems)
@@ -331,12 +413,14 @@ def _decode_split(
         except DataError as exc:
             skipped.append((f.rel, str(exc)))
         else:
-            ids.append(f.rel)
+            if f.id != f.rel:
+                rels[str(len(ids))] = f.rel
+            ids.append(f.id)
             hashes.append(digest)
             labels.append(-1 if f.label is None else class_index[f.label])
         bar.update(1)
     if not ids:
-        reasons = "; ".join(f"{rel}: {why}" for rel, why in skipped[:3])
+        reasons = "; ".join(f"{printable(rel)}: {why}" for rel, why in skipped[:3])
         raise DataError(f"no readable image in {split.where} (e.g. {reasons})")
     final = out_dir / f"{name}.npy"
     if len(ids) == len(split.files):
@@ -352,7 +436,7 @@ def _decode_split(
         compact.flush()
         del compact, pixels
         full.unlink()
-    return {"ids": ids, "labels": labels, "sha256": hashes, "skipped": skipped}
+    return {"ids": ids, "rels": rels, "labels": labels, "sha256": hashes, "skipped": skipped}
 
 
 def _build_cache(
@@ -478,8 +562,9 @@ class FolderFile:
     """One file of a listed folder, not yet read.
 
     Attributes:
-        id: Path relative to the root, posix separators: the id ``load_image_folder`` gives it.
-        path: Absolute path.
+        id: Path relative to the root, posix separators, as printable text: the id
+            ``load_image_folder`` gives it.
+        path: Absolute path, as ``os.fsdecode`` spells it (see :func:`printable`).
         label: Class index, -1 when unlabelled.
     """
 
@@ -493,28 +578,38 @@ class FolderFiles(Sequence[FolderFile]):
 
     A million ``FolderFile`` objects hold about 360 bytes each (the object, its id and its
     absolute path as Python strings); these columns hold the id's bytes plus 12. Items are
-    made on access: ``files[i]`` is a ``FolderFile`` whose path joins the root and the id,
-    exactly as the folder walk spelt it.
+    made on access: ``files[i]`` is a ``FolderFile`` whose path joins the root and the file's
+    relative path, exactly as the folder walk spelt it (its id, unless its name is not UTF-8).
 
     Args:
         root: The listed folder, absolute.
-        ids: Paths relative to ``root``, posix separators, in order.
+        ids: Paths relative to ``root``, posix separators, as printable text, in order.
         labels: Class index of each file, -1 when unlabelled. Shape: (N,).
+        rels: The relative path as ``os.fsdecode`` spells it, by position, for the files
+            whose name is not UTF-8 (whose id is not their name on disk).
 
     Raises:
         ValueError: When there are not as many labels as ids.
     """
 
-    def __init__(self, root: str, ids: Iterable[str], labels: Sequence[int] | np.ndarray) -> None:
+    def __init__(
+        self,
+        root: str,
+        ids: Iterable[str],
+        labels: Sequence[int] | np.ndarray,
+        rels: dict[int, str] | None = None,
+    ) -> None:
         self._root = root
         self._ids = ids if isinstance(ids, StringColumn) else StringColumn.from_strings(ids)
         self._labels = np.asarray(labels, dtype=np.int32).reshape(-1)
+        self._rels = dict(rels or {})
         if len(self._ids) != len(self._labels):
             raise ValueError(f"{len(self._ids)} ids but {len(self._labels)} labels")
 
     def part(self, start: int, stop: int) -> FolderFiles:
         """Files ``start`` to ``stop`` (exclusive), sharing these columns rather than copying."""
-        return FolderFiles(self._root, self._ids[start:stop], self._labels[start:stop])
+        rels = {i - start: rel for i, rel in self._rels.items() if start <= i < stop}
+        return FolderFiles(self._root, self._ids[start:stop], self._labels[start:stop], rels)
 
     @property
     def labels(self) -> np.ndarray:
@@ -530,9 +625,10 @@ class FolderFiles(Sequence[FolderFile]):
         return self._ids[i]
 
     def _item(self, i: int) -> FolderFile:
-        rel = self._ids[i]
+        item_id = self._ids[i]
+        rel = self._rels.get(i, item_id)
         native = rel if os.sep == "/" else rel.replace("/", os.sep)
-        return FolderFile(rel, os.path.join(self._root, native), int(self._labels[i]))
+        return FolderFile(item_id, os.path.join(self._root, native), int(self._labels[i]))
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -650,16 +746,20 @@ def list_image_folder(root: str | Path) -> FolderListing:
     class_index = {c: i for i, c in enumerate(class_names)}
     ids = StringColumnBuilder()
     labels = array("i")  # int32, not a list of int objects
+    rels: dict[int, str] = {}
     bounds = [0]
     for split in splits.values():
         if not split.files:
             raise DataError(f"{split.where} holds no files")
         for f in split.files:
-            ids.append(f.rel)
+            item_id = f.id
+            if item_id != f.rel:
+                rels[len(labels)] = f.rel
+            ids.append(item_id)
             labels.append(-1 if f.label is None else class_index[f.label])
         split.files.clear()  # the scan's objects go as soon as the columns hold them
         bounds.append(len(labels))
-    files = FolderFiles(str(root), ids.build(), labels)
+    files = FolderFiles(str(root), ids.build(), labels, rels)
     del labels
     out = [
         FolderSplit(
@@ -698,7 +798,7 @@ def sample_image_sizes(
     sizes = []
     for i in picks:
         try:
-            with Image.open(paths[int(i)]) as img:
+            with open_regular(paths[int(i)]) as f, Image.open(f) as img:
                 sizes.append(img.size)
         except Exception:  # unreadable files are reported by the reader, not here
             continue
@@ -723,6 +823,10 @@ def decode_files(paths: list[str], image_size: int) -> DecodedFiles:
     for i, path in enumerate(paths):
         try:
             data = read_image_file(path)  # a non-image is refused from its first bytes
+        except NotARegularFile as exc:  # replaced since it was listed
+            hashes.append("")
+            errors.append(f"{exc.strerror}; ignored")
+            continue
         except OSError as exc:
             hashes.append("")
             errors.append(f"cannot read the file: {exc.strerror or exc}")

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from latentsearch.data.base import DataError
+from latentsearch.data.files import open_regular
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest width x height ``read_image`` accepts before decoding (decompression-bomb guard), for
@@ -322,9 +323,10 @@ def read_image_file(path: str | os.PathLike[str]) -> bytes:
 
     Raises:
         DataError: When no image format Pillow reads starts like the file.
+        NotARegularFile: A named pipe, device or socket (never opened: it could block).
         OSError: When it cannot be opened or read.
     """
-    with open(path, "rb") as f:
+    with open_regular(os.fspath(path)) as f:
         try:
             with Image.open(f):
                 pass

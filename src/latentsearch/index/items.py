@@ -328,19 +328,32 @@ def write_manifest(f: IO[bytes], meta: dict[str, Any], items: Sequence[IndexItem
     The result parses to the same object as ``json.dumps`` of the whole dict would, without
     that dict and its text ever being in memory at once.
     """
-    head = json.dumps(meta, indent=1, ensure_ascii=False)
-    if not head.endswith("}"):
+    head = _json_utf8(meta, indent=1)
+    if not head.endswith(b"}"):
         raise ValueError("the manifest's metadata must be a JSON object")
     body = head[:-1].rstrip()
-    sep = ",\n" if body != "{" else "\n"
-    f.write(f'{body}{sep} "items": ['.encode())
+    sep = b",\n" if body != b"{" else b"\n"
+    f.write(body + sep + b' "items": [')
     for start in range(0, len(items), _WRITE_BATCH):
         lines = (
-            json.dumps(item_json(items[p]), ensure_ascii=False)
+            _json_utf8(item_json(items[p]))
             for p in range(start, min(start + _WRITE_BATCH, len(items)))
         )
-        f.write((("," if start else "") + "\n  " + ",\n  ".join(lines)).encode("utf-8"))
+        f.write((b"," if start else b"") + b"\n  " + b",\n  ".join(lines))
     f.write(b"\n ]\n}\n")
+
+
+def _json_utf8(value: Any, indent: int | None = None) -> bytes:
+    """``value`` as JSON in UTF-8; text that cannot be UTF-8 is written as ``\\u`` escapes.
+
+    A path can hold a file name's bytes that are not UTF-8 (``os.fsdecode`` keeps them as
+    lone surrogates); escaped, the file stays UTF-8 and ``json.loads`` gives the same path.
+    """
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, indent=indent).encode("ascii")
 
 
 def _item_fields(d: Any) -> tuple[str, str | None, int, str | None]:

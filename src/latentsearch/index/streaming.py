@@ -324,7 +324,8 @@ class FolderSource(ImageSource):
             for rel, label in zip(split.files.ids(), split.files.labels.tolist(), strict=True):
                 h.update(f"{rel}\0{label}\n".encode())
             for path, reason in split.problems:
-                h.update(f"!{path}\0{reason}\n".encode())
+                # A path may hold a name's undecodable bytes (as os.fsdecode's surrogates).
+                h.update(f"!{path}\0{reason}\n".encode("utf-8", "surrogateescape"))
         return {"root": str(self.listing.root), "file_list_sha256": h.hexdigest()}
 
 

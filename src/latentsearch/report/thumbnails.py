@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from latentsearch.data import ImageData
-from latentsearch.data.images import DEFAULT_MAX_PIXELS
+from latentsearch.data import DataError, ImageData
+from latentsearch.data.files import printable
+from latentsearch.data.images import DEFAULT_MAX_PIXELS, read_image_file
 
 THUMB = 144
 """Side, in pixels, of the square cell a thumbnail is padded into."""
@@ -128,12 +129,12 @@ def original_tile(path: str | Path, sha256: str | None = None, *, size: int = TH
     Returns:
         The tile, its ``name`` the file's name, its ``status`` None when drawn.
     """
-    name = Path(path).name
+    name = printable(Path(path).name)
     try:
-        data = Path(path).read_bytes()
+        data = read_image_file(path)  # never opens a named pipe or a device (they may block)
     except FileNotFoundError:
         return Tile(placeholder(MISSING, size), name, MISSING)
-    except OSError:
+    except (OSError, DataError):
         return Tile(placeholder(UNREADABLE, size), name, UNREADABLE)
     if sha256 and hashlib.sha256(data).hexdigest() != sha256:
         return Tile(placeholder(CHANGED, size), name, CHANGED)

@@ -3,7 +3,8 @@
 A file is read only through an indexed item's recorded path, never a path from a request, and
 sent only while its bytes still have the SHA-256 recorded at indexing. Its type comes from the
 format Pillow reads in those bytes, never from the file name; formats browsers do not show are
-re-encoded as PNG, bounded in size.
+re-encoded as PNG, bounded in size. A path that is no longer a regular file (a named pipe, a
+device) is refused without reading it, so a request never waits on a pipe's writer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import ctypes
 import hashlib
 import io
 import os
-import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from latentsearch.data.files import NotARegularFile, open_regular, printable
 from latentsearch.index import ImageIndex, IndexItem, StoredPixelsUnavailable
 from latentsearch.server.errors import NotAnImage, NotFound, TooLarge, Unprocessable
 
@@ -52,7 +53,8 @@ class ServedImage:
     Attributes:
         data: The bytes.
         media_type: Their type, from their format.
-        filename: The indexed file's name; None for pixels of an array source.
+        filename: The indexed file's name as printable text (see ``data.folder.printable``);
+            None for pixels of an array source.
     """
 
     data: bytes
@@ -115,13 +117,18 @@ def indexed_bytes(item: IndexItem) -> bytes:
     if item.sha256 is None:
         raise NotFound(f"item {item.id!r} was indexed without a content hash: it cannot be checked")
     try:
-        with open(item.path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise gone
-            if st.st_size > MAX_SERVED_BYTES:
+        # Opened without blocking and checked before any read: a plain open() of a named
+        # pipe would hold this request thread until something writes to the pipe.
+        with open_regular(item.path) as f:
+            if os.fstat(f.fileno()).st_size > MAX_SERVED_BYTES:
                 raise NotFound(f"the file of item {item.id!r} is too large to serve here")
             data = f.read(MAX_SERVED_BYTES + 1)
+    except NotARegularFile as e:
+        raise NotFound(
+            f"the file of item {item.id!r} is gone since indexing: its path is now "
+            f"{e.strerror}; bring the index up to date with `latentsearch index RUN IMAGES "
+            "--update INDEX`"
+        ) from None
     except OSError:
         raise gone from None
     if len(data) > MAX_SERVED_BYTES or hashlib.sha256(data).hexdigest() != item.sha256:
@@ -202,4 +209,4 @@ def served_image(
     if media_type is None:
         data = reencode(item.id, data, max_pixels=max_pixels, decodes=decodes)
         media_type = "image/png"
-    return ServedImage(data, media_type, os.path.basename(item.path))
+    return ServedImage(data, media_type, printable(os.path.basename(item.path)))

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import numpy as np
 
 from latentsearch.data import DataError, ImageTooLarge
+from latentsearch.data.files import printable
 from latentsearch.errors import LatentsearchError
 from latentsearch.index import IndexItem, Neighbor, StoredPixelsUnavailable, UnknownItem
 from latentsearch.searcher import BadBox, Box, RunMoved, Searcher, open_index, parse_box
@@ -153,7 +154,7 @@ class SearchService:
             "id": item.id,
             "label": label,
             "class_name": self.index.class_name(label),
-            "filename": None if item.path is None else os.path.basename(item.path),
+            "filename": None if item.path is None else printable(os.path.basename(item.path)),
             "sha256": item.sha256,
             "image_url": f"{url}/image",
             "item_url": url,
@@ -174,7 +175,7 @@ class SearchService:
             id=n.id,
             label=n.label if self.labelled else -1,
             class_name=n.class_name if self.labelled else None,
-            filename=None if n.path is None else os.path.basename(n.path),
+            filename=None if n.path is None else printable(os.path.basename(n.path)),
             distance=n.distance,
             image_url=f"{url}/image",
             item_url=url,
