@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,8 +84,15 @@ def test_versioned_files_of_another_format_are_refused(tiny_run: Run, tmp_path: 
     with pytest.raises(ClusterHeadError, match="is not a cluster head"):
         load_cluster_head(ckpt)
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ClusterHeadError, match="not a readable cluster head"):
+    with pytest.raises(ClusterHeadError, match="not a cluster head: it is not a file written by"):
         load_cluster_head(tmp_path / "junk.pt")
+    # A zip archive begins like a checkpoint; torch's many-line refusal becomes one line.
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as z:
+        z.writestr("a.txt", "not a tensor")
+    with pytest.raises(RunError, match="not a readable checkpoint") as caught:
+        zipped = tmp_path / "photos.zip"
+        load_versioned(zipped, CHECKPOINT_FORMAT, what="checkpoint", error=RunError)
+    assert "\n" not in str(caught.value)
 
 
 def test_a_config_of_json_that_is_not_an_object_is_a_run_error() -> None:

@@ -339,6 +339,25 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+"""How the files ``torch.save`` writes begin: a zip archive, or (before torch 1.6) a pickle."""
+
+
+def _written_by_torch(path: Path) -> bool:
+    """Whether ``path`` begins as a ``torch.save`` file does (a text file, say, does not).
+
+    torch's own error on such a file spans many lines about ``weights_only``; this lets the
+    caller say in one line what the file is not. A file that cannot be read passes, so that
+    loading it reports why.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True
+    return any(head.startswith(magic) for magic in _TORCH_MAGIC)
+
+
 def load_versioned(
     path: str | Path, fmt: str, *, what: str, error: type[LatentsearchError]
 ) -> dict[str, Any]:
@@ -356,10 +375,13 @@ def load_versioned(
         error: The file cannot be read, or is not a dict of format ``fmt``.
     """
     path = Path(path)
+    if not _written_by_torch(path):
+        raise error(f"{path} is not a {what}: it is not a file written by torch.save")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types on a bad file
-        raise error(f"{path} is not a readable {what}: {e}") from e
+    except Exception as e:  # torch raises many types on a bad file, some over many lines
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(f"{path} is not a readable {what}: {reason[:200]}") from e
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise error(f"{path} is not a {what} ({fmt})")
     return state

@@ -144,3 +144,25 @@ def test_a_learning_rate_that_is_not_finite_is_one_line(
     err = capsys.readouterr().err
     assert rc == 2 and "--lr must be a finite number" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["index", "{run}", "{dir}", "--out", "{dir}/index"],
+        ["export", "onnx", "{run}", "--out", "{dir}/model.onnx"],
+        ["report", "{run}", "--out", "{dir}/report"],
+    ],
+)
+def test_a_text_file_where_a_run_belongs_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    text = tmp_path / "config.json"
+    text.write_text('{"epochs": 3}\n')
+    rc = main([a.format(run=text, dir=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == (
+        f"latentsearch {argv[0]}: error: {text} is not a latentsearch checkpoint: "
+        "it is not a file written by torch.save\n"
+    )
