@@ -755,8 +755,8 @@ def register(sub: Any) -> None:
         owner=TrainConfig,
         field="keep_checkpoints",
         choices=list(KEEP_CHECKPOINTS),
-        help="last-best: the newest epoch's checkpoint (to resume from) and the lowest "
-        "validation loss's; all: every epoch's",
+        metavar="KEEP",
+        help="last-best (the newest checkpoint and the lowest validation loss's) or all",
     )
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluation at the end")
     p.add_argument(
