@@ -316,6 +316,9 @@ def prune_checkpoints(
 
     Returns:
         The files deleted. One that cannot be deleted now is left for the next call.
+
+    Raises:
+        ConfigError: ``keep`` is not one of ``KEEP_CHECKPOINTS``.
     """
     if keep not in KEEP_CHECKPOINTS:
         raise ConfigError("keep_checkpoints", f"must be one of {', '.join(KEEP_CHECKPOINTS)}")
