@@ -5,12 +5,18 @@
   indexes). Read-only: ``copy_tiny_run(dest)`` gives a private copy to write into.
 - ``rgb_runs``: two seed-ae runs (seeds 0 and 1, hence other weights) trained one epoch on a
   tiny folder of tinted 8×8 colour images, for the index, search and serve tests.
+
+Also ``small_fs(kib)``: a file system of that size (a tmpfs mounted for the test), for what a
+full disk does; skipped where it cannot be mounted (not root, not Linux).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +86,33 @@ def rgb_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Run]:
         )
         runs.append(train(config, root / f"run-{seed}", progress=False, data=data))
     return runs[0], runs[1]
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``small_fs(kib)``: an empty folder on a tmpfs of ``kib`` KiB, unmounted after the test.
+
+    Skips the test where no tmpfs can be mounted (mounting needs root on Linux); the tests
+    that use it have a variant that fakes ``ENOSPC`` and runs everywhere.
+    """
+    mounted: list[Path] = []
+
+    def mount(kib: int) -> Path:
+        if not sys.platform.startswith("linux") or os.geteuid() != 0:
+            pytest.skip("a small file system needs root on Linux (mount -t tmpfs)")
+        where = tmp_path / f"small-fs-{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)

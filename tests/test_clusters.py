@@ -94,7 +94,7 @@ def test_head_recovers_separated_clusters_and_round_trips(tmp_path: Path) -> Non
 def test_unreadable_head_and_too_few_images_are_clear_errors(tmp_path: Path) -> None:
     bad = tmp_path / "cluster_head.pt"
     bad.write_bytes(b"not a head")
-    with pytest.raises(ClusterHeadError, match="not a readable cluster head"):
+    with pytest.raises(ClusterHeadError, match="not a cluster head: it is not a file written by"):
         load_cluster_head(bad)
     with pytest.raises(ValueError, match="too few"):
         fit_cluster_head(_Identity(), np.zeros((5, 2, 2, 1), np.uint8))

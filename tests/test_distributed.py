@@ -29,7 +29,7 @@ from latentsearch.data import DataSplits, ImageData
 from latentsearch.distributed import DistContext, DistributedError
 from latentsearch.errors import ConfigError
 from latentsearch.objectives import nt_xent
-from latentsearch.runs import TrainConfig, checkpoints, load_run
+from latentsearch.runs import TrainConfig, best_epoch, checkpoints, load_run, read_history
 from latentsearch.training import batch_bounds, build_model, train
 
 WORLD = 2
@@ -305,7 +305,9 @@ def test_two_processes_train_resume_and_score_digits_like_one(tmp_path: Path) ->
     train_args = ["-m", "latentsearch", "train", *DIGITS_ARGS, "--out", str(two)]
     code, output, _ = _torchrun([*train_args, "--epochs", "2", "--no-evaluate"], tmp_path)
     assert code == 0, output
-    assert [p.name for p in checkpoints(two)] == ["epoch-001.pt", "epoch-002.pt"]
+    # Rank 0 keeps the newest checkpoint and the best validation loss's (last-best).
+    kept = {best_epoch(read_history(two)), 2} - {None}
+    assert [p.name for p in checkpoints(two)] == [f"epoch-00{e}.pt" for e in sorted(kept)]
     code, output, _ = _torchrun([*train_args, "--epochs", "3", "--resume"], tmp_path)
     assert code == 0, output
     assert output.count("epoch 3:") == 1  # rank 0 alone prints

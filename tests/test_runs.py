@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from latentsearch.clusters import ClusterHeadError, load_cluster_head
+from latentsearch.errors import ConfigError
 from latentsearch.models import create_model
 from latentsearch.runs import (
     CHECKPOINT_FORMAT,
@@ -19,6 +21,7 @@ from latentsearch.runs import (
     Run,
     RunError,
     TrainConfig,
+    best_epoch,
     check_checkpoint,
     checkpoint_path,
     checkpoints,
@@ -26,17 +29,57 @@ from latentsearch.runs import (
     load_run,
     load_versioned,
     prepare_run_folder,
+    prune_checkpoints,
     read_checkpoint,
     weights_hash,
 )
 
 
+def _fake_checkpoints(run_dir: Path, epochs: list[int]) -> None:
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for epoch in epochs:
+        checkpoint_path(run_dir, epoch).write_bytes(b"")
+
+
 def test_checkpoints_are_listed_oldest_first(tiny_run: Run, tmp_path: Path) -> None:
-    assert checkpoints(tiny_run.path) == [
-        checkpoint_path(tiny_run.path, 1),
-        checkpoint_path(tiny_run.path, 2),
+    _fake_checkpoints(tmp_path / "run", [3, 1, 2])
+    assert checkpoints(tmp_path / "run") == [
+        checkpoint_path(tmp_path / "run", e) for e in (1, 2, 3)
     ]
+    assert checkpoints(tiny_run.path)[-1] == checkpoint_path(tiny_run.path, 2)
     assert checkpoints(tmp_path / "absent") == []
+
+
+def _history(val_losses: list[float | None]) -> list[dict[str, Any]]:
+    return [
+        {"epoch": e, "train": {"loss": 1.0}, **({} if v is None else {"val": {"loss": v}})}
+        for e, v in enumerate(val_losses, start=1)
+    ]
+
+
+def test_the_best_epoch_has_the_lowest_validation_loss() -> None:
+    assert best_epoch(_history([0.9, 0.5, 0.7, 0.5])) == 2  # the earliest of a tie
+    assert best_epoch(_history([float("nan"), 0.8])) == 2
+    assert best_epoch(_history([None, None])) is None  # no validation set: no best
+    assert best_epoch([]) is None
+
+
+def test_pruning_keeps_the_last_and_the_best_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _fake_checkpoints(run, [1, 2, 3, 4])
+    history = _history([0.9, 0.5, 0.7, 0.8])
+    assert prune_checkpoints(run, last=4, history=history, keep="all") == []
+    assert len(checkpoints(run)) == 4
+    removed = prune_checkpoints(run, last=4, history=history, keep="last-best")
+    assert removed == [checkpoint_path(run, 1), checkpoint_path(run, 3)]
+    assert checkpoints(run) == [checkpoint_path(run, 2), checkpoint_path(run, 4)]
+    # Without validation losses only the last stays.
+    assert prune_checkpoints(run, last=4, history=_history([None] * 4), keep="last-best")
+    assert checkpoints(run) == [checkpoint_path(run, 4)]
+    with pytest.raises(ConfigError, match="keep_checkpoints must be one of last-best, all"):
+        prune_checkpoints(run, last=4, history=history, keep="best")
+    with pytest.raises(ConfigError, match="keep_checkpoints must be one of"):
+        TrainConfig(keep_checkpoints="every")
 
 
 def test_a_loaded_run_has_the_trained_runs_fingerprint(tiny_run: Run) -> None:
@@ -44,7 +87,7 @@ def test_a_loaded_run_has_the_trained_runs_fingerprint(tiny_run: Run) -> None:
     assert loaded.fingerprint == tiny_run.fingerprint == fingerprint(loaded.model, "seed-ae")
     assert loaded.fingerprint["weights_sha256"] == weights_hash(loaded.model)
     assert loaded.config == tiny_run.config and loaded.epoch == 2
-    assert load_run(checkpoint_path(tiny_run.path, 1)).epoch == 1  # a checkpoint file too
+    assert load_run(checkpoint_path(tiny_run.path, 2)).epoch == 2  # a checkpoint file too
 
 
 def test_a_model_without_a_folder_is_a_run_of_epoch_zero() -> None:
@@ -72,10 +115,19 @@ def test_a_run_folder_refuses_a_second_run_and_a_resume_of_another_config(
     with pytest.raises(RunError, match="is a file"):
         prepare_run_folder(tmp_path / "file", tiny_run.config, resume=False)
     # Where it runs and for how long may change; what it learns may not.
-    longer = dataclasses.replace(tiny_run.config, epochs=5, threads=1, precision="fp32")
+    longer = dataclasses.replace(
+        tiny_run.config, epochs=5, threads=1, precision="fp32", keep_checkpoints="all"
+    )
     state = prepare_run_folder(folder, longer, resume=True)
     assert state is not None and state["epoch"] == 2 and state["format"] == CHECKPOINT_FORMAT
-    assert set(RESUMABLE_FIELDS) == {"epochs", "threads", "device", "precision", "world_size"}
+    assert set(RESUMABLE_FIELDS) == {
+        "epochs",
+        "threads",
+        "device",
+        "precision",
+        "world_size",
+        "keep_checkpoints",
+    }
     with pytest.raises(RunError, match="another config; only `epochs`"):
         prepare_run_folder(folder, dataclasses.replace(longer, seed=9), resume=True)
 
@@ -87,8 +139,15 @@ def test_versioned_files_of_another_format_are_refused(tiny_run: Run, tmp_path: 
     with pytest.raises(ClusterHeadError, match="is not a cluster head"):
         load_cluster_head(ckpt)
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ClusterHeadError, match="not a readable cluster head"):
+    with pytest.raises(ClusterHeadError, match="not a cluster head: it is not a file written by"):
         load_cluster_head(tmp_path / "junk.pt")
+    # A zip archive begins like a checkpoint; torch's many-line refusal becomes one line.
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as z:
+        z.writestr("a.txt", "not a tensor")
+    with pytest.raises(RunError, match="not a readable checkpoint") as caught:
+        zipped = tmp_path / "photos.zip"
+        load_versioned(zipped, CHECKPOINT_FORMAT, what="checkpoint", error=RunError)
+    assert "\n" not in str(caught.value)
 
 
 def test_a_config_of_json_that_is_not_an_object_is_a_run_error() -> None:

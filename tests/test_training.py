@@ -10,8 +10,20 @@ import pytest
 import torch
 
 from latentsearch.data import DataSplits, load_data
+from latentsearch.diskspace import DiskFullError
 from latentsearch.errors import ConfigError
-from latentsearch.runs import Run, RunError, TrainConfig, checkpoints, load_run, weights_hash
+from latentsearch.runs import (
+    Run,
+    RunError,
+    TrainConfig,
+    best_checkpoint,
+    best_epoch,
+    checkpoint_path,
+    checkpoints,
+    load_run,
+    read_history,
+    weights_hash,
+)
 from latentsearch.training import build_model, load_initial_weights, make_optimizer, train
 
 
@@ -21,7 +33,9 @@ def _like(run: Run, **kw: object) -> TrainConfig:
     return dataclasses.replace(run.config, **kw)  # type: ignore[arg-type]
 
 
-def test_run_folder_holds_config_metrics_and_a_checkpoint_per_epoch(tiny_run: Run) -> None:
+def test_run_folder_holds_config_metrics_and_the_last_and_best_checkpoints(
+    tiny_run: Run,
+) -> None:
     run, folder = tiny_run, tiny_run.path
     assert json.loads((folder / "config.json").read_text())["label_fraction"] == 0.5
     lines = (folder / "metrics.jsonl").read_text().splitlines()
@@ -31,7 +45,8 @@ def test_run_folder_holds_config_metrics_and_a_checkpoint_per_epoch(tiny_run: Ru
     assert {"mse", "hint_ce", "loss"} <= set(first["val"])
     assert first["images_per_second"] > 0
     ckpts = sorted((folder / "checkpoints").glob("*.pt"))
-    assert [c.name for c in ckpts] == ["epoch-001.pt", "epoch-002.pt"]
+    best = min((1, 2), key=lambda e: json.loads(lines[e - 1])["val"]["loss"])
+    assert [c.name for c in ckpts] == sorted({f"epoch-{best:03d}.pt", "epoch-002.pt"})
     state = torch.load(ckpts[-1], weights_only=True)  # no pickled objects inside
     assert state["model_name"] == "seed-ae" and state["epoch"] == 2
     reloaded = load_run(folder)
@@ -127,7 +142,7 @@ def test_a_checkpoint_of_another_model_is_refused_clearly(
     with pytest.raises(RunError, match="do not fit model 'conv-ae'"):
         load_run(tmp_path / "run")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RunError, match="not a readable"):
+    with pytest.raises(RunError, match="not a latentsearch checkpoint: it is not a file written"):
         load_run(tmp_path / "junk.pt")
     with pytest.raises(RunError, match="no run folder"):
         load_run(tmp_path / "missing")
@@ -255,3 +270,47 @@ def test_resume_from_a_training_state_that_does_not_fit_is_a_run_error(
     with pytest.raises(RunError, match="cannot resume: the newest checkpoint's training") as e:
         train(_like(tiny_run, epochs=3), part, resume=True, progress=False, data=digits)
     assert "\n" not in str(e.value)
+
+
+def test_pruned_checkpoints_keep_the_best_loadable_and_the_last_resumable(
+    tmp_path: Path, digits: DataSplits, tiny_run: Run, copy_tiny_run: Callable[[Path], Path]
+) -> None:
+    # Every epoch's checkpoint kept (491 MB for 50 epochs on 320 images) was issue 38's item
+    # 11: by default only the newest (to resume from) and the best validation loss's stay.
+    # (The tiny run is pruned too: test_resume_continues_exactly_... resumes one.)
+    every = train(
+        _like(tiny_run, keep_checkpoints="all"), tmp_path / "all", progress=False, data=digits
+    )
+    assert [p.name for p in checkpoints(every.path)] == ["epoch-001.pt", "epoch-002.pt"]
+    kept = copy_tiny_run(tmp_path / "kept")
+    best = best_epoch(read_history(kept))
+    assert best is not None
+    assert checkpoints(kept) == sorted({checkpoint_path(kept, e) for e in (best, 2)})
+    best_path = best_checkpoint(kept)
+    assert best_path == checkpoint_path(kept, best)
+    assert best_path is not None and load_run(best_path).epoch == best
+    resumed = train(_like(tiny_run, epochs=3), kept, resume=True, progress=False, data=digits)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    best = best_epoch(resumed.history)
+    assert checkpoints(kept) == sorted({checkpoint_path(kept, e) for e in (best, 3)})
+
+
+def _checkpoint_bytes(run: Run) -> int:
+    return max(p.stat().st_size for p in checkpoints(run.path))
+
+
+def test_a_full_disk_stops_training_in_one_line_keeping_earlier_checkpoints(
+    small_fs: Callable[[int], Path], digits: DataSplits, tiny_run: Run
+) -> None:
+    # Room for one checkpoint and a half: epoch 2's does not fit. torch's own writer said
+    # "RuntimeError: [enforce fail at inline_container.cc:672]" and left epoch-002.pt.tmp.
+    disk = small_fs(int(1.5 * _checkpoint_bytes(tiny_run)) // 1024)
+    config = _like(tiny_run, epochs=3, keep_checkpoints="all")
+    with pytest.raises(DiskFullError) as caught:
+        train(config, disk / "run", progress=False, data=digits)
+    message = str(caught.value)
+    assert message.startswith(f"not enough space in {disk / 'run' / 'checkpoints'} for ")
+    assert "epoch-002.pt (it needs " in message and "\n" not in message
+    assert sorted(p.name for p in (disk / "run" / "checkpoints").iterdir()) == ["epoch-001.pt"]
+    assert load_run(disk / "run").epoch == 1  # what was saved before is intact
+    assert len(read_history(disk / "run")) == 1

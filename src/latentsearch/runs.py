@@ -5,7 +5,8 @@ A run folder holds::
     config.json            the resolved TrainConfig
     metrics.jsonl          one JSON line per finished epoch
     checkpoints/epoch-NNN.pt   self-describing checkpoints (weights, model name and arguments,
-                               config, class names), one per epoch
+                               config, class names): by default the newest epoch's and
+                               the best epoch's (``keep_checkpoints``), else every epoch's
     eval.json              the last evaluation, when one was run
     cluster_head.pt        a SCAN head, when ``latentsearch cluster`` trained one
 
@@ -17,8 +18,10 @@ the evaluation only read them, through this module.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from latentsearch.device import resolve_device
+from latentsearch.diskspace import disk_full_error, is_disk_full
 from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models import MODELS, create_model
 from latentsearch.models.base import EmbeddingModel
@@ -65,12 +69,16 @@ reached) in a whole checkpoint: a real one holds a few thousand."""
 _MAX_LIST = 64  # longest list or mapping in model arguments and config values
 _MAX_STR = 4_096  # longest string in model arguments and config values (a path, say)
 
-RESUMABLE_FIELDS = ("epochs", "threads", "device", "precision", "world_size")
+
+KEEP_CHECKPOINTS = ("last-best", "all")
+"""Which checkpoints a run keeps: the newest and the best (lowest validation loss), or all."""
+
+RESUMABLE_FIELDS = ("epochs", "threads", "device", "precision", "world_size", "keep_checkpoints")
 """Config fields a resumed run may change: where it runs and for how long, not what it learns.
 
 ``world_size`` is among them because ``batch_size`` is the global batch: the same run on
 another number of processes takes the same steps (BatchNorm statistics aside, unless
-``sync_batchnorm``)."""
+``sync_batchnorm``). ``keep_checkpoints`` only decides which files stay on disk."""
 
 
 class RunError(LatentsearchError):
@@ -109,6 +117,9 @@ class TrainConfig:
     init: str | None = None  # start from the matching tensors of this checkpoint / run / file
     sync_batchnorm: bool = False  # several processes: BatchNorm statistics of the global batch
     world_size: int = 1  # processes that trained it (train() records torchrun's WORLD_SIZE)
+    # Checkpoints kept on disk: last-best (the newest, to resume from, and the one of the
+    # lowest validation loss; the newest alone when there is no validation set) or all.
+    keep_checkpoints: str = "last-best"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "seed", "world_size"):
@@ -157,6 +168,11 @@ class TrainConfig:
             )
         if self.init is not None and (not isinstance(self.init, str) or not self.init):
             raise ConfigError("init", f"must be a path, got {self.init!r}")
+        if self.keep_checkpoints not in KEEP_CHECKPOINTS:
+            raise ConfigError(
+                "keep_checkpoints",
+                f"must be one of {', '.join(KEEP_CHECKPOINTS)}, got {self.keep_checkpoints!r}",
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 "precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -293,6 +309,70 @@ def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"epoch-{epoch:03d}.pt"
 
 
+def best_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The epoch of the lowest validation loss (``val["loss"]``) in a run's history.
+
+    Returns:
+        The epoch (1 for the first; the earliest on a tie), or None when no epoch was
+        validated (a run without a validation set).
+    """
+    best: tuple[float, int] | None = None
+    for record in history:
+        val = record.get("val")
+        loss = val.get("loss") if isinstance(val, dict) else None
+        if not isinstance(loss, int | float) or not math.isfinite(loss):
+            continue
+        if best is None or loss < best[0]:
+            best = (float(loss), int(record["epoch"]))
+    return None if best is None else best[1]
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint of the run's best epoch (:func:`best_epoch`), None when there is none.
+
+    ``load_run(best_checkpoint(path))`` loads the best model; ``load_run(path)`` the newest.
+    """
+    epoch = best_epoch(read_history(run_dir))
+    if epoch is None:
+        return None
+    path = checkpoint_path(run_dir, epoch)
+    return path if path.is_file() else None
+
+
+def prune_checkpoints(
+    run_dir: str | Path, *, last: int, history: list[dict[str, Any]], keep: str
+) -> list[Path]:
+    """Deletes the checkpoints that ``keep`` does not ask for (see ``KEEP_CHECKPOINTS``).
+
+    Args:
+        run_dir: The run folder.
+        last: The newest epoch, whose checkpoint is kept (resuming starts there).
+        history: The run's per-epoch records, for :func:`best_epoch`.
+        keep: ``last-best`` or ``all`` (nothing deleted).
+
+    Returns:
+        The files deleted. One that cannot be deleted now is left for the next call.
+
+    Raises:
+        ConfigError: ``keep`` is not one of ``KEEP_CHECKPOINTS``.
+    """
+    if keep not in KEEP_CHECKPOINTS:
+        raise ConfigError("keep_checkpoints", f"must be one of {', '.join(KEEP_CHECKPOINTS)}")
+    if keep == "all":
+        return []
+    wanted = {checkpoint_path(run_dir, last)}
+    best = best_epoch(history)
+    if best is not None:
+        wanted.add(checkpoint_path(run_dir, best))
+    removed = []
+    for path in checkpoints(run_dir):
+        if path not in wanted:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch records of ``metrics.jsonl`` (empty when the file is absent)."""
     path = Path(run_dir) / METRICS_FILE
@@ -365,12 +445,53 @@ def prepare_run_folder(
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` into a temporary file renamed into place: never a half-written file."""
+    """``torch.save`` into a temporary file renamed into place: never a half-written file.
+
+    The bytes are made in memory first, so a full disk is a plain ``OSError`` of a write
+    (torch's own writer reports it as an obscure ``RuntimeError``) and its size is known.
+
+    Raises:
+        DiskFullError: The file does not fit; the temporary file is removed and whatever
+            ``path`` held before is intact.
+        OSError: It cannot be written for another reason (likewise cleaned up).
+    """
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # first, so that the free space reported counts it out
+        if is_disk_full(e):
+            raise disk_full_error(path.parent, path.name, needed=len(data)) from e
+        raise
     return path
+
+
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+"""How the files ``torch.save`` writes begin: a zip archive, or (before torch 1.6) a pickle."""
+
+
+def _written_by_torch(path: Path) -> bool:
+    """Whether ``path`` begins as a ``torch.save`` file does (a text file, say, does not).
+
+    torch's own error on such a file spans many lines about ``weights_only``; this lets the
+    caller say in one line what the file is not. A file that cannot be read passes, so that
+    loading it reports why.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True
+    return any(head.startswith(magic) for magic in _TORCH_MAGIC)
 
 
 def load_versioned(
@@ -390,10 +511,13 @@ def load_versioned(
         error: The file cannot be read, or is not a dict of format ``fmt``.
     """
     path = Path(path)
+    if not _written_by_torch(path):
+        raise error(f"{path} is not a {what}: it is not a file written by torch.save")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types on a bad file
-        raise error(f"{path} is not a readable {what}: {e}") from e
+    except Exception as e:  # torch raises many types on a bad file, some over many lines
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(f"{path} is not a readable {what}: {reason[:200]}") from e
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise error(f"{path} is not a {what} ({fmt})")
     return state

@@ -26,6 +26,7 @@ from latentsearch import distributed
 from latentsearch.data import DataSplits, ImageData, load_data
 from latentsearch.data.splits import label_subset
 from latentsearch.device import resolve_device
+from latentsearch.diskspace import disk_full_as_error
 from latentsearch.embedding import to_tensor
 from latentsearch.errors import ConfigError, LatentsearchError
 from latentsearch.models import create_model
@@ -45,6 +46,7 @@ from latentsearch.runs import (
     fingerprint,
     never_finished_an_epoch,
     prepare_run_folder,
+    prune_checkpoints,
     read_history,
     save_checkpoint,
 )
@@ -331,7 +333,8 @@ def train(
 
     Args:
         config: What to train.
-        out: The run folder; must be empty or absent unless ``resume``.
+        out: The run folder; must be empty or absent unless ``resume``. After each epoch the
+            checkpoints ``config.keep_checkpoints`` does not ask for are deleted.
         resume: Continue from the newest checkpoint in ``out`` (same config required).
         progress: Show a progress bar on a terminal (rank 0 only).
         log: Called with each epoch's metrics dict (rank 0 only).
@@ -346,6 +349,8 @@ def train(
         ConfigError: Invalid settings (e.g. labels asked for on unlabelled data).
         DistributedError: The ranks cannot work together (e.g. they loaded different data).
         RuntimeError: The loss stopped being finite (lower ``lr``).
+        DiskFullError: A checkpoint or the metrics do not fit on ``out``'s disk (the
+            checkpoints already written are intact, no temporary file is left).
     """
     ctx = distributed.context()
     device = distributed.rank_device(resolve_device(config.device), ctx)
@@ -449,8 +454,15 @@ def _train(
                 class_names=class_names,
             )
             record["wall_seconds"] = time.perf_counter() - t0
-            with (out / METRICS_FILE).open("a") as f:
+            with disk_full_as_error(out, METRICS_FILE), (out / METRICS_FILE).open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            # Only once the new checkpoint and its record are on disk.
+            prune_checkpoints(
+                out,
+                last=int(record["epoch"]),
+                history=[*history, record],
+                keep=config.keep_checkpoints,
+            )
             if log is not None:
                 log(record)
         history.append(record)
@@ -588,10 +600,11 @@ def _open_run_folder(
     if not ctx.is_main:
         return []
     history = read_history(out)[:start_epoch]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    (out / METRICS_FILE).write_text("".join(json.dumps(h) + "\n" for h in history))
+    with disk_full_as_error(out, "the run's config and metrics"):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (out / METRICS_FILE).write_text("".join(json.dumps(h) + "\n" for h in history))
     return history
 
 

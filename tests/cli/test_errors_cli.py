@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,53 @@ def test_a_learning_rate_that_is_not_finite_is_one_line(
     err = capsys.readouterr().err
     assert rc == 2 and "--lr must be a finite number" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["index", "{run}", "{dir}", "--out", "{dir}/index"],
+        ["export", "onnx", "{run}", "--out", "{dir}/model.onnx"],
+        ["report", "{run}", "--out", "{dir}/report"],
+    ],
+)
+def test_a_text_file_where_a_run_belongs_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    text = tmp_path / "config.json"
+    text.write_text('{"epochs": 3}\n')
+    rc = main([a.format(run=text, dir=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == (
+        f"latentsearch {argv[0]}: error: {text} is not a latentsearch checkpoint: "
+        "it is not a file written by torch.save\n"
+    )
+
+
+def test_a_full_disk_while_training_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import latentsearch.runs as runs
+
+    real_open = open
+
+    def full_disk_open(file: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if "w" in mode and str(file).endswith("epoch-002.pt.tmp"):
+            real_open(file, mode).close()
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(runs, "open", full_disk_open, raising=False)
+    out = tmp_path / "run"
+    # Where no small disk can be mounted (tests/test_training.py mounts one): the write of
+    # epoch 2's checkpoint fails with ENOSPC.
+    argv = ["train", "--model", "seed-ae", "--epochs", "2", "--batch-size", "256"]
+    argv += ["--no-evaluate", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"latentsearch train: error: not enough space in {out / 'checkpoints'} for epoch-002.pt"
+    )
+    assert len(err.splitlines()) == 1
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["epoch-001.pt"]  # no .tmp

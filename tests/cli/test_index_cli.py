@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pytest
@@ -389,3 +391,82 @@ def test_a_folder_whose_name_is_not_utf8_is_indexed_and_printed(
     assert f"indexed {PER_CLASS} images of image folder" in out and "r\\xe9pertoire" in out
     assert main(["index", str(run), str(latin1), "--update", str(idx)]) == 0
     assert f"{PER_CLASS} unchanged" in capsys.readouterr().out
+
+
+def _fill(disk: Path) -> None:
+    """Fills the small file system ``disk``."""
+    (disk / "filler").write_bytes(b"\0" * shutil.disk_usage(disk).free)
+
+
+def _same_index(path: Path, count: int) -> None:
+    from latentsearch.index import ImageIndex
+
+    assert len(ImageIndex.load(path)) == count
+    assert sorted(p.name for p in path.iterdir()) == [
+        "embeddings.npy",
+        "index.faiss",
+        "manifest.json",
+    ]
+
+
+def test_a_full_disk_keeps_the_old_index_and_is_one_line(
+    folder: Path,
+    runs: tuple[Path, Path],
+    small_fs: Callable[[int], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `index --out` / `--update` on a full disk were "OSError: [Errno 28]" tracebacks.
+    disk = small_fs(256)
+    index = disk / "idx"
+    count = _json(capsys, ["index", str(runs[0]), str(folder), "--out", str(index), "--json"])[
+        "count"
+    ]
+    _fill(disk)
+    err = _fails(capsys, ["index", str(runs[0]), str(folder), "--out", str(index)])
+    assert f"error: not enough space in {disk} for idx (" in err
+    _same_index(index, count)
+    _image(folder / "red" / "new.png", 99, (1, 0, 0))
+    err = _fails(capsys, ["index", str(runs[0]), str(folder), "--update", str(index)])
+    assert f"error: not enough space in {disk} for idx (" in err
+    _same_index(index, count)
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "idx"]  # no scratch left
+
+
+def test_an_index_that_does_not_fit_leaves_nothing_half_written(
+    folder: Path,
+    runs: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Wherever no small disk can be mounted: the index's files fail with ENOSPC half-way.
+    from latentsearch.index import storage
+
+    index = tmp_path / "idx"
+    count = _json(capsys, ["index", str(runs[0]), str(folder), "--out", str(index), "--json"])[
+        "count"
+    ]
+    real_write_file = storage.write_file
+
+    def half(f: IO[bytes]) -> None:
+        f.write(b"half a file")
+
+    def full_disk(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+        real_write_file(path, half)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(storage, "write_file", full_disk)
+    for flag in ("--update", "--out"):
+        err = _fails(capsys, ["index", str(runs[0]), str(folder), flag, str(index)])
+        assert err.startswith(
+            f"latentsearch index: error: not enough space in {tmp_path} for idx (it needs more "
+            "than the 11 B written before the disk filled, "
+        )
+        _same_index(index, count)
+    # A build from a folder keeps its shards (the images are embedded) for a rerun to resume.
+    shards = tmp_path / ".idx.shards"
+    assert err.endswith(
+        f" of shards) stay in {shards}: the same command resumes from them, or delete that folder"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.shards", "idx", "images"]
+    assert sorted(p.name for p in shards.iterdir()) == ["job.json", "lock", "shard-0000000.npz"]

@@ -196,3 +196,25 @@ def test_non_loopback_server_notes_that_any_host_is_accepted(
     assert "--allowed-host" in capsys.readouterr().out
     client = TestClient(served["app"])
     assert client.get("/health", headers={"host": "anything.example"}).status_code == 200
+
+
+@pytest.mark.parametrize("content", ['{"epochs": 3}\n', "run: runs/photos\nepochs: 3\n"])
+def test_a_text_file_as_the_run_is_one_line(
+    index_and_runs: tuple[Path, Path, Path],
+    served: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+) -> None:
+    index = index_and_runs[0]
+    text = tmp_path / "notes.txt"
+    text.write_text(content)
+    image = next((index.parent / "images").rglob("*.png"))
+    for argv in (["serve", str(index)], ["search", str(index), str(image)]):
+        assert main([*argv, "--run", str(text)]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"latentsearch {argv[0]}: error: {text} is not a latentsearch checkpoint: "
+            "it is not a file written by torch.save\n"
+        )
+    assert "app" not in served

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from latentsearch.data import DataError, load_data, load_image_folder
 from latentsearch.data import folder as folder_module
@@ -530,3 +535,71 @@ def test_a_file_replaced_by_a_pipe_after_listing_is_not_read(tmp_path: Path, fil
     assert decoded.ok.tolist() == [True, False]
     assert "named pipe" in (decoded.errors[1] or "")
     assert hashes[1] == ""
+
+
+def _noisy_folder(root: Path, per_class: int) -> Path:
+    """Two classes of 16×16 noise PNGs, and one file that is not an image."""
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+    (root / "b" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_a_cache_that_does_not_fit_is_skipped_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk used to be a DataError (or, on a sparse map, a SIGBUS): the cache is an
+    # optimisation, so the load goes on in memory and says why, once.
+    root = _noisy_folder(tmp_path / "images", 5)
+    expected = load_image_folder(root, image_size=8, cache_dir=tmp_path / "roomy")
+
+    def no_room(path: Path, *, shape: tuple[int, ...], dtype: object) -> np.ndarray:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(folder_module, "allocated_memmap", no_room)
+    with pytest.warns(RuntimeWarning) as record:
+        data = load_image_folder(root, image_size=8, cache_dir=tmp_path / "full")
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith(
+        f"cannot write the decoded-image cache in {tmp_path / 'full' / 'folders'} (not enough "
+        "space: it needs 2.1 kB, "  # room for 11 files of 8×8×3 (the text file's too)
+    )
+    assert "decoding into memory instead" in message
+    np.testing.assert_array_equal(data.train.pixels, expected.train.pixels)
+    assert not isinstance(data.train.pixels, np.memmap)
+    assert data.train.ids == expected.train.ids and data.train.sha256 == expected.train.sha256
+    assert data.train.labels.tolist() == [0] * 5 + [1] * 5
+    assert data.train.skipped == expected.train.skipped
+    assert list((tmp_path / "full" / "folders").iterdir()) == []  # no scratch folder left
+
+
+def test_training_on_a_full_disk_goes_on_without_the_cache(
+    tmp_path: Path, small_fs: Callable[[int], Path]
+) -> None:
+    # 41 files of 32×32×3 decode to 126 kB; the cache's disk holds 64 kB. The sparse map of
+    # the decoded pixels killed `train` with SIGBUS (exit status 135, no message).
+    disk = small_fs(64)
+    root = _noisy_folder(tmp_path / "images", 20)
+    env = {**os.environ, "LATENTSEARCH_CACHE": str(disk), "OMP_NUM_THREADS": "1"}
+    args = ["--model", "seed-ae", "--epochs", "1", "--batch-size", "8", "--no-evaluate"]
+    args += ["--data", str(root), "--out", str(tmp_path / "run")]
+    done = subprocess.run(
+        [sys.executable, "-m", "latentsearch", "train", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    warning = f"latentsearch train: warning: cannot write the decoded-image cache in {disk}"
+    assert done.stderr.count(warning) == 1 and done.stderr.count("decoded-image cache") == 1
+    assert "(not enough space: it needs 126 kB, " in done.stderr
+    assert "RuntimeWarning" not in done.stderr  # one line, like the errors
+    assert (tmp_path / "run" / "checkpoints" / "epoch-001.pt").is_file()
+    assert not [p for p in disk.rglob("*") if p.is_file()]  # nothing half-written left

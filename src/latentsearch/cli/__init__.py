@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
 
 from latentsearch.cli import core, export, index, report, search, serve, up
 from latentsearch.cli.common import is_expected, user_message
@@ -72,17 +74,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except Exception as e:
-        if not is_expected(e):
-            raise
-        message = user_message(e, _command_parser(parser, args.command))
-        print(f"latentsearch {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+        try:
+            return int(args.func(args))
+        except Exception as e:
+            if not is_expected(e):
+                raise
+            message = user_message(e, _command_parser(parser, args.command))
+            print(f"latentsearch {args.command}: error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+def _one_line_warnings(command: str, fallback: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints the library's own warnings as one line, like
+    errors (``latentsearch train: warning: ...``), and leaves others to ``fallback``."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if not str(filename).startswith(_PACKAGE_DIR):
+            fallback(message, category, filename, lineno, file, line)
+            return
+        print(f"latentsearch {command}: warning: {message}", file=file or sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -339,6 +339,7 @@ def _config_from_args(args: argparse.Namespace, data: Any = None) -> Any:
         threads=args.threads,
         init=str(Path(args.init).resolve()) if args.init else None,
         sync_batchnorm=args.sync_batchnorm,
+        keep_checkpoints=args.keep_checkpoints,
         **settings,
     )
 
@@ -737,6 +738,8 @@ COMMANDS = {
 
 def register(sub: Any) -> None:
     """Adds this module's commands to the ``latentsearch`` sub-parsers."""
+    from latentsearch.runs import KEEP_CHECKPOINTS, TrainConfig
+
     p = sub.add_parser(
         "train",
         help=COMMANDS["train"],
@@ -746,6 +749,15 @@ def register(sub: Any) -> None:
     _add_train_args(p)
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_option(
+        p,
+        "--keep-checkpoints",
+        owner=TrainConfig,
+        field="keep_checkpoints",
+        choices=list(KEEP_CHECKPOINTS),
+        metavar="KEEP",
+        help="last-best (the newest checkpoint and the lowest validation loss's) or all",
+    )
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluation at the end")
     p.add_argument(
         "--report", action="store_true", help="write an HTML report to RUN/report at the end"

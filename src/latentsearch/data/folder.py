@@ -33,6 +33,7 @@ import re
 import shutil
 import stat
 import sys
+import warnings
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,12 +41,11 @@ from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from PIL import Image
 from tqdm import tqdm
 
 from latentsearch.data.base import DataError, DataSplits, ImageData
-from latentsearch.data.cache import resolve_cache_dir
+from latentsearch.data.cache import CACHE_ENV, resolve_cache_dir
 from latentsearch.data.files import (
     NotARegularFile,
     check_readable,
@@ -61,6 +61,7 @@ from latentsearch.data.images import (
 )
 from latentsearch.data.scratch import remove_abandoned, scratch_dir
 from latentsearch.data.strings import StringColumn, StringColumnBuilder
+from latentsearch.diskspace import allocated_memmap, free_bytes, is_disk_full, size_text
 
 DEFAULT_FOLDER_IMAGE_SIZE = 32
 """Side of the decoded squares when ``image_size`` is None."""
@@ -353,6 +354,24 @@ def _cache_key(root: Path, image_size: int, splits: dict[str, _Split]) -> tuple[
     return f"{safe}-{prefix}", digest.hexdigest()[:20]
 
 
+def _split_data(
+    root: Path, name: str, part: dict[str, Any], pixels: np.ndarray, class_names: list[str]
+) -> ImageData:
+    """A decoded split as ``ImageData``, from its manifest part and its pixels."""
+    ids = part["ids"]
+    rels = part.get("rels", {})  # {position: name on disk} where the id differs
+    return ImageData(
+        pixels=pixels,
+        labels=np.asarray(part["labels"], dtype=np.int64),
+        class_names=list(class_names),
+        ids=list(ids),
+        paths=[str(root / rels.get(str(k), rel)) for k, rel in enumerate(ids)],
+        source=f"image folder {root} ({name})",
+        skipped=[(str(root / rel), str(reason)) for rel, reason in part["skipped"]],
+        sha256=list(part["sha256"]),
+    )
+
+
 def _read_cache(entry: Path, root: Path) -> dict[str, ImageData] | None:
     """The cached splits in ``entry``, or None when it is missing or unusable."""
     try:
@@ -371,16 +390,7 @@ def _read_cache(entry: Path, root: Path) -> dict[str, ImageData] | None:
             if not all(isinstance(i, str) for i in ids + hashes + list(rels.values())):
                 return None
             pixels = np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            out[name] = ImageData(
-                pixels=pixels,
-                labels=np.asarray(part["labels"], dtype=np.int64),
-                class_names=list(class_names),
-                ids=list(ids),
-                paths=[str(root / rels.get(str(k), rel)) for k, rel in enumerate(ids)],
-                source=f"image folder {root} ({name})",
-                skipped=[(str(root / rel), str(reason)) for rel, reason in part["skipped"]],
-                sha256=list(hashes),
-            )
+            out[name] = _split_data(root, name, part, pixels, class_names)
         if "train" not in out:
             return None
         return out
@@ -393,15 +403,22 @@ def _decode_split(
     split: _Split,
     class_index: dict[str, int],
     image_size: int,
-    out_dir: Path,
+    out_dir: Path | None,
     bar: Any,
-) -> dict[str, Any]:
-    """Decodes a split into ``out_dir/<name>.npy``; returns its manifest part."""
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Decodes a split into ``out_dir/<name>.npy``, or into memory when ``out_dir`` is None.
+
+    Returns:
+        Its manifest part, and its pixels when decoded into memory (else None).
+
+    Raises:
+        OSError: When the file does not fit (before anything is decoded) or cannot be written.
+    """
     if not split.files:
         raise DataError(f"{split.where} holds no files")
     shape = (image_size, image_size, 3)
-    full = out_dir / f"{name}.all.npy"
-    pixels = open_memmap(full, mode="w+", dtype=np.uint8, shape=(len(split.files), *shape))
+    full = None if out_dir is None else out_dir / f"{name}.all.npy"
+    pixels = _new_pixels(full, (len(split.files), *shape))
     ids: list[str] = []
     rels: dict[str, str] = {}  # where a file's name on disk is not its id
     labels: list[int] = []
@@ -422,6 +439,10 @@ def _decode_split(
     if not ids:
         reasons = "; ".join(f"{printable(rel)}: {why}" for rel, why in skipped[:3])
         raise DataError(f"no readable image in {split.where} (e.g. {reasons})")
+    part = {"ids": ids, "rels": rels, "labels": labels, "sha256": hashes, "skipped": skipped}
+    if out_dir is None or full is None or not isinstance(pixels, np.memmap):
+        kept = pixels if len(ids) == len(split.files) else pixels[: len(ids)].copy()
+        return part, kept
     final = out_dir / f"{name}.npy"
     if len(ids) == len(split.files):
         pixels.flush()
@@ -429,14 +450,22 @@ def _decode_split(
         os.replace(full, final)
     else:
         # Drop the unused tail, a chunk at a time so a big folder never sits in RAM.
-        compact = open_memmap(final, mode="w+", dtype=np.uint8, shape=(len(ids), *shape))
+        compact = allocated_memmap(final, shape=(len(ids), *shape), dtype=np.uint8)
         for start in range(0, len(ids), _COPY_CHUNK):
             stop = min(start + _COPY_CHUNK, len(ids))
             compact[start:stop] = pixels[start:stop]
         compact.flush()
         del compact, pixels
         full.unlink()
-    return {"ids": ids, "rels": rels, "labels": labels, "sha256": hashes, "skipped": skipped}
+    return part, None
+
+
+def _new_pixels(path: Path | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Room for ``shape`` uint8 pixels: a file allocated up front (a sparse one would kill
+    the process with SIGBUS once the disk is full), or memory when ``path`` is None."""
+    if path is None:
+        return np.empty(shape, dtype=np.uint8)
+    return allocated_memmap(path, shape=shape, dtype=np.uint8)
 
 
 def _build_cache(
@@ -462,7 +491,7 @@ def _build_cache(
             disable=not (progress and sys.stderr.isatty()),
         ) as bar:
             parts = {
-                name: _decode_split(name, split, class_index, image_size, tmp, bar)
+                name: _decode_split(name, split, class_index, image_size, tmp, bar)[0]
                 for name, split in splits.items()
             }
         manifest = {
@@ -502,7 +531,8 @@ def load_image_folder(
     mapped from there; the key covers the folder's path, ``image_size`` and every file's
     relative path and SHA-256, so any change of content triggers a fresh decode (every file
     is read once per call to hash it; decoding is far slower). Scratch folders left in the
-    cache by a killed process are deleted.
+    cache by a killed process are deleted. A cache that cannot be written (a full disk, a
+    read-only folder) is skipped with a ``RuntimeWarning``: the pixels are decoded into memory.
 
     Args:
         root: The folder.
@@ -517,8 +547,7 @@ def load_image_folder(
         content hash.
 
     Raises:
-        DataError: When the folder does not exist, holds no readable image, or the cache
-            cannot be written.
+        DataError: When the folder does not exist or holds no readable image.
     """
     size = check_image_size(image_size) or DEFAULT_FOLDER_IMAGE_SIZE
     root = Path(root).expanduser().resolve()
@@ -540,15 +569,65 @@ def load_image_folder(
         try:
             _build_cache(root, splits, class_names, size, entry, progress)
         except OSError as exc:
-            raise DataError(
-                f"cannot write the decoded-image cache under {entry.parent}: {exc}. Pass "
-                "cache_dir= or set LATENTSEARCH_CACHE to a writable folder with enough space"
-            ) from None
-        _remove_stale(entry, prefix)
-        data = _read_cache(entry, root)
-        if data is None:
-            raise DataError(f"the cache just written in {entry} cannot be read back")
+            _warn_uncached(entry.parent, exc, splits, size)
+            data = _decode_in_memory(root, splits, class_names, size, progress)
+        else:
+            _remove_stale(entry, prefix)
+            data = _read_cache(entry, root)
+            if data is None:
+                raise DataError(f"the cache just written in {entry} cannot be read back")
     return DataSplits(train=data["train"], test=data.get("test"), name=root.name)
+
+
+_WARNED_UNCACHED: set[Path] = set()
+"""Cache folders already warned about: a command that loads its images twice says it once."""
+
+
+def _warn_uncached(
+    folder: Path, error: OSError, splits: dict[str, _Split], image_size: int
+) -> None:
+    """Says (a ``RuntimeWarning``, once per folder and process) that the cache could not be
+    written, and why."""
+    if folder in _WARNED_UNCACHED:
+        return
+    _WARNED_UNCACHED.add(folder)
+    if is_disk_full(error):
+        needed = sum(len(s.files) for s in splits.values()) * image_size * image_size * 3
+        free = free_bytes(folder)
+        why = f"not enough space: it needs {size_text(needed)}" + (
+            "" if free is None else f", {size_text(free)} free"
+        )
+    else:
+        why = error.strerror or str(error)
+    warnings.warn(
+        f"cannot write the decoded-image cache in {folder} ({why}): decoding into memory "
+        f"instead, again on every load; set {CACHE_ENV} to a folder with room to keep it",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _decode_in_memory(
+    root: Path,
+    splits: dict[str, _Split],
+    class_names: list[str],
+    image_size: int,
+    progress: bool,
+) -> dict[str, ImageData]:
+    """Decodes every split into memory: what a load does when its cache cannot be written."""
+    class_index = {c: i for i, c in enumerate(class_names)}
+    with tqdm(
+        total=sum(len(s.files) for s in splits.values()),
+        desc=f"decoding {root.name}",
+        unit="img",
+        disable=not (progress and sys.stderr.isatty()),
+    ) as bar:
+        out = {}
+        for name, split in splits.items():
+            part, pixels = _decode_split(name, split, class_index, image_size, None, bar)
+            assert pixels is not None  # decoded into memory
+            out[name] = _split_data(root, name, part, pixels, class_names)
+    return out
 
 
 # ---------------------------------------------------------------------------- streaming

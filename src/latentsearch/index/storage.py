@@ -25,6 +25,7 @@ from typing import IO
 import numpy as np
 
 from latentsearch.data.scratch import remove_abandoned, scratch_dir
+from latentsearch.diskspace import DiskFullError, disk_full_as_error, disk_full_error, is_disk_full
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -159,12 +160,17 @@ def write_folder(
             given (an embedded database, say); flushed to disk like the files.
 
     Raises:
-        OSError: When a file cannot be written; ``dest`` is then as it was before.
+        DiskFullError: When the files do not fit; nothing of them is left behind, and
+            ``dest`` is as it was before.
+        OSError: When a file cannot be written for another reason; likewise.
     """
     dest = Path(os.path.abspath(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    with disk_full_as_error(dest.parent, dest.name):
+        dest.parent.mkdir(parents=True, exist_ok=True)
     prefix = scratch_prefix(dest)
     remove_abandoned(dest.parent, prefix)
+    full: OSError | None = None
+    written = 0
     with scratch_dir(dest.parent, prefix) as tmp:
         old: Path | None = None
         try:
@@ -179,9 +185,27 @@ def write_folder(
             fsync_dir(tmp)
             old = replace_dir(tmp, dest)
             fsync_dir(dest.parent)
+        except OSError as e:
+            if not is_disk_full(e) or isinstance(e, DiskFullError):
+                raise
+            full, written = e, new_bytes(tmp)
         finally:
             if old is not None and old != tmp and old.exists():
                 shutil.rmtree(old, ignore_errors=True)
+    if full is not None:  # reported once the scratch folder is gone, so free space counts it
+        raise disk_full_error(dest.parent, dest.name, written=written) from full
+
+
+def new_bytes(folder: Path) -> int:
+    """Bytes the files under ``folder`` occupy alone: hard links of other files are free."""
+    total = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(root, name))
+                if st.st_nlink == 1:
+                    total += st.st_size
+    return total
 
 
 @contextlib.contextmanager

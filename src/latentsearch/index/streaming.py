@@ -61,6 +61,13 @@ from latentsearch.data.folder import (
 )
 from latentsearch.data.idx import is_idx_folder
 from latentsearch.data.images import quiet_decompression_bomb_warning
+from latentsearch.diskspace import (
+    DiskFullError,
+    allocated_memmap,
+    disk_full_error,
+    is_disk_full,
+    size_text,
+)
 from latentsearch.embedding import embed_images
 from latentsearch.index.errors import ImageIndexError
 from latentsearch.index.image_index import (
@@ -739,6 +746,8 @@ def index_images(
             index type, backend, ``workers`` or ``chunk_size``, or another job writing the
             same ``out``.
         PrecisionError: When this machine cannot embed in ``spec.precision``.
+        DiskFullError: When the shards or the index do not fit: the old index is intact,
+            and the shards made so far stay for the same command to resume from.
         OSError: When the shards or the index cannot be written.
     """
     from latentsearch import distributed
@@ -754,17 +763,23 @@ def index_images(
     job = _make_job(run, source, chunk_size or source.chunk_size(run), spec.precision)
     t_list = time.perf_counter()
     if out is not None and job.description["root"] is not None:  # files on disk: resumable
-        return _index_on_disk(
-            run,
-            job,
-            Path(os.path.abspath(out)),
-            spec,
-            workers=workers,
-            progress=progress,
-            data_spec=data_spec,
-            on_shard=on_shard,
-            times=(t0, t_list),
-        )
+        out = Path(os.path.abspath(out))
+        try:
+            return _index_on_disk(
+                run,
+                job,
+                out,
+                spec,
+                workers=workers,
+                progress=progress,
+                data_spec=data_spec,
+                on_shard=on_shard,
+                times=(t0, t_list),
+            )
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            raise _disk_full_with_shards(e, out) from e
     shards = _MemoryShards()
     counts = _embed_chunks(run, job, shards, list(range(job.chunks)), workers, progress, on_shard)
     t_embed = time.perf_counter()
@@ -1038,6 +1053,30 @@ def _merge(
     return index, skipped
 
 
+def _disk_full_with_shards(error: OSError, out: Path) -> DiskFullError:
+    """The full disk of a job writing ``out`` from shards on disk, as one line.
+
+    The merged vectors (remade by the next merge) are deleted; the shards stay, so that the
+    same command resumes once there is room, and the message says where they are.
+    """
+    scratch = shards_dir(out)
+    with contextlib.suppress(OSError):
+        (scratch / MERGED_FILE).unlink(missing_ok=True)
+    if isinstance(error, DiskFullError):
+        message = str(error)
+    else:
+        message = str(disk_full_error(out.parent, out.name))
+    shards = list(scratch.glob("shard-*.npz"))
+    if not shards:  # nothing worth keeping: only the job's description
+        shutil.rmtree(scratch, ignore_errors=True)
+        return DiskFullError(message)
+    kept = sum(p.stat().st_size for p in shards)
+    return DiskFullError(
+        f"{message}; the embeddings made so far ({size_text(kept)} of shards) stay in "
+        f"{scratch}: the same command resumes from them, or delete that folder"
+    )
+
+
 def _merged_buffer(path: Path | None, n: int, dim: int) -> np.ndarray:
     """Where the merge puts every shard's vectors, in item order. Shape: (n, dim), float32.
 
@@ -1050,7 +1089,8 @@ def _merged_buffer(path: Path | None, n: int, dim: int) -> np.ndarray:
         path.unlink(missing_ok=True)
     if path is None or n == 0:
         return np.empty((n, dim), dtype=np.float32)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    # Allocated up front: a sparse map on a full disk dies of SIGBUS when it is written.
+    return allocated_memmap(path, shape=(n, dim), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------- the update
