@@ -254,7 +254,7 @@ def test_failed_save_leaves_the_old_index_loadable(
         real(path, write)
 
     monkeypatch.setattr(storage, "write_file", failing)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="not enough space in"):
         index.save(dest)
     monkeypatch.undo()
 
