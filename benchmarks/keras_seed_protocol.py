@@ -198,21 +198,21 @@ def train(arrays_path: Path, seed: int, epochs: int, threads: int, out: Path) ->
         loss={"recon": "mse", "hint": "categorical_crossentropy"},
     )
 
-    class Timer(keras.callbacks.Callback):  # type: ignore[misc]
+    class Timer(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
             self.train_seconds: list[float] = []
             self.epoch_seconds: list[float] = []
             self.load: list[list[float] | None] = []
 
-        def on_epoch_begin(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+        def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
             self.t_train: float | None = None
 
-        def on_test_begin(self, logs=None):  # type: ignore[no-untyped-def]
+        def on_test_begin(self, logs=None):
             self.t_train = time.perf_counter()  # validation starts: the epoch's training ended
 
-        def on_epoch_end(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+        def on_epoch_end(self, epoch, logs=None):
             t = time.perf_counter()
             self.train_seconds.append((self.t_train or t) - self.t0)
             self.epoch_seconds.append(t - self.t0)
