@@ -362,8 +362,8 @@ def main() -> None:
         "server_rss_bytes_idle": idle["VmRSS"],
         "server_rss_bytes_peak": final["VmHWM"],
         "phases": phases,
-        "machine": machine_description() + ", no GPU (shared VM: training runs were using "
-        "the cores; clients run on the same machine)",
+        # What else held the cores is in the load averages; the clients always share them.
+        "machine": machine_description() + ", no GPU (clients run on the same machine)",
         "python": platform.python_version(),
         "httpx": httpx.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
