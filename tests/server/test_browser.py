@@ -332,6 +332,8 @@ def _drag(page: Any, selector: str, start: tuple[float, float], end: tuple[float
 def test_a_region_drawn_on_the_query_is_searched(built: Built) -> None:
     with _open_page(create_app(built.index), "/?id=red/1.png&k=5") as (page, problems):
         page.wait_for_function(RESULTS_LOADED, arg=5, timeout=WAIT_MS)
+        corner = {"x": 0, "y": 0, "width": 120, "height": 12}  # the page's header, top left
+        header = page.screenshot(clip=corner)
         _drag(page, "#query-image", (0.1, 0.25), (0.6, 0.75))  # about 2,5,10,10 of 20x20
         page.wait_for_function(
             "() => document.querySelector('#results-title').textContent.includes('region')",
@@ -343,6 +345,8 @@ def test_a_region_drawn_on_the_query_is_searched(built: Built) -> None:
         assert abs(x - 2) <= 1 and abs(y - 5) <= 1 and abs(w - 10) <= 1 and abs(h - 10) <= 1
         assert f"box={quote(region, safe='')}" in page.url
         assert page.locator("#region-box").is_visible()
+        # The box dims the image around it, not the whole page.
+        assert page.screenshot(clip=corner) == header
         api = page.request.get(f"{page.base}/items/red/1.png/neighbors?k=5&box={region}").json()
         shown = page.locator("#grid img").evaluate_all("(imgs) => imgs.map((i) => i.alt)")
         assert shown == [n["id"] for n in api["neighbors"]]
