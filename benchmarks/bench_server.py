@@ -186,34 +186,55 @@ class Server:
 
 
 # ------------------------------------------------------------------------------ load
-def read_queries(folder: Path, limit: int) -> list[tuple[str, bytes]]:
-    """Up to ``limit`` CIFAR-10 test JPEGs, spread over the classes, as (name, bytes)."""
+Query = tuple[str, str, bytes]
+"""A query image: its id in the index (the path under the folder), its file name, its bytes."""
+
+Record = tuple[float, float, int, float | None, str | None, str]
+"""One request: start, seconds, status, server ms, error, kind (``upload`` or ``lookup``)."""
+
+
+def read_queries(folder: Path, limit: int) -> list[Query]:
+    """Up to ``limit`` CIFAR-10 test JPEGs, spread over the classes (all of them indexed)."""
     files = sorted((folder / "test").glob("*/*.jpg"))
     rng = np.random.default_rng(0)
     pick = rng.permutation(len(files))[:limit]
-    return [(files[i].name, files[i].read_bytes()) for i in pick]
+    return [
+        (files[i].relative_to(folder).as_posix(), files[i].name, files[i].read_bytes())
+        for i in pick
+    ]
+
+
+def is_lookup(i: int, lookup_share: float) -> bool:
+    """Whether request ``i`` of a client is an id lookup: ``lookup_share`` of them, spread out."""
+    return int((i + 1) * lookup_share) > int(i * lookup_share)
 
 
 def client_loop(
     url: str,
-    queries: list[tuple[str, bytes]],
+    queries: list[Query],
     k: int,
     start_at: int,
     record_from: float,
     stop_at: float,
-    out: list[tuple[float, float, int, float | None, str | None]],
+    out: list[Record],
+    lookup_share: float = 0.0,
 ) -> None:
-    """Sends queries back to back; appends (start, seconds, status, server ms, error)."""
+    """Sends requests back to back: uploads to ``POST /search`` and, ``lookup_share`` of them,
+    ``GET /items/{id}/neighbors`` of an indexed id; appends a :data:`Record` for each."""
     i = start_at
     with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
         while (now := time.perf_counter()) < stop_at:
-            name, data = queries[i % len(queries)]
+            item_id, name, data = queries[i % len(queries)]
+            kind = "lookup" if is_lookup(i, lookup_share) else "upload"
             i += 1
             status, server_ms, error = 0, None, None
             try:
-                r = client.post(
-                    "/search", files={"image": (name, data, "image/jpeg")}, data={"k": str(k)}
-                )
+                if kind == "lookup":
+                    r = client.get(f"/items/{item_id}/neighbors", params={"k": k})
+                else:
+                    r = client.post(
+                        "/search", files={"image": (name, data, "image/jpeg")}, data={"k": str(k)}
+                    )
                 status = r.status_code
                 if status == 200:
                     server_ms = float(r.json()["milliseconds"])
@@ -222,51 +243,17 @@ def client_loop(
             except httpx.HTTPError as e:
                 error = f"{type(e).__name__}: {e}"
             if now >= record_from:
-                out.append((now, time.perf_counter() - now, status, server_ms, error))
+                out.append((now, time.perf_counter() - now, status, server_ms, error, kind))
 
 
-def load_phase(
-    server: Server,
-    queries: list[tuple[str, bytes]],
-    *,
-    clients: int,
-    seconds: float,
-    warmup: float,
-    k: int,
-) -> dict[str, Any]:
-    """``clients`` concurrent clients for ``warmup`` + ``seconds``; statistics of the latter."""
-    t0 = time.perf_counter()
-    record_from, stop_at = t0 + warmup, t0 + warmup + seconds
-    records: list[tuple[float, float, int, float | None, str | None]] = []
-    rss: list[int] = []
-    threads = [
-        threading.Thread(
-            target=client_loop,
-            args=(server.url, queries, k, c * 997, record_from, stop_at, records),
-        )
-        for c in range(clients)
-    ]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        if time.perf_counter() >= record_from:
-            rss.append(server.memory()["VmRSS"])
-        time.sleep(0.25)
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - record_from
+def _latencies(records: list[Record], wall: float) -> dict[str, Any]:
+    """Requests/s and latency percentiles (ms) of some records."""
     ok = [r for r in records if r[2] == 200]
     latencies_ms = np.array([r[1] * 1000.0 for r in records]) if records else np.zeros(1)
     server_ms = np.array([r[3] for r in ok if r[3] is not None]) if ok else np.zeros(1)
-    errors = [r for r in records if r[2] != 200]
     return {
-        "clients": clients,
-        "seconds": wall,
         "requests": len(records),
         "ok": len(ok),
-        "errors": len(errors),
-        "error_kinds": dict(Counter((r[4] or "")[:80] for r in errors).most_common(5)),
-        "statuses": {str(s): n for s, n in sorted(Counter(r[2] for r in records).items())},
         "requests_per_second": len(ok) / wall,
         "latency_ms": {
             "mean": float(latencies_ms.mean()),
@@ -279,8 +266,58 @@ def load_phase(
             "p50": float(np.percentile(server_ms, 50)),
             "p95": float(np.percentile(server_ms, 95)),
         },
+    }
+
+
+def load_phase(
+    server: Server,
+    queries: list[Query],
+    *,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    k: int,
+    lookup_share: float = 0.0,
+) -> dict[str, Any]:
+    """``clients`` concurrent clients for ``warmup`` + ``seconds``; statistics of the latter,
+    overall and (with lookups mixed in) per kind of request."""
+    t0 = time.perf_counter()
+    record_from, stop_at = t0 + warmup, t0 + warmup + seconds
+    records: list[Record] = []
+    rss: list[int] = []
+    threads = [
+        threading.Thread(
+            target=client_loop,
+            args=(server.url, queries, k, c * 997, record_from, stop_at, records, lookup_share),
+        )
+        for c in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        if time.perf_counter() >= record_from:
+            rss.append(server.memory()["VmRSS"])
+        time.sleep(0.25)
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - record_from
+    errors = [r for r in records if r[2] != 200]
+    phase: dict[str, Any] = {
+        "clients": clients,
+        "lookup_share": lookup_share,
+        "seconds": wall,
+        **_latencies(records, wall),
+        "errors": len(errors),
+        "error_kinds": dict(Counter((r[4] or "")[:80] for r in errors).most_common(5)),
+        "statuses": {str(s): n for s, n in sorted(Counter(r[2] for r in records).items())},
         "server_rss_bytes_peak_sampled": max(rss, default=0),
     }
+    if lookup_share > 0:
+        phase["by_kind"] = {
+            kind: _latencies([r for r in records if r[5] == kind], wall)
+            for kind in ("upload", "lookup")
+        }
+    return phase
 
 
 # ------------------------------------------------------------------------------ main
@@ -306,8 +343,18 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=CIFAR_DIR)
     parser.add_argument("--work", type=Path, default=WORK, help="run copy and index kept here")
+    parser.add_argument(
+        "--lookup-share",
+        type=float,
+        default=0.0,
+        help="share of requests that are GET /items/{id}/neighbors of an indexed id instead "
+        "of uploads (0: uploads only)",
+    )
+    parser.add_argument("--key", default="server", help="the results file's key to write")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if not 0.0 <= args.lookup_share <= 1.0:
+        raise SystemExit(f"--lookup-share must be within [0, 1], got {args.lookup_share}")
     counts = [int(c) for c in args.clients.split(",") if c.strip()]
     if not (args.data / "test").is_dir():
         raise SystemExit(f"need the CIFAR-10 JPEG folder at {args.data} (train/ and test/)")
@@ -332,19 +379,23 @@ def main() -> None:
                 seconds=args.seconds,
                 warmup=args.warmup,
                 k=args.k,
+                lookup_share=args.lookup_share,
             )
-            lat = phase["latency_ms"]
-            log(
-                f"  {phase['requests_per_second']:.1f} req/s, p50 {lat['p50']:.0f} ms, "
-                f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, {phase['errors']} errors"
-            )
+            for kind, part in [("all", phase), *phase.get("by_kind", {}).items()]:
+                lat = part["latency_ms"]
+                log(
+                    f"  {kind}: {part['requests_per_second']:.1f} req/s, p50 {lat['p50']:.0f} ms, "
+                    f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms"
+                )
+            log(f"  {phase['errors']} errors")
             phases.append(phase)
         final = server.memory()
     finally:
         server.stop()
 
     result = {
-        "what": "POST /search (multipart JPEG upload, k=10) against `latentsearch serve` on "
+        "what": "POST /search (multipart JPEG upload, k=10) and, a share `lookup_share` of "
+        "them, GET /items/{id}/neighbors?k=10 of indexed ids, against `latentsearch serve` on "
         "127.0.0.1; each client is a thread with its own keep-alive connection sending "
         "requests back to back",
         "index": {
@@ -371,8 +422,8 @@ def main() -> None:
         "load_average_at_end": list(os.getloadavg()),
         "total_seconds": time.perf_counter() - started,
     }
-    merge_results(args.out, "server", result)
-    log(f"wrote the 'server' key of {args.out}")
+    merge_results(args.out, args.key, result)
+    log(f"wrote the {args.key!r} key of {args.out}")
 
 
 if __name__ == "__main__":
