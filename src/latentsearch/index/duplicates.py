@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -618,6 +618,14 @@ def typical_distance(
     b = (a + rng.integers(1, n, pairs)) % n  # never a == b
     diff = vectors[a].astype(np.float64) - vectors[b].astype(np.float64)
     return float(np.median(np.einsum("ij,ij->i", diff, diff)))
+
+
+def duplicate_fraction(model_kwargs: Mapping[str, Any]) -> float:
+    """The default threshold's share of the typical distance for a model built with
+    ``model_kwargs``: ``PHOTO_DUPLICATE_FRACTION`` when it embeds a texture part (the auto
+    recipe's photographs), else ``DEFAULT_DUPLICATE_FRACTION``."""
+    texture = float(model_kwargs.get("texture_weight", 0) or 0)
+    return PHOTO_DUPLICATE_FRACTION if texture > 0 else DEFAULT_DUPLICATE_FRACTION
 
 
 def default_threshold(vectors: np.ndarray, fraction: float = DEFAULT_DUPLICATE_FRACTION) -> float:

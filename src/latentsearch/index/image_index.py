@@ -35,9 +35,9 @@ from latentsearch.embedding import embed_images
 from latentsearch.index import backends, storage, stores, vector_store
 from latentsearch.index.duplicates import (
     DEFAULT_DUPLICATE_FRACTION,
-    PHOTO_DUPLICATE_FRACTION,
     DuplicateSearch,
     default_threshold,
+    duplicate_fraction,
     find_duplicates,
 )
 from latentsearch.index.errors import (
@@ -921,10 +921,9 @@ class ImageIndex:
 
         try:
             config = json.loads((self.run_path / CONFIG_FILE).read_text())
-            texture = float(config.get("model_kwargs", {}).get("texture_weight", 0) or 0)
+            fraction = duplicate_fraction(config.get("model_kwargs", {}))
         except (OSError, ValueError, TypeError, AttributeError):
-            texture = 0.0  # the run has moved or is unreadable: the general default
-        fraction = PHOTO_DUPLICATE_FRACTION if texture > 0 else DEFAULT_DUPLICATE_FRACTION
+            fraction = DEFAULT_DUPLICATE_FRACTION  # the run moved or is unreadable
         return default_threshold(self._embeddings, fraction)
 
     # ------------------------------------------------------------------------ accessors

@@ -32,10 +32,9 @@ from latentsearch.evaluation import (
     score_pixels,
 )
 from latentsearch.index.duplicates import (
-    DEFAULT_DUPLICATE_FRACTION,
-    PHOTO_DUPLICATE_FRACTION,
+    default_threshold,
+    duplicate_fraction,
     find_duplicates,
-    typical_distance,
 )
 from latentsearch.metrics import nearest_neighbors
 from latentsearch.progress import show_progress
@@ -612,9 +611,7 @@ def duplicate_threshold(run: Run, embeddings: np.ndarray) -> float:
     between random images, ``PHOTO_DUPLICATE_FRACTION`` when the model embeds a texture part.
     Shape: (N, D), N >= 2 -> scalar.
     """
-    texture = float(run.config.model_kwargs.get("texture_weight", 0) or 0)
-    fraction = PHOTO_DUPLICATE_FRACTION if texture > 0 else DEFAULT_DUPLICATE_FRACTION
-    return fraction * typical_distance(embeddings)
+    return default_threshold(embeddings, duplicate_fraction(run.config.model_kwargs))
 
 
 def _without_labels_views(
